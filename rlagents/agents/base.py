@@ -1,0 +1,61 @@
+"""The `Agent` interface every agent implements, ours and reference ones alike.
+
+The training loop is the only code that steps environments. An agent acts on a batch of observations (one
+row per vector env), observes the resulting transitions and learns on its own schedule, and exposes its
+state as nested dicts of tensors, arrays and plain values so checkpoints need no pickle.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+
+class Agent(ABC):
+    """Base class of all agents. Subclasses set `name` and `config_class` and implement the methods below."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any, obs_space: gym.Space, action_space: gym.Space, *, n_envs: int,
+                 total_steps: int, device: torch.device, seed: int):
+        self.config = config
+        self.obs_space = obs_space
+        self.action_space = action_space
+        self.n_envs = n_envs
+        self.total_steps = total_steps
+        self.device = device
+        self.seed = seed
+
+    @classmethod
+    def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: Any) -> None:
+        """Raise `UnsupportedSpaceError` saying why this agent cannot handle these spaces."""
+
+    @abstractmethod
+    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
+        """Actions for a batch of observations; `explore=False` is the greedy policy used for evaluation."""
+
+    @abstractmethod
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """Record one vector step of experience and learn if due.
+
+        `next_obs` holds the real final observation where an episode ended. Bootstrap where `truncated`,
+        never where `terminated`.
+        """
+
+    def metrics(self) -> dict[str, float]:
+        """Scalars to log (e.g. `losses/td_loss`), aggregated since the previous call."""
+        return {}
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume or evaluate: nested dicts of tensors, arrays and JSON values."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""

@@ -1,0 +1,257 @@
+"""DQN (Mnih et al. 2015) with the common improvements as config switches.
+
+Target network (hard or soft updates), preallocated replay, Huber loss, gradient clipping and a linear
+epsilon schedule; double DQN, dueling heads, n-step returns and prioritized replay are switches. Q-networks
+are a shared backbone (MLP or CNN, chosen from the observation space) plus a Q head.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlagents.agents.base import Agent
+from rlagents.config import param
+from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.networks import Net, QHead, make_backbone
+from rlagents.replay import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
+from rlagents.schedules import LinearSchedule
+
+
+@dataclass
+class DQNConfig:
+    """DQN hyperparameters. Step counts are env steps summed over vector envs."""
+
+    backbone: Literal["auto", "mlp", "cnn"] = param("auto", "network body; auto picks cnn for images")
+    hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1)
+    cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
+    cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
+    channel_order: Literal["auto", "first", "last"] = param("auto", "image channel axis")
+    dueling: bool = param(False, "dueling value/advantage head")
+    double: bool = param(True, "double DQN targets (online net picks, target net values)")
+    n_step: int = param(1, "n-step returns", low=1, high=100)
+    prioritized: bool = param(False, "proportional prioritized replay")
+    per_alpha: float = param(0.6, "prioritization exponent", low=0.0, high=1.0)
+    per_beta: float = param(0.4, "initial importance-sampling exponent (annealed to 1)", low=0.0, high=1.0)
+    per_eps: float = param(1.0e-6, "added to |TD error| so no priority is zero", low=0.0, low_open=True)
+    gamma: float = param(0.99, "discount factor", low=0.0, high=1.0)
+    lr: float = param(1.0e-3, "Adam learning rate", low=0.0, low_open=True)
+    lr_final: float | None = param(None, "learning rate at the end, decayed linearly (null = constant)", low=0.0)
+    adam_eps: float = param(1.0e-8, "Adam epsilon", low=0.0, low_open=True)
+    batch_size: int = param(64, "transitions per gradient step", low=1)
+    buffer_size: int = param(100_000, "replay capacity in transitions", low=1)
+    learning_starts: int = param(1_000, "env steps of experience before the first update", low=0)
+    train_every: int = param(4, "env steps between training rounds", low=1)
+    gradient_steps: int = param(1, "gradient steps per training round", low=1)
+    target_update_every: int = param(1_000, "env steps between target network updates", low=1)
+    tau: float = param(1.0, "target update rate: 1 copies (hard), <1 is Polyak averaging (soft)",
+                       low=0.0, high=1.0, low_open=True)
+    epsilon_start: float = param(1.0, "initial exploration rate", low=0.0, high=1.0)
+    epsilon_end: float = param(0.05, "final exploration rate", low=0.0, high=1.0)
+    epsilon_fraction: float = param(0.1, "fraction of training over which epsilon decays", low=0.0, high=1.0)
+    loss: Literal["huber", "mse"] = param("huber", "TD loss")
+    max_grad_norm: float | None = param(10.0, "gradient norm clip (null = no clipping)", low=0.0, low_open=True)
+
+    def validate(self) -> None:
+        if self.batch_size > self.buffer_size:
+            raise ConfigError(f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size})")
+        if self.backbone == "cnn" and len(self.cnn_channels) != 3:
+            raise ConfigError(f"cnn_channels: the CNN takes three conv widths, got {self.cnn_channels}")
+
+
+# ---------------------------------------------------------------- pure maths
+
+
+def td_targets(rewards: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,
+               discounts: torch.Tensor) -> torch.Tensor:
+    """r + γ^k · V(s') · (1 − terminated): no bootstrap past a terminal state, bootstrap past truncation."""
+    return rewards + discounts * next_values * (1.0 - terminated)
+
+
+def next_state_values(next_q_target: torch.Tensor, next_q_online: torch.Tensor | None) -> torch.Tensor:
+    """max_a Q_target(s', a), or with double DQN Q_target(s', argmax_a Q_online(s', a))."""
+    if next_q_online is None:
+        return next_q_target.max(dim=1).values
+    return next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+class DQNAgent(Agent):
+    """Deep Q-learning for discrete actions over vector, discrete or image observations."""
+
+    name = "dqn"
+    config_class = DQNConfig
+
+    @classmethod
+    def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: DQNConfig) -> None:
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise UnsupportedSpaceError(
+                f"dqn needs a Discrete action space, got {action_space}: DQN takes the max over a finite "
+                f"set of actions (use reinforce for continuous actions)")
+        if not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
+            raise UnsupportedSpaceError(f"dqn needs a Box or Discrete observation space, got {obs_space}")
+
+    def __init__(self, config: DQNConfig, obs_space: gym.Space, action_space: gym.spaces.Discrete, **kwargs: Any):
+        super().__init__(config, obs_space, action_space, **kwargs)
+        c = config
+        self.n_actions = int(action_space.n)
+        backbone = make_backbone(obs_space, c.backbone, hidden=c.hidden, cnn_channels=c.cnn_channels,
+                                 cnn_features=c.cnn_features, channel_order=c.channel_order)
+        self.q = Net(backbone, QHead(backbone.features_dim, self.n_actions, c.dueling)).to(self.device)
+        self.target = copy.deepcopy(self.q).requires_grad_(False)
+        self.params = list(self.q.parameters())
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(self.params, lr=c.lr, eps=c.adam_eps, fused=fused)
+        self.lr_schedule = LinearSchedule(c.lr, c.lr if c.lr_final is None else c.lr_final, self.total_steps)
+        self.epsilon = LinearSchedule(c.epsilon_start, c.epsilon_end, int(c.epsilon_fraction * self.total_steps))
+        self.beta = LinearSchedule(c.per_beta, 1.0, self.total_steps)
+
+        obs_shape = () if isinstance(obs_space, gym.spaces.Discrete) else tuple(obs_space.shape)
+        obs_dtype = np.int64 if isinstance(obs_space, gym.spaces.Discrete) else obs_space.dtype
+        if c.prioritized:
+            self.buffer: ReplayBuffer = PrioritizedReplayBuffer(c.buffer_size, obs_shape, obs_dtype,
+                                                                alpha=c.per_alpha, eps=c.per_eps)
+        else:
+            self.buffer = ReplayBuffer(c.buffer_size, obs_shape, obs_dtype)
+        self.nstep = NStepAccumulator(self.n_envs, c.n_step, c.gamma) if c.n_step > 1 else None
+        self.gammas = np.full(self.n_envs, c.gamma, dtype=np.float32)
+        self.rng = np.random.default_rng(self.seed)
+
+        self.steps = 0
+        self.updates = 0
+        self.next_train = max(c.learning_starts, c.train_every)
+        self.next_target = c.target_update_every
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._q_sum = torch.zeros((), device=self.device)
+        self._logged_updates = 0
+
+    # ------------------------------------------------------------ acting
+
+    def _greedy(self, obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            q = self.q(torch.as_tensor(obs, device=self.device))
+            return q.argmax(dim=1).cpu().numpy()
+
+    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
+        if not explore:
+            return self._greedy(obs)
+        n = len(obs)
+        random_mask = self.rng.random(n) < self.epsilon(self.steps)
+        if random_mask.all():  # skip the forward pass entirely while exploring
+            return self.rng.integers(0, self.n_actions, size=n)
+        actions = self._greedy(obs)
+        if random_mask.any():
+            actions[random_mask] = self.rng.integers(0, self.n_actions, size=int(random_mask.sum()))
+        return actions
+
+    # ------------------------------------------------------------ learning
+
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+        if self.nstep is not None:
+            for i in range(self.n_envs):
+                for transition in self.nstep.push(i, obs[i], actions[i], rewards[i], next_obs[i],
+                                                  bool(terminated[i]), bool(truncated[i])):
+                    self.buffer.add(*transition)
+        elif self.n_envs == 1:
+            self.buffer.add(obs[0], actions[0], rewards[0], next_obs[0], terminated[0], self.config.gamma)
+        else:
+            self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, self.gammas)
+        self.steps += self.n_envs
+        if self.steps >= self.next_train and len(self.buffer) >= self.config.batch_size:
+            rounds = 0
+            while self.next_train <= self.steps:
+                self.next_train += self.config.train_every
+                rounds += 1
+            self._set_lr(self.lr_schedule(self.steps))
+            for _ in range(rounds * self.config.gradient_steps):
+                self._update()
+        if self.steps >= self.next_target:
+            while self.next_target <= self.steps:
+                self.next_target += self.config.target_update_every
+            self._update_target()
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device, non_blocking=True)
+
+    def _update(self) -> None:
+        c = self.config
+        if isinstance(self.buffer, PrioritizedReplayBuffer):
+            batch = self.buffer.sample(c.batch_size, self.rng, beta=self.beta(self.steps))
+        else:
+            batch = self.buffer.sample(c.batch_size, self.rng)
+        obs, next_obs = self._to_tensor(batch.obs), self._to_tensor(batch.next_obs)
+        actions = self._to_tensor(batch.actions).long().unsqueeze(1)
+        with torch.no_grad():
+            next_q_online = self.q(next_obs) if c.double else None
+            next_values = next_state_values(self.target(next_obs), next_q_online)
+            targets = td_targets(self._to_tensor(batch.rewards), next_values,
+                                 self._to_tensor(batch.terminated), self._to_tensor(batch.discounts))
+        q_taken = self.q(obs).gather(1, actions).squeeze(1)
+        if c.loss == "huber":
+            elementwise = nn.functional.smooth_l1_loss(q_taken, targets, reduction="none")
+        else:
+            elementwise = nn.functional.mse_loss(q_taken, targets, reduction="none")
+        if batch.weights is not None:
+            loss = (elementwise * self._to_tensor(batch.weights)).mean()
+        else:
+            loss = elementwise.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, c.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        if isinstance(self.buffer, PrioritizedReplayBuffer):
+            self.buffer.update_priorities(batch.indices, (targets - q_taken).detach().cpu().numpy())
+        self._loss_sum += loss.detach()
+        self._q_sum += q_taken.detach().mean()
+        self.updates += 1
+
+    @torch.no_grad()
+    def _update_target(self) -> None:
+        if self.config.tau >= 1.0:
+            self.target.load_state_dict(self.q.state_dict())
+        else:
+            torch._foreach_lerp_(list(self.target.parameters()), self.params, self.config.tau)
+
+    def metrics(self) -> dict[str, float]:
+        out = {"charts/epsilon": self.epsilon(self.steps), "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
+               "charts/updates": float(self.updates)}
+        n = self.updates - self._logged_updates
+        if n:
+            out["losses/td_loss"] = float(self._loss_sum) / n
+            out["values/mean_q"] = float(self._q_sum) / n
+            self._loss_sum.zero_()
+            self._q_sum.zero_()
+            self._logged_updates = self.updates
+        return out
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"q": self.q.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "counters": {"steps": self.steps, "updates": self.updates, "next_train": self.next_train,
+                             "next_target": self.next_target},
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.q.load_state_dict(state["q"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        counters = state["counters"]
+        self.steps, self.updates = int(counters["steps"]), int(counters["updates"])
+        self.next_train, self.next_target = int(counters["next_train"]), int(counters["next_target"])
+        self._logged_updates = self.updates
+        self.rng.bit_generator.state = state["rng"]
+
+
+AGENT = DQNAgent

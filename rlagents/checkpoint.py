@@ -1,0 +1,173 @@
+"""Safe checkpoints: tensors in safetensors, everything else in JSON, both written atomically.
+
+An agent's nested state (dicts, lists, tensors, numpy arrays, plain values) is split into a flat dict of
+tensors, saved with safetensors, and a JSON tree that refers to them by key. Loading never executes code
+from a file: no pickle, no `torch.load`. The JSON, written last, records the SHA-256 of its tensor file, so
+a checkpoint whose JSON exists is complete and a damaged tensor file is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from rlagents.errors import CheckpointError
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+FINAL = "final"
+
+
+# ---------------------------------------------------------------- atomic files
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+# ---------------------------------------------------------------- nested state <-> tensors + JSON
+
+
+def flatten_state(state: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
+    """Move every tensor and array of `state` into `tensors` (keyed by path); return the JSON remainder."""
+    if isinstance(state, torch.Tensor):
+        tensors[prefix] = state.detach().cpu().contiguous().clone()
+        return {"__tensor__": prefix}
+    if isinstance(state, np.ndarray):
+        if state.dtype == object:
+            raise TypeError(f"object arrays cannot be checkpointed safely ({prefix})")
+        tensors[prefix] = torch.from_numpy(np.ascontiguousarray(state).copy())
+        return {"__ndarray__": prefix}
+    if isinstance(state, dict):
+        if all(isinstance(k, str) for k in state):
+            return {k: flatten_state(v, tensors, f"{prefix}.{k}" if prefix else k) for k, v in state.items()}
+        # torch optimizer state is keyed by int parameter ids
+        return {"__items__": [[k, flatten_state(v, tensors, f"{prefix}.{k}")] for k, v in state.items()]}
+    if isinstance(state, (list, tuple)):
+        return [flatten_state(v, tensors, f"{prefix}.{i}") for i, v in enumerate(state)]
+    if isinstance(state, np.generic):
+        return state.item()
+    if state is None or isinstance(state, (bool, int, float, str)):
+        return state
+    raise TypeError(f"cannot checkpoint value of type {type(state).__name__} at {prefix!r}")
+
+
+def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of `flatten_state`."""
+    if isinstance(tree, dict):
+        if "__tensor__" in tree:
+            return tensors[tree["__tensor__"]]
+        if "__ndarray__" in tree:
+            return tensors[tree["__ndarray__"]].numpy()
+        if "__items__" in tree:
+            return {k: unflatten_state(v, tensors) for k, v in tree["__items__"]}
+        return {k: unflatten_state(v, tensors) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [unflatten_state(v, tensors) for v in tree]
+    return tree
+
+
+def library_versions() -> dict[str, str]:
+    import gymnasium
+
+    import rlagents
+
+    return {"rlagents": rlagents.__version__, "torch": torch.__version__, "gymnasium": gymnasium.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def save_checkpoint(folder: Path, name: str, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Save agent `state` as `<folder>/<name>.safetensors` + `<name>.json`; returns the JSON path."""
+    tensors: dict[str, torch.Tensor] = {}
+    tree = flatten_state(state, tensors)
+    blob = save_tensors(tensors)
+    tensor_file = Path(folder) / f"{name}.safetensors"
+    atomic_write_bytes(tensor_file, blob)
+    record = {"format_version": FORMAT_VERSION, "versions": library_versions(), **meta,
+              "tensor_file": tensor_file.name, "tensor_sha256": hashlib.sha256(blob).hexdigest(), "state": tree}
+    json_file = Path(folder) / f"{name}.json"
+    atomic_write_json(json_file, record)
+    return json_file
+
+
+def read_checkpoint(json_file: Path, *, agent: str | None = None, env: str | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load and verify a checkpoint; returns (state, metadata). Raises CheckpointError saying what is wrong."""
+    json_file = Path(json_file)
+    if not json_file.is_file():
+        raise CheckpointError(f"checkpoint not found: {json_file}")
+    try:
+        record = json.loads(json_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {json_file} is corrupt (not valid JSON: {exc})") from None
+    if not isinstance(record, dict) or "format_version" not in record or "state" not in record:
+        raise CheckpointError(f"{json_file} is not an rlagents checkpoint (no format_version/state)")
+    version = record["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {json_file} has format version {version!r}; this rlagents reads "
+                              f"versions up to {FORMAT_VERSION}: upgrade rlagents")
+    if agent is not None and record.get("agent") != agent:
+        raise CheckpointError(f"checkpoint {json_file} belongs to agent {record.get('agent')!r}, not {agent!r}")
+    if env is not None and record.get("env") != env:
+        raise CheckpointError(f"checkpoint {json_file} was trained on env {record.get('env')!r}, not {env!r}")
+    tensor_file = json_file.parent / str(record.get("tensor_file", ""))
+    if not tensor_file.is_file():
+        raise CheckpointError(f"checkpoint {json_file} is incomplete: tensor file {tensor_file.name} is missing")
+    blob = tensor_file.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != record.get("tensor_sha256"):
+        raise CheckpointError(f"checkpoint tensor file {tensor_file} is corrupt (SHA-256 mismatch)")
+    try:
+        tensors = load_tensors(blob)
+        state = unflatten_state(record["state"], tensors)
+    except (SafetensorError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {json_file} is corrupt: {exc}") from None
+    meta = {k: v for k, v in record.items() if k != "state"}
+    return state, meta
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The final checkpoint of a run, or else its newest periodic one."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    final = folder / f"{FINAL}.json"
+    if final.is_file():
+        return final
+    candidates = sorted(folder.glob("step_*.json"))
+    if not candidates:
+        raise CheckpointError(f"no checkpoint in {folder}: was the run trained to the end?")
+    return candidates[-1]

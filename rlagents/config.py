@@ -1,0 +1,239 @@
+"""Typed configs: dataclass defaults → `configs/<agent>.yaml` (per-env entries) → `--set KEY=VALUE`.
+
+A config file holds a `default:` entry and one entry per env id, RL-Zoo style; keys are the fields of the
+loop's `TrainConfig` and of the agent's own config dataclass, in one flat namespace. A resolved config file
+(written into every run directory) also holds a `run:` entry (agent, env, seed), so
+`python -m rlagents.train --config runs/<run>/config.yaml` reproduces that run exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rlagents.errors import ConfigError, choices
+
+RESERVED_ENTRIES = ("run", "default")
+
+
+def param(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
+          low_open: bool = False) -> Any:
+    """A config field with a one-line doc and an optional allowed range [low, high] (or (low, high])."""
+    meta = {"doc": doc, "low": low, "high": high, "low_open": low_open}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the training loop, shared by every agent."""
+
+    steps: int = param(100_000, "total env steps (summed over vector envs)", low=1)
+    n_envs: int = param(1, "number of training envs stepped together", low=1, high=256)
+    eval_every: int = param(2_500, "env steps between greedy evaluations (0 = only at the end)", low=0)
+    eval_episodes: int = param(20, "episodes per greedy evaluation", low=1)
+    eval_envs: int = param(20, "envs stepped together during evaluation (at most eval_episodes)", low=1)
+    log_every: int = param(1_000, "env steps between TensorBoard scalar writes", low=1)
+    checkpoint_every: int = param(0, "env steps between checkpoints (0 = only the final one)", low=0)
+    torch_threads: int = param(1, "torch CPU threads; small networks are fastest on one", low=1)
+
+
+# ---------------------------------------------------------------- typing-driven coercion
+
+
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert `value` (from YAML or the CLI) to the field type `annotation`, or raise ConfigError."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: bad value {value!r}; allowed: {choices(args)}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").replace("(", "").replace(")", "")
+                     .split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list like 64,64, got {value!r}")
+        inner = args[0] if args else str
+        return tuple(coerce(v.strip() if isinstance(v, str) else v, inner, key) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not number.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(number)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported field type {annotation!r}")
+
+
+def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    numbers = value if isinstance(value, tuple) else (value,)
+    for number in numbers:
+        if not isinstance(number, (int, float)) or isinstance(number, bool):
+            continue
+        low, high = meta.get("low"), meta.get("high")
+        if low is not None and (number <= low if meta.get("low_open") else number < low):
+            bound = f"> {low}" if meta.get("low_open") else f">= {low}"
+            raise ConfigError(f"{key}: bad value {value!r}; must be {bound}" +
+                              (f" and <= {high}" if high is not None else ""))
+        if high is not None and number > high:
+            raise ConfigError(f"{key}: bad value {value!r}; must be <= {high}")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name → resolved type annotation of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def build(cls: type, values: dict[str, Any], *, source: str) -> Any:
+    """Create config dataclass `cls` from raw values, coercing and range-checking every field."""
+    types_ = field_types(cls)
+    kwargs = {}
+    metas = {f.name: f.metadata for f in fields(cls)}
+    for key, raw in values.items():
+        if key not in types_:
+            raise ConfigError(f"{source}: unknown key {key!r}; valid keys: {choices(sorted(types_), 60)}")
+        value = coerce(raw, types_[key], key)
+        _check_range(key, value, metas[key])
+        kwargs[key] = value
+    instance = cls(**kwargs)
+    validate = getattr(instance, "validate", None)
+    if validate is not None:
+        validate()
+    return instance
+
+
+# ---------------------------------------------------------------- files and overrides
+
+
+@dataclass
+class ResolvedConfig:
+    """Everything a run needs besides the agent and env names: loop settings and the agent's config."""
+
+    train: TrainConfig
+    agent: Any
+    run_meta: dict[str, Any]
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a config YAML safely; every entry must be a mapping."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file {path} is not valid YAML: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of entries (default, <env id>…)")
+    for name, entry in data.items():
+        if entry is not None and not isinstance(entry, dict):
+            raise ConfigError(f"config file {path}: entry {name!r} must be a mapping of key: value")
+    return data
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """Parse repeated `--set KEY=VALUE` strings."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve(agent_config_cls: type, data: dict[str, Any], env_id: str, overrides: dict[str, Any],
+            *, source: str) -> ResolvedConfig:
+    """Merge dataclass defaults, the file's `default` and `env_id` entries, then CLI overrides."""
+    train_keys = set(field_types(TrainConfig))
+    agent_keys = set(field_types(agent_config_cls))
+    clash = train_keys & agent_keys
+    assert not clash, f"agent config redefines loop keys {clash}"
+    merged: dict[str, Any] = {}
+    merged.update(data.get("default") or {})
+    merged.update(data.get(env_id) or {})
+    valid = sorted(train_keys | agent_keys)
+    for key in merged:
+        if key not in train_keys and key not in agent_keys:
+            raise ConfigError(f"{source}: unknown key {key!r}; valid keys: {choices(valid, 60)}")
+    for key in overrides:
+        if key not in train_keys and key not in agent_keys:
+            raise ConfigError(f"--set: unknown key {key!r}; valid keys: {choices(valid, 60)}")
+    merged.update(overrides)
+    train = build(TrainConfig, {k: v for k, v in merged.items() if k in train_keys}, source=source)
+    agent = build(agent_config_cls, {k: v for k, v in merged.items() if k in agent_keys}, source=source)
+    return ResolvedConfig(train=train, agent=agent, run_meta=dict(data.get("run") or {}))
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def dump_resolved(resolved: ResolvedConfig, *, agent: str, env_id: str, seed: int, device: str) -> str:
+    """YAML text of a fully resolved config; loading it with `--config` reproduces the run."""
+    entry = {k: _plain(v) for k, v in dataclasses.asdict(resolved.train).items()}
+    entry.update({k: _plain(v) for k, v in dataclasses.asdict(resolved.agent).items()})
+    doc = {"run": {"agent": agent, "env": env_id, "seed": seed, "device": device}, "default": entry}
+    header = (f"# Resolved config of an rlagents run. Reproduce it with:\n"
+              f"#   python -m rlagents.train --config <this file>\n")
+    return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+def describe_fields(cls: type) -> list[tuple[str, str, Any]]:
+    """(name, doc, default) of every field of a config dataclass, for `--help-config`."""
+    out = []
+    for f in fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out.append((f.name, f.metadata.get("doc", ""), default))
+    return out

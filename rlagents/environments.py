@@ -1,0 +1,143 @@
+"""Creating environments, stepping them as a vector, and greedy evaluation.
+
+`SyncVecEnv` is a `gymnasium.vector.VectorEnv` with same-step autoreset, kept lean because on small envs the
+vector wrapper, not the env, dominates the per-step cost (Gymnasium's `SyncVectorEnv` adds ~12 µs per step
+on this CPU, more than CartPole's own step). When an episode ends, the returned observation is the reset
+one and `infos["final_obs"][i]` holds the real last observation, as in Gymnasium's SAME_STEP mode.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
+
+from rlagents.errors import UserError
+
+
+def _register_project_envs() -> None:
+    import envs  # noqa: F401  (importing registers our own envs)
+
+
+def known_env_ids() -> list[str]:
+    _register_project_envs()
+    return sorted(gym.registry)
+
+
+def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
+    """`gym.make` with our envs registered and a one-line error naming close matches for unknown ids."""
+    _register_project_envs()
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, gym.registry.keys(), n=5, cutoff=0.5)
+        hint = f"did you mean: {', '.join(close)}?" if close else "see `python -m rlagents.train --list-envs`"
+        raise UserError(f"unknown env {env_id!r}; {hint}")
+    try:
+        # The passive checker wraps every step in extra Python; `--check-env` runs the full checker instead.
+        return gym.make(env_id, render_mode=render_mode, disable_env_checker=True, **kwargs)
+    except gym.error.DependencyNotInstalled as exc:
+        raise UserError(f"env {env_id!r} needs an extra package: {exc}") from None
+    except gym.error.Error as exc:
+        raise UserError(f"cannot create env {env_id!r}: {exc}") from None
+
+
+class SyncVecEnv(gym.vector.VectorEnv):
+    """Steps `len(env_fns)` envs in turn, with same-step autoreset and preallocated batch arrays."""
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]):
+        self.envs = [fn() for fn in env_fns]
+        self.num_envs = len(self.envs)
+        first = self.envs[0]
+        self.metadata = dict(first.metadata, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        self.render_mode = first.render_mode
+        self.spec = first.spec
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(first.observation_space, self.num_envs)
+        self.action_space = batch_space(first.action_space, self.num_envs)
+        self._plain_obs = isinstance(first.observation_space, (gym.spaces.Box, gym.spaces.Discrete))
+        self._obs = create_empty_array(first.observation_space, self.num_envs)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else (
+            seed if seed is not None else [None] * self.num_envs)
+        observations = [env.reset(seed=s, options=options)[0] for env, s in zip(self.envs, seeds)]
+        return self._stack(observations), {}
+
+    def _stack(self, observations: list) -> Any:
+        if self._plain_obs:
+            for i, o in enumerate(observations):
+                self._obs[i] = o
+            return self._obs.copy()
+        return concatenate(self.single_observation_space, observations, create_empty_array(
+            self.single_observation_space, self.num_envs))
+
+    def step(self, actions):
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        observations = []
+        infos: dict[str, Any] = {}
+        for i, env in enumerate(self.envs):
+            obs, rewards[i], terminated[i], truncated[i], _ = env.step(actions[i])
+            if terminated[i] or truncated[i]:
+                if not infos:
+                    infos = {"final_obs": np.empty(self.num_envs, dtype=object),
+                             "_final_obs": np.zeros(self.num_envs, dtype=bool)}
+                infos["final_obs"][i] = obs
+                infos["_final_obs"][i] = True
+                obs, _ = env.reset()
+            observations.append(obs)
+        return self._stack(observations), rewards, terminated, truncated, infos
+
+    def render(self):
+        return self.envs[0].render()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None) -> SyncVecEnv:
+    """A vector of `n_envs` copies of `env_id`."""
+    make_env(env_id, render_mode=render_mode).close()  # fail fast, with a clean error, on a bad id
+    return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode) for _ in range(n_envs)])
+
+
+def final_observations(next_obs: np.ndarray, done: np.ndarray, infos: dict) -> np.ndarray:
+    """The real next observations of a step: reset observations replaced by final ones where done."""
+    out = next_obs.copy()
+    for i in np.flatnonzero(done):
+        out[i] = infos["final_obs"][i]
+    return out
+
+
+def evaluate(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vector.VectorEnv, n_episodes: int,
+             seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run `n_episodes` episodes of `policy` over `envs` in parallel; returns (returns, lengths).
+
+    Each env slot runs a fixed share of the episodes (not "first n to finish", which would favour short
+    episodes), and seeding the vector with `seed` makes the episode set the same for every agent.
+    """
+    n = envs.num_envs
+    quota = np.full(n, n_episodes // n)
+    quota[: n_episodes % n] += 1
+    returns, lengths = [], []
+    ep_return = np.zeros(n)
+    ep_length = np.zeros(n, dtype=np.int64)
+    done_count = np.zeros(n, dtype=np.int64)
+    obs, _ = envs.reset(seed=seed)
+    while (done_count < quota).any():
+        obs, rewards, terminated, truncated, _ = envs.step(policy(obs))
+        active = done_count < quota
+        ep_return += rewards * active
+        ep_length += active
+        for i in np.flatnonzero((terminated | truncated) & active):
+            returns.append(ep_return[i])
+            lengths.append(ep_length[i])
+            done_count[i] += 1
+            ep_return[i], ep_length[i] = 0.0, 0
+    return np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.int64)

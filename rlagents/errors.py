@@ -1,0 +1,51 @@
+"""User-facing errors: bad input ends a command with one line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """Bad input from the user (CLI option, config, env, checkpoint). Printed as one line; exit code 2."""
+
+
+class ConfigError(UserError):
+    """A config file or `--set` override is missing, malformed, or has an unknown key or bad value."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt, or belongs to another agent, env or format version."""
+
+
+class UnsupportedSpaceError(UserError):
+    """An agent cannot handle the observation or action space of an environment."""
+
+
+def choices(values: Iterable[object], limit: int = 12) -> str:
+    """Format valid choices for an error message, eliding long lists."""
+    items = [str(v) for v in values]
+    shown = ", ".join(items[:limit])
+    return shown + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+F = TypeVar("F", bound=Callable[..., int | None])
+
+
+def cli_entry(main: F) -> F:
+    """Wrap a CLI `main` so that a `UserError` prints `error: …` on one line and exits with code 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as exc:
+            message = " ".join(str(exc).split())  # one line, whatever the exception text held
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]

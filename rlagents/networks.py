@@ -1,0 +1,169 @@
+"""Networks compose as backbone + head.
+
+A backbone turns an observation batch into a feature vector of size `features_dim`; a head turns features
+into what an agent needs (Q-values, logits, class scores). The digit classifier and every agent use the
+same backbone classes, so a trained backbone's `state_dict` loads unchanged into a Q-network or a policy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlagents.errors import UnsupportedSpaceError
+
+ChannelOrder = Literal["auto", "first", "last"]
+_CHANNEL_COUNTS = (1, 2, 3, 4)
+
+
+def image_layout(shape: tuple[int, ...], order: ChannelOrder = "auto") -> tuple[tuple[int, int, int], bool]:
+    """Return the (C, H, W) shape of an image observation and whether it arrives channel-last.
+
+    A 2-D shape is a single-channel image. With `order="auto"`, a 3-D shape is channel-first when its first
+    axis looks like a channel count (1–4) and its last does not, and channel-last the other way round;
+    anything else is ambiguous and refused rather than guessed.
+    """
+    if len(shape) == 2:
+        return (1, shape[0], shape[1]), False
+    if len(shape) != 3:
+        raise UnsupportedSpaceError(f"image observations must be 2-D or 3-D, got shape {shape}")
+    first, last = shape[0] in _CHANNEL_COUNTS, shape[2] in _CHANNEL_COUNTS
+    if order == "first" or (order == "auto" and first and not last):
+        return (shape[0], shape[1], shape[2]), False
+    if order == "last" or (order == "auto" and last and not first):
+        return (shape[2], shape[0], shape[1]), True
+    raise UnsupportedSpaceError(
+        f"cannot tell the channel axis of image shape {shape}: set channel_order to first or last")
+
+
+class MLPBackbone(nn.Module):
+    """Fully connected layers over flattened vector observations (or one-hot encoded discrete ones)."""
+
+    def __init__(self, obs_space: gym.Space, hidden: tuple[int, ...] = (64, 64)):
+        super().__init__()
+        if isinstance(obs_space, gym.spaces.Discrete):
+            self.one_hot: int | None = int(obs_space.n)
+            in_dim = int(obs_space.n)
+        elif isinstance(obs_space, gym.spaces.Box):
+            self.one_hot = None
+            in_dim = int(np.prod(obs_space.shape))
+        else:
+            raise UnsupportedSpaceError(f"MLP backbone needs a Box or Discrete observation space, got {obs_space}")
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            in_dim = width
+        self.layers = nn.Sequential(*layers)
+        self.features_dim = in_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.one_hot is not None:
+            x = nn.functional.one_hot(obs.long().reshape(-1), self.one_hot).float()
+        else:
+            x = obs.reshape(obs.shape[0], -1).float()
+        return self.layers(x)
+
+
+class ConvBackbone(nn.Module):
+    """The classic classifier shape: conv–pool–conv–pool–conv, then one dense layer.
+
+    3×3 convolutions keep the spatial size, so the same backbone serves 8×8 digits and 84×84 frames; the
+    dense layer is sized by a dry forward pass. uint8 pixels are scaled to [0, 1] inside the network, and
+    channel-last inputs are permuted here, so replay buffers can store raw observations.
+    """
+
+    def __init__(self, obs_space: gym.spaces.Box, channels: tuple[int, int, int] = (32, 64, 64),
+                 features_dim: int = 256, channel_order: ChannelOrder = "auto"):
+        super().__init__()
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise UnsupportedSpaceError(f"CNN backbone needs a Box image space, got {obs_space}")
+        if len(channels) != 3:
+            raise UnsupportedSpaceError(f"CNN backbone takes three conv widths, got {channels}")
+        (c, h, w), self.channel_last = image_layout(tuple(obs_space.shape), channel_order)
+        self.input_chw = (c, h, w)
+        self.scale = 1.0 / 255.0 if obs_space.dtype == np.uint8 else 1.0
+        c1, c2, c3 = channels
+        self.convs = nn.Sequential(
+            nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
+        self.dense = nn.Sequential(nn.Linear(flat, features_dim), nn.ReLU())
+        self.features_dim = features_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() * self.scale
+        if x.dim() == 3:  # (B, H, W) single-channel images
+            x = x.unsqueeze(1)
+        elif self.channel_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.dense(self.convs(x))
+
+
+BackboneKind = Literal["auto", "mlp", "cnn"]
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """Box spaces of rank 2 or 3 (and uint8 ones of any rank ≥ 2) are images."""
+    return isinstance(space, gym.spaces.Box) and len(space.shape) in (2, 3) and (
+        space.dtype == np.uint8 or min(space.shape[-2:]) >= 8)
+
+
+def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: tuple[int, ...] = (64, 64),
+                  cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
+                  channel_order: ChannelOrder = "auto") -> nn.Module:
+    """Choose the backbone from the observation space: CNN for images, MLP for vectors and discrete states."""
+    if kind == "auto":
+        kind = "cnn" if is_image_space(obs_space) else "mlp"
+    if kind == "cnn":
+        return ConvBackbone(obs_space, cnn_channels, cnn_features, channel_order)
+    return MLPBackbone(obs_space, hidden)
+
+
+class QHead(nn.Module):
+    """Q-values from features: one linear layer, or dueling value + advantage streams."""
+
+    def __init__(self, features_dim: int, n_actions: int, dueling: bool = False):
+        super().__init__()
+        self.dueling = dueling
+        self.advantage = nn.Linear(features_dim, n_actions)
+        self.value = nn.Linear(features_dim, 1) if dueling else None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        adv = self.advantage(features)
+        if self.value is None:
+            return adv
+        # Subtracting the mean advantage makes V and A identifiable (Wang et al. 2016).
+        return self.value(features) + adv - adv.mean(dim=1, keepdim=True)
+
+
+class Net(nn.Module):
+    """Backbone followed by a head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(obs))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2)) -> None:
+    """Orthogonal weights and zero biases for linear and conv layers (a common RL initialisation)."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.orthogonal_(layer.weight, gain)
+            nn.init.zeros_(layer.bias)

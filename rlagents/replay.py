@@ -1,0 +1,219 @@
+"""Experience replay: preallocated numpy storage, prioritized sampling, and n-step return accumulation.
+
+Each stored transition carries its own `discount` (γ^k for a k-step return) and a `terminated` flag, so the
+TD target is `reward + discount * (1 - terminated) * V(next_obs)` for 1-step and n-step transitions alike.
+Truncated episodes are stored with terminated = 0 and their real final observation: they bootstrap.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Batch(NamedTuple):
+    """A sampled batch of transitions (numpy arrays) plus what prioritized replay needs."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray
+    discounts: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray | None  # importance-sampling weights (prioritized replay only)
+
+
+class ReplayBuffer:
+    """Uniform replay over a ring buffer of fixed capacity, allocated once."""
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
+                 action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64):
+        self.capacity = int(capacity)
+        self.obs = np.zeros((self.capacity, *obs_shape), dtype=obs_dtype)
+        self.next_obs = np.zeros_like(self.obs)
+        self.actions = np.zeros((self.capacity, *action_shape), dtype=action_dtype)
+        self.rewards = np.zeros(self.capacity, dtype=np.float32)
+        self.terminated = np.zeros(self.capacity, dtype=np.float32)
+        self.discounts = np.zeros(self.capacity, dtype=np.float32)
+        self.pos = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs, action, reward: float, next_obs, terminated: bool, discount: float) -> int:
+        """Store one transition; returns its slot."""
+        i = self.pos
+        self.obs[i] = obs
+        self.actions[i] = action
+        self.rewards[i] = reward
+        self.next_obs[i] = next_obs
+        self.terminated[i] = terminated
+        self.discounts[i] = discount
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+        return i
+
+    def add_batch(self, obs, actions, rewards, next_obs, terminated, discounts) -> np.ndarray:
+        """Store a batch of transitions (one per vector env); returns their slots."""
+        n = len(rewards)
+        idx = (self.pos + np.arange(n)) % self.capacity
+        self.obs[idx] = obs
+        self.actions[idx] = actions
+        self.rewards[idx] = rewards
+        self.next_obs[idx] = next_obs
+        self.terminated[idx] = terminated
+        self.discounts[idx] = discounts
+        self.pos = int((self.pos + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+        return idx
+
+    def _gather(self, idx: np.ndarray, weights: np.ndarray | None) -> Batch:
+        return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
+                     self.terminated[idx], self.discounts[idx], idx, weights)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """Sample uniformly with replacement."""
+        return self._gather(rng.integers(0, self.size, size=batch_size), None)
+
+    def state_dict(self) -> dict:
+        """Arrays and counters, for checkpoints that keep the buffer."""
+        n = self.size
+        return {"obs": self.obs[:n], "next_obs": self.next_obs[:n], "actions": self.actions[:n],
+                "rewards": self.rewards[:n], "terminated": self.terminated[:n],
+                "discounts": self.discounts[:n], "pos": self.pos, "size": n}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = int(state["size"])
+        for key in ("obs", "next_obs", "actions", "rewards", "terminated", "discounts"):
+            getattr(self, key)[:n] = np.asarray(state[key])
+        self.pos, self.size = int(state["pos"]), n
+
+
+class SumTree:
+    """Binary tree of priorities over a power-of-two number of leaves; updates and searches are vectorised."""
+
+    def __init__(self, capacity: int):
+        self.leaves = 1 << max(0, int(capacity - 1).bit_length())
+        self.tree = np.zeros(2 * self.leaves, dtype=np.float64)  # node 1 is the root
+
+    @property
+    def total(self) -> float:
+        return float(self.tree[1])
+
+    def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+        pos = np.asarray(indices) + self.leaves
+        self.tree[pos] = priorities
+        pos = np.unique(pos // 2)
+        while pos[0] >= 1:  # every leaf sits at the same depth, so a level is one vector op
+            self.tree[pos] = self.tree[2 * pos] + self.tree[2 * pos + 1]
+            if pos[0] == 1:
+                break
+            pos = np.unique(pos // 2)
+
+    def find(self, prefix_sums: np.ndarray) -> np.ndarray:
+        """Leaf index for each prefix sum in [0, total)."""
+        pos = np.ones(len(prefix_sums), dtype=np.int64)
+        prefix = np.asarray(prefix_sums, dtype=np.float64).copy()
+        while pos[0] < self.leaves:
+            left = 2 * pos
+            left_sum = self.tree[left]
+            right = prefix >= left_sum
+            prefix = np.where(right, prefix - left_sum, prefix)
+            pos = np.where(right, left + 1, left)
+        return pos - self.leaves
+
+    def priorities(self, indices: np.ndarray) -> np.ndarray:
+        return self.tree[np.asarray(indices) + self.leaves]
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritized replay (Schaul et al. 2016): P(i) ∝ p_i^α, IS weights (N·P(i))^-β / max."""
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
+                 action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64,
+                 alpha: float = 0.6, eps: float = 1e-6):
+        super().__init__(capacity, obs_shape, obs_dtype, action_shape, action_dtype)
+        self.alpha, self.eps = alpha, eps
+        self.tree = SumTree(self.capacity)
+        self.max_priority = 1.0
+
+    def add(self, *args, **kwargs) -> int:
+        i = super().add(*args, **kwargs)
+        self.tree.update(np.array([i]), np.array([self.max_priority ** self.alpha]))
+        return i
+
+    def add_batch(self, *args, **kwargs) -> np.ndarray:
+        idx = super().add_batch(*args, **kwargs)
+        self.tree.update(idx, np.full(len(idx), self.max_priority ** self.alpha))
+        return idx
+
+    def sample(self, batch_size: int, rng: np.random.Generator, beta: float = 0.4) -> Batch:
+        """Stratified proportional sampling: one draw from each of `batch_size` equal slices of the mass."""
+        total = self.tree.total
+        bounds = (np.arange(batch_size) + rng.random(batch_size)) * (total / batch_size)
+        idx = np.minimum(self.tree.find(np.minimum(bounds, np.nextafter(total, 0))), self.size - 1)
+        probs = self.tree.priorities(idx) / total
+        weights = (self.size * np.maximum(probs, 1e-12)) ** (-beta)
+        weights = (weights / weights.max()).astype(np.float32)
+        return self._gather(idx, weights)
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        priorities = np.abs(td_errors) + self.eps
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self.tree.update(indices, priorities ** self.alpha)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["priorities"] = self.tree.priorities(np.arange(self.size))
+        state["max_priority"] = self.max_priority
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.max_priority = float(state["max_priority"])
+        if self.size:
+            self.tree.update(np.arange(self.size), np.asarray(state["priorities"], dtype=np.float64))
+
+
+def nstep_return(rewards: np.ndarray | list[float], gamma: float) -> float:
+    """Discounted sum Σ_k γ^k r_k of a reward sequence."""
+    out = 0.0
+    for r in reversed(list(rewards)):
+        out = float(r) + gamma * out
+    return out
+
+
+class NStepAccumulator:
+    """Turns per-env 1-step transitions into n-step ones.
+
+    Emits (obs_t, a_t, Σ_{k<m} γ^k r_{t+k}, obs_{t+m}, terminated, γ^m) once m = n steps are known, and at
+    an episode end flushes every pending start with the shorter m it has. A terminated flush does not
+    bootstrap; a truncated one does, from the real final observation.
+    """
+
+    def __init__(self, n_envs: int, n_step: int, gamma: float):
+        self.n_step, self.gamma = n_step, gamma
+        self.pending: list[deque] = [deque() for _ in range(n_envs)]
+
+    def push(self, env: int, obs, action, reward: float, next_obs, terminated: bool, truncated: bool):
+        """Record one step of env `env`; returns the list of finished n-step transitions."""
+        queue = self.pending[env]
+        queue.append((obs, action, float(reward)))
+        out = []
+        if terminated or truncated:
+            while queue:
+                out.append(self._emit(queue, next_obs, terminated))
+                queue.popleft()
+        elif len(queue) == self.n_step:
+            out.append(self._emit(queue, next_obs, False))
+            queue.popleft()
+        return out
+
+    def _emit(self, queue: deque, next_obs, terminated: bool):
+        obs, action, _ = queue[0]
+        rewards = [r for _, _, r in queue]
+        return obs, action, nstep_return(rewards, self.gamma), next_obs, terminated, self.gamma ** len(rewards)

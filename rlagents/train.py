@@ -1,0 +1,111 @@
+"""`python -m rlagents.train --agent dqn --env CartPole-v1`: train one agent on one env and save the run."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from rlagents.agents import agent_class, available_agents
+from rlagents.checkpoint import atomic_write_text
+from rlagents.cli import ArgumentParser, default_config_path, resolve_device
+from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
+from rlagents.environments import known_env_ids, make_vec_env
+from rlagents.errors import UserError, cli_entry
+from rlagents.loop import Run, seed_everything, train
+
+RUNS_DIR = Path("runs")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m rlagents.train", description=__doc__)
+    p.add_argument("--agent", help=f"agent to train ({', '.join(available_agents())})")
+    p.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1")
+    p.add_argument("--config", type=Path, help="config YAML (default: configs/<agent>.yaml); a run's "
+                   "config.yaml reproduces that run")
+    p.add_argument("--steps", type=int, help="total env steps (default: the config's entry for the env)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, typed by its field (repeatable)")
+    p.add_argument("--run-dir", type=Path, help="output folder (default: runs/<env>__<agent>__<seed>__<time>)")
+    p.add_argument("--n-envs", type=int, help="training envs stepped together")
+    p.add_argument("--eval-every", type=int, help="env steps between greedy evaluations")
+    p.add_argument("--eval-episodes", type=int, help="episodes per evaluation")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="torch device (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list-agents", action="store_true", help="list agents and exit")
+    p.add_argument("--list-envs", action="store_true", help="list registered env ids and exit")
+    return p
+
+
+def prepare(args) -> Run:
+    """Validate everything and build the agent and envs; writes nothing to disk."""
+    data: dict = {}
+    if args.config is not None:
+        data = read_config_file(args.config)
+    meta = data.get("run") or {}
+    agent_name = args.agent or meta.get("agent")
+    env_id = args.env or meta.get("env")
+    if agent_name is None:
+        raise UserError(f"--agent is required; valid agents: {', '.join(available_agents())}")
+    if env_id is None:
+        raise UserError("--env is required, e.g. --env CartPole-v1 (see --list-envs)")
+    cls = agent_class(agent_name)
+    config_path = args.config or default_config_path(agent_name)
+    if args.config is None:
+        data = read_config_file(config_path)
+    seed = args.seed if args.seed is not None else int(meta.get("seed", 0))
+    device = resolve_device(args.device or meta.get("device", "auto"))
+
+    overrides = parse_overrides(args.overrides)
+    for key, value in (("steps", args.steps), ("n_envs", args.n_envs), ("eval_every", args.eval_every),
+                       ("eval_episodes", args.eval_episodes)):
+        if value is not None:
+            overrides[key] = value
+    config: ResolvedConfig = resolve(cls.config_class, data, env_id, overrides, source=str(config_path))
+
+    envs = make_vec_env(env_id, config.train.n_envs)
+    eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes))
+    cls.check_spaces(envs.single_observation_space, envs.single_action_space, config.agent)
+    torch.set_num_threads(config.train.torch_threads)
+    seed_everything(seed)
+    agent = cls(config.agent, envs.single_observation_space, envs.single_action_space, n_envs=envs.num_envs,
+                total_steps=config.train.steps, device=device, seed=seed)
+
+    run_dir = args.run_dir or RUNS_DIR / (f"{env_id.replace('/', '-')}__{agent_name}__{seed}__"
+                                          f"{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir")
+    return Run(agent_name=agent_name, env_id=env_id, seed=seed, device=device, config=config, agent=agent,
+               envs=envs, eval_envs=eval_envs, run_dir=run_dir, progress=not args.no_progress)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_agents:
+        print("\n".join(available_agents()))
+        return 0
+    if args.list_envs:
+        print("\n".join(known_env_ids()))
+        return 0
+    run = prepare(args)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
+        run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
+    summary = train(run)
+    solved = (f"solved at step {summary['solved_at_step']} ({summary['solved_at_time_s']} s of training)"
+              if summary["solved_at_step"] is not None else "not solved")
+    print(f"{run.agent_name} on {run.env_id} seed {run.seed}: eval return {summary['eval_return_mean']:.2f} ± "
+          f"{summary['eval_return_std']:.2f} over {summary['eval_episodes']} episodes; {solved}; "
+          f"{summary['env_steps_per_s']:,.0f} env steps/s; {summary['total_steps']} steps in "
+          f"{summary['wall_time_s']:.1f} s. Run: {run.run_dir}")
+    run.envs.close()
+    run.eval_envs.close()
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
