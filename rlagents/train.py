@@ -15,6 +15,7 @@ from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read
 from rlagents.environments import known_env_ids, make_vec_env
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import Run, seed_everything, train
+from rlagents.runs import build_agent
 
 RUNS_DIR = Path("runs")
 
@@ -68,11 +69,10 @@ def prepare(args) -> Run:
 
     envs = make_vec_env(env_id, config.train.n_envs)
     eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes))
-    cls.check_spaces(envs.single_observation_space, envs.single_action_space, config.agent)
     torch.set_num_threads(config.train.torch_threads)
     seed_everything(seed)
-    agent = cls(config.agent, envs.single_observation_space, envs.single_action_space, n_envs=envs.num_envs,
-                total_steps=config.train.steps, device=device, seed=seed)
+    agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,
+                        n_envs=envs.num_envs, seed=seed, device=device)
 
     run_dir = args.run_dir or RUNS_DIR / (f"{env_id.replace('/', '-')}__{agent_name}__{seed}__"
                                           f"{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
