@@ -61,6 +61,23 @@ def test_config_yaml_reproduces_the_run_exactly(short_dqn_run: Path, tmp_path):
     second = json.loads((again / "summary.json").read_text())
     assert second["final_eval_returns"] == first["final_eval_returns"]
     assert [e["return_mean"] for e in second["evaluations"]] == [e["return_mean"] for e in first["evaluations"]]
+    # identical TensorBoard scalars too, apart from the timing ones
+    deterministic = ("charts/episode_return", "charts/episode_length", "losses/td_loss", "values/mean_q",
+                     "charts/epsilon", "eval/return_mean")
+    assert read_scalars(again, deterministic) == read_scalars(short_dqn_run, deterministic)
+
+
+def read_scalars(run_dir: Path, tags) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in set(tags) & set(acc.Tags()["scalars"]):
+            out[tag] = [(e.step, e.value) for e in acc.Scalars(tag)]
+    assert set(out) == set(tags)
+    return out
 
 
 def run_bad(argv, capsys, entry=train_main) -> str:

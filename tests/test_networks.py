@@ -88,3 +88,34 @@ def test_trained_backbone_loads_unchanged_into_a_q_network():
 def test_unsupported_observation_space():
     with pytest.raises(UnsupportedSpaceError, match="Box or Discrete"):
         MLPBackbone(gym.spaces.MultiBinary(3))
+
+
+@pytest.mark.parametrize("space, dueling, hidden", [
+    (gym.spaces.Box(-3, 3, (4,), np.float32), False, (32, 32)),
+    (gym.spaces.Box(-3, 3, (2, 3), np.float64), True, (16,)),
+    (gym.spaces.Discrete(7), False, (8, 8)),
+    (gym.spaces.Discrete(5), True, ()),
+])
+def test_numpy_greedy_scores_pick_the_same_actions_as_torch(space, dueling, hidden):
+    from rlagents.networks import numpy_greedy_scores
+
+    torch.manual_seed(0)
+    backbone = make_backbone(space, hidden=hidden)
+    net = Net(backbone, QHead(backbone.features_dim, 4, dueling))
+    scores = numpy_greedy_scores(net)
+    obs = np.stack([space.sample() for _ in range(500)])
+    with torch.no_grad():
+        expected = net(torch.as_tensor(obs)).argmax(1).numpy()
+    assert np.array_equal(scores(obs).argmax(1), expected)
+    with torch.no_grad():  # views of the parameters: in-place updates are seen without rebuilding
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+        expected = net(torch.as_tensor(obs)).argmax(1).numpy()
+    assert np.array_equal(scores(obs).argmax(1), expected)
+
+
+def test_numpy_greedy_scores_do_not_apply_to_cnns():
+    from rlagents.networks import numpy_greedy_scores
+
+    cnn = make_backbone(gym.spaces.Box(0, 255, (1, 8, 8), np.uint8), cnn_channels=(2, 2, 2), cnn_features=4)
+    assert numpy_greedy_scores(Net(cnn, QHead(4, 2))) is None

@@ -19,8 +19,8 @@ from torch import nn
 from rlagents.agents.base import Agent
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
-from rlagents.networks import Net, QHead, make_backbone
-from rlagents.replay import NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
+from rlagents.networks import Net, QHead, make_backbone, numpy_greedy_scores
+from rlagents.replay import Batch, NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
 from rlagents.schedules import LinearSchedule
 
 
@@ -71,7 +71,7 @@ class DQNConfig:
 def td_targets(rewards: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,
                discounts: torch.Tensor) -> torch.Tensor:
     """r + γ^k · V(s') · (1 − terminated): no bootstrap past a terminal state, bootstrap past truncation."""
-    return rewards + discounts * next_values * (1.0 - terminated)
+    return torch.addcmul(rewards, discounts * (1.0 - terminated), next_values)
 
 
 def next_state_values(next_q_target: torch.Tensor, next_q_online: torch.Tensor | None) -> torch.Tensor:
@@ -117,6 +117,8 @@ class DQNAgent(Agent):
         self.q = Net(backbone, QHead(backbone.features_dim, self.n_actions, c.dueling)).to(self.device)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.params = list(self.q.parameters())
+        self.target_params = list(self.target.parameters())
+        self._numpy_scores = numpy_greedy_scores(self.q)  # fast acting on CPU; None for CNNs and GPUs
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.params, lr=c.lr, eps=c.adam_eps, fused=fused)
         self.lr_schedule = LinearSchedule(c.lr, c.lr if c.lr_final is None else c.lr_final, self.total_steps)
@@ -138,13 +140,14 @@ class DQNAgent(Agent):
         self.updates = 0
         self.next_train = max(c.learning_starts, c.train_every)
         self.next_target = c.target_update_every
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._q_sum = torch.zeros((), device=self.device)
-        self._logged_updates = 0
+        self._losses: list[torch.Tensor] = []
+        self._q_values: list[torch.Tensor] = []
 
     # ------------------------------------------------------------ acting
 
     def _greedy(self, obs: np.ndarray) -> np.ndarray:
+        if self._numpy_scores is not None:
+            return self._numpy_scores(obs).argmax(axis=1)
         with torch.inference_mode():
             q = self.q(torch.as_tensor(obs, device=self.device))
             return q.argmax(dim=1).cpu().numpy()
@@ -175,17 +178,17 @@ class DQNAgent(Agent):
             self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, self.gammas)
         self.steps += self.n_envs
         if self.steps >= self.next_train and len(self.buffer) >= self.config.batch_size:
-            rounds = 0
-            while self.next_train <= self.steps:
-                self.next_train += self.config.train_every
-                rounds += 1
+            rounds = self._intervals_due("next_train", self.config.train_every)
             self._set_lr(self.lr_schedule(self.steps))
-            for _ in range(rounds * self.config.gradient_steps):
-                self._update()
+            self._train(rounds * self.config.gradient_steps)
         if self.steps >= self.next_target:
-            while self.next_target <= self.steps:
-                self.next_target += self.config.target_update_every
-            self._update_target()
+            self._update_target(self._intervals_due("next_target", self.config.target_update_every))
+
+    def _intervals_due(self, counter: str, interval: int) -> int:
+        """How many `interval`-step periods have ended since `counter`; advances the counter past them."""
+        due = (self.steps - getattr(self, counter)) // interval + 1
+        setattr(self, counter, getattr(self, counter) + due * interval)
+        return due
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -194,61 +197,66 @@ class DQNAgent(Agent):
     def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device, non_blocking=True)
 
-    def _update(self) -> None:
+    def _train(self, n_updates: int) -> None:
+        """Run `n_updates` gradient steps. With uniform replay, all their batches are drawn and converted to
+        tensors at once, which saves a gather and six conversions per step."""
         c = self.config
-        if isinstance(self.buffer, PrioritizedReplayBuffer):
-            batch = self.buffer.sample(c.batch_size, self.rng, beta=self.beta(self.steps))
-        else:
-            batch = self.buffer.sample(c.batch_size, self.rng)
-        obs, next_obs = self._to_tensor(batch.obs), self._to_tensor(batch.next_obs)
-        actions = self._to_tensor(batch.actions).long().unsqueeze(1)
-        if c.double:  # one online forward pass over obs and next_obs: half the calls, same maths
-            q_all = self.q(torch.cat((obs, next_obs)))
-            q_taken = q_all[: len(obs)].gather(1, actions).squeeze(1)
-            next_q_online = q_all[len(obs):].detach()
-        else:
-            q_taken = self.q(obs).gather(1, actions).squeeze(1)
-            next_q_online = None
+        if isinstance(self.buffer, PrioritizedReplayBuffer):  # priorities change between steps
+            for _ in range(n_updates):
+                self._update(self.buffer.sample(c.batch_size, self.rng, beta=self.beta(self.steps)))
+            return
+        batch = self.buffer.sample(c.batch_size * n_updates, self.rng)
+        tensors = [self._to_tensor(a) for a in batch[:6]]
+        for i in range(n_updates):
+            rows = slice(i * c.batch_size, (i + 1) * c.batch_size)
+            self._update(Batch(*(t[rows] for t in tensors), indices=batch.indices[rows], weights=None))
+
+    def _update(self, batch: Batch) -> None:
+        c = self.config
+        as_tensor = self._to_tensor if isinstance(batch.obs, np.ndarray) else (lambda t: t)
+        obs, next_obs = as_tensor(batch.obs), as_tensor(batch.next_obs)
+        actions = as_tensor(batch.actions).long().unsqueeze(1)
         with torch.no_grad():
+            next_q_online = self.q(next_obs) if c.double else None
             next_values = next_state_values(self.target(next_obs), next_q_online)
-            targets = td_targets(self._to_tensor(batch.rewards), next_values,
-                                 self._to_tensor(batch.terminated), self._to_tensor(batch.discounts))
-        if c.loss == "huber":
-            elementwise = nn.functional.smooth_l1_loss(q_taken, targets, reduction="none")
+            targets = td_targets(as_tensor(batch.rewards), next_values, as_tensor(batch.terminated),
+                                 as_tensor(batch.discounts))
+        q_taken = self.q(obs).gather(1, actions).squeeze(1)
+        loss_fn = nn.functional.smooth_l1_loss if c.loss == "huber" else nn.functional.mse_loss
+        if batch.weights is not None:  # importance-sampling weights of prioritized replay
+            loss = (loss_fn(q_taken, targets, reduction="none") * as_tensor(batch.weights)).mean()
         else:
-            elementwise = nn.functional.mse_loss(q_taken, targets, reduction="none")
-        if batch.weights is not None:
-            loss = (elementwise * self._to_tensor(batch.weights)).mean()
-        else:
-            loss = elementwise.mean()
-        self.optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(q_taken, targets)
+        for p in self.params:  # cheaper than optimizer.zero_grad(), which sits behind a dynamo guard
+            p.grad = None
         loss.backward()
         if c.max_grad_norm is not None:
             clip_grad_norm(self.params, c.max_grad_norm)
         self.optimizer.step()
         if isinstance(self.buffer, PrioritizedReplayBuffer):
             self.buffer.update_priorities(batch.indices, (targets - q_taken).detach().cpu().numpy())
-        self._loss_sum += loss.detach()
-        self._q_sum += q_taken.detach().mean()
+        # Reduced only when logged: no extra tensor ops per update.
+        self._losses.append(loss.detach())
+        self._q_values.append(q_taken.detach())
         self.updates += 1
 
     @torch.no_grad()
-    def _update_target(self) -> None:
+    def _update_target(self, periods: int = 1) -> None:
+        """Hard copy, or `periods` soft updates at once: θ' ← θ' + (1 − (1 − τ)^periods)(θ − θ')."""
         if self.config.tau >= 1.0:
             self.target.load_state_dict(self.q.state_dict())
         else:
-            torch._foreach_lerp_(list(self.target.parameters()), self.params, self.config.tau)
+            weight = 1.0 - (1.0 - self.config.tau) ** periods
+            torch._foreach_lerp_(self.target_params, self.params, weight)
 
     def metrics(self) -> dict[str, float]:
         out = {"charts/epsilon": self.epsilon(self.steps), "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
                "charts/updates": float(self.updates)}
-        n = self.updates - self._logged_updates
-        if n:
-            out["losses/td_loss"] = float(self._loss_sum) / n
-            out["values/mean_q"] = float(self._q_sum) / n
-            self._loss_sum.zero_()
-            self._q_sum.zero_()
-            self._logged_updates = self.updates
+        if self._losses:
+            out["losses/td_loss"] = torch.stack(self._losses).mean().item()
+            out["values/mean_q"] = torch.cat(self._q_values).mean().item()
+            self._losses.clear()
+            self._q_values.clear()
         return out
 
     # ------------------------------------------------------------ state
@@ -267,7 +275,6 @@ class DQNAgent(Agent):
         counters = state["counters"]
         self.steps, self.updates = int(counters["steps"]), int(counters["updates"])
         self.next_train, self.next_target = int(counters["next_train"]), int(counters["next_target"])
-        self._logged_updates = self.updates
         self.rng.bit_generator.state = state["rng"]
 
 
