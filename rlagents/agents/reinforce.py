@@ -1,0 +1,317 @@
+"""REINFORCE (Williams 1992): Monte-Carlo policy gradient with reward-to-go and a learned baseline.
+
+Episodes from all vector envs are collected until `episodes_per_update` have finished, then one gradient
+step is taken on the policy (and the value baseline). Categorical policies serve discrete actions;
+Gaussian policies, squashed by tanh or clipped to the bounds, serve continuous `Box` actions. Greedy
+evaluation uses the mode (discrete) or the mean (continuous).
+
+Truncated episodes: by default the return is cut at the time limit (`truncation: cut`), the plain
+Monte-Carlo estimate, which needs no value function and is what REINFORCE is usually taught with; with a
+value baseline, `truncation: bootstrap` adds γ^k·V(s_final) so states near a time limit are not
+undervalued (the baseline is then a critic as well).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlagents.agents.base import Agent
+from rlagents.config import param
+from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.networks import make_backbone, numpy_mlp_forward
+
+
+@dataclass
+class ReinforceConfig:
+    """REINFORCE hyperparameters."""
+
+    backbone: Literal["auto", "mlp", "cnn"] = param("auto", "network body; auto picks cnn for images")
+    hidden: tuple[int, ...] = param((64, 64), "MLP hidden layer widths", low=1)
+    cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
+    cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
+    channel_order: Literal["auto", "first", "last"] = param("auto", "image channel axis")
+    gamma: float = param(0.99, "discount factor", low=0.0, high=1.0)
+    lr: float = param(1.0e-2, "policy learning rate (Adam)", low=0.0, low_open=True)
+    lr_final: float | None = param(None, "policy learning rate at the end, decayed linearly (null = constant)",
+                                   low=0.0)
+    episodes_per_update: int = param(8, "finished episodes per gradient step", low=1)
+    baseline: Literal["value", "none"] = param("value", "learned state-value baseline, or none")
+    value_lr: float = param(1.0e-2, "value network learning rate (Adam)", low=0.0, low_open=True)
+    value_steps: int = param(1, "value-network gradient steps per update", low=1)
+    truncation: Literal["cut", "bootstrap"] = param("cut", "returns at a time limit: cut, or bootstrap "
+                                                    "from the value baseline")
+    normalize_advantages: bool = param(True, "scale advantages to zero mean, unit variance per batch")
+    entropy_coef: float = param(0.0, "entropy bonus weight", low=0.0)
+    max_grad_norm: float | None = param(1.0, "gradient norm clip (null = no clipping)", low=0.0, low_open=True)
+    squash: Literal["tanh", "clip"] = param("tanh", "continuous actions: tanh-squash into the bounds, or clip")
+    log_std: Literal["state", "learned"] = param("state", "continuous actions: state-independent log-std "
+                                                 "parameter, or learned by the policy head")
+    log_std_init: float = param(0.0, "initial log standard deviation of Gaussian policies")
+    head_init_gain: float = param(0.01, "orthogonal init gain of the policy head: small is a near-uniform "
+                                  "start; ~1 starts state-dependent, which explores sparse tasks", low=0.0)
+
+    def validate(self) -> None:
+        if self.truncation == "bootstrap" and self.baseline != "value":
+            raise ConfigError("truncation: bootstrap needs baseline: value (it bootstraps from V)")
+
+
+# ---------------------------------------------------------------- pure maths
+
+
+def rewards_to_go(rewards: np.ndarray, gamma: float, bootstrap: float = 0.0) -> np.ndarray:
+    """G_t = Σ_{k≥t} γ^{k−t} r_k (+ γ^{T−t} · bootstrap) for one episode."""
+    out = np.empty(len(rewards), dtype=np.float64)
+    running = bootstrap
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
+def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Zero mean, unit variance (left as is for a single element)."""
+    if x.numel() < 2:
+        return x - x.mean()
+    return (x - x.mean()) / (x.std() + eps)
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 − Var[target − predicted] / Var[target]: 1 is perfect, 0 no better than the mean."""
+    var = target.var()
+    return float("nan") if var.item() == 0 else float(1.0 - (target - predicted).var() / var)
+
+
+def tanh_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """log π(a) of a = tanh(u), u ~ N(mean, std): Gaussian log-density of u minus log|da/du|, summed."""
+    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(raw)
+    # log(1 − tanh(u)²) written stably as 2·(log 2 − u − softplus(−2u))
+    correction = 2.0 * (math.log(2.0) - raw - nn.functional.softplus(-2.0 * raw))
+    return (gaussian - correction).sum(dim=-1)
+
+
+class Policy(nn.Module):
+    """Backbone + linear head; for Gaussian policies also the log-std (a parameter or half the head)."""
+
+    def __init__(self, backbone: nn.Module, n_out: int, state_log_std: int | None, log_std_init: float,
+                 head_gain: float = 0.01):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.features_dim, n_out)
+        nn.init.orthogonal_(self.head.weight, head_gain)
+        nn.init.zeros_(self.head.bias)
+        self.log_std = nn.Parameter(torch.full((state_log_std,), log_std_init)) if state_log_std else None
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(obs))
+
+
+class ReinforceAgent(Agent):
+    """Monte-Carlo policy gradient over vectorised envs, for discrete and continuous actions."""
+
+    name = "reinforce"
+    config_class = ReinforceConfig
+
+    @classmethod
+    def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: ReinforceConfig) -> None:
+        if isinstance(action_space, gym.spaces.Box):
+            if len(action_space.shape) != 1:
+                raise UnsupportedSpaceError(f"reinforce needs 1-D Box actions, got shape {action_space.shape}")
+            if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+                raise UnsupportedSpaceError("reinforce needs finite Box action bounds to squash or clip into")
+        elif not isinstance(action_space, gym.spaces.Discrete):
+            raise UnsupportedSpaceError(f"reinforce needs Discrete or Box actions, got {action_space}")
+        if not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
+            raise UnsupportedSpaceError(f"reinforce needs a Box or Discrete observation space, got {obs_space}")
+
+    def __init__(self, config: ReinforceConfig, obs_space: gym.Space, action_space: gym.Space, **kwargs: Any):
+        super().__init__(config, obs_space, action_space, **kwargs)
+        c = config
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+
+        def backbone() -> nn.Module:
+            return make_backbone(obs_space, c.backbone, hidden=c.hidden, cnn_channels=c.cnn_channels,
+                                 cnn_features=c.cnn_features, channel_order=c.channel_order)
+
+        if self.discrete:
+            self.n_actions = int(action_space.n)
+            self.policy = Policy(backbone(), self.n_actions, None, c.log_std_init, c.head_init_gain)
+        else:
+            self.act_dim = int(action_space.shape[0])
+            self.low = action_space.low.astype(np.float32)
+            self.high = action_space.high.astype(np.float32)
+            learned = c.log_std == "learned"
+            self.policy = Policy(backbone(), self.act_dim * (2 if learned else 1),
+                                 None if learned else self.act_dim, c.log_std_init, c.head_init_gain)
+            if learned:
+                nn.init.constant_(self.policy.head.bias[self.act_dim:], c.log_std_init)
+        self.policy.to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
+        self.value: nn.Module | None = None
+        if c.baseline == "value":
+            vb = backbone()
+            self.value = nn.Sequential(vb, nn.Linear(vb.features_dim, 1)).to(self.device)
+            self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=c.value_lr)
+        self._numpy_policy = numpy_mlp_forward(self.policy.backbone, self.policy.head)
+        self.rng = np.random.default_rng(self.seed)
+
+        # per-env trajectories in progress, and finished episodes awaiting an update
+        self._traj: list[dict[str, list]] = [self._new_traj() for _ in range(self.n_envs)]
+        self._batch: list[dict[str, Any]] = []
+        self._last_raw: np.ndarray | None = None  # pre-squash Gaussian samples of the last act()
+        self.steps = 0
+        self.updates = 0
+        self._metrics: dict[str, list[float]] = {}
+
+    @staticmethod
+    def _new_traj() -> dict[str, list]:
+        return {"obs": [], "actions": [], "rewards": []}
+
+    # ------------------------------------------------------------ acting
+
+    def _head(self, obs: np.ndarray) -> np.ndarray:
+        if self._numpy_policy is not None:
+            return self._numpy_policy(obs)
+        with torch.inference_mode():
+            return self.policy(torch.as_tensor(obs, device=self.device)).cpu().numpy()
+
+    def _std(self, out: np.ndarray) -> np.ndarray:
+        if self.policy.log_std is not None:
+            return np.exp(self.policy.log_std.detach().cpu().numpy())[None].repeat(len(out), 0)
+        return np.exp(np.clip(out[:, self.act_dim:], -20.0, 2.0))
+
+    def _to_env(self, raw: np.ndarray) -> np.ndarray:
+        if self.config.squash == "tanh":
+            return self.low + (np.tanh(raw) + 1.0) * 0.5 * (self.high - self.low)
+        return np.clip(raw, self.low, self.high)
+
+    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
+        out = self._head(obs)
+        if self.discrete:
+            if not explore:
+                return out.argmax(axis=1)
+            logits = out - out.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            probs /= probs.sum(axis=1, keepdims=True)
+            u = self.rng.random((len(out), 1))
+            return np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), self.n_actions - 1)
+        mean = out[:, : self.act_dim]
+        if not explore:
+            return self._to_env(mean).astype(np.float32)
+        raw = mean + self._std(out) * self.rng.standard_normal(mean.shape)
+        self._last_raw = raw.astype(np.float32)
+        return self._to_env(raw).astype(np.float32)
+
+    # ------------------------------------------------------------ learning
+
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+        stored_actions = actions if self.discrete else self._last_raw
+        for i in range(self.n_envs):
+            traj = self._traj[i]
+            traj["obs"].append(obs[i])
+            traj["actions"].append(stored_actions[i])
+            traj["rewards"].append(float(rewards[i]))
+            if terminated[i] or truncated[i]:
+                bootstrap = 0.0
+                if truncated[i] and not terminated[i] and self.config.truncation == "bootstrap":
+                    with torch.no_grad():
+                        bootstrap = float(self.value(torch.as_tensor(next_obs[i][None], device=self.device)))
+                traj["returns"] = rewards_to_go(np.asarray(traj["rewards"]), self.config.gamma, bootstrap)
+                self._batch.append(traj)
+                self._traj[i] = self._new_traj()
+        self.steps += self.n_envs
+        if len(self._batch) >= self.config.episodes_per_update:
+            self._update()
+
+    def log_prob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π(a|s) and the policy's entropy (for Gaussian-tanh policies, of the pre-squash Gaussian)."""
+        out = self.policy(obs)
+        if self.discrete:
+            dist = torch.distributions.Categorical(logits=out)
+            return dist.log_prob(actions.long()), dist.entropy()
+        mean = out[:, : self.act_dim]
+        log_std = (self.policy.log_std.expand_as(mean) if self.policy.log_std is not None
+                   else out[:, self.act_dim:].clamp(-20.0, 2.0))
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(dim=-1)
+        if self.config.squash == "tanh":
+            return tanh_gaussian_log_prob(mean, log_std, actions), entropy
+        return torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).sum(dim=-1), entropy
+
+    def _update(self) -> None:
+        c = self.config
+        episodes, self._batch = self._batch, []
+        obs = torch.as_tensor(np.stack([o for ep in episodes for o in ep["obs"]]), device=self.device)
+        actions = torch.as_tensor(np.stack([a for ep in episodes for a in ep["actions"]]), device=self.device)
+        returns = torch.as_tensor(np.concatenate([ep["returns"] for ep in episodes]), dtype=torch.float32,
+                                  device=self.device)
+        log_prob, entropy = self.log_prob_and_entropy(obs, actions)
+        metrics: dict[str, float] = {}
+        if self.value is not None:
+            with torch.no_grad():
+                baseline = self.value(obs).squeeze(1)
+            advantages = returns - baseline
+            metrics["values/explained_variance"] = explained_variance(baseline, returns)
+        else:
+            advantages = returns.clone()
+        if c.normalize_advantages:
+            advantages = normalize(advantages)
+        lr_progress = min(1.0, self.steps / max(1, self.total_steps))
+        if c.lr_final is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = c.lr + (c.lr_final - c.lr) * lr_progress
+        policy_loss = -(log_prob * advantages).mean()
+        loss = policy_loss - c.entropy_coef * entropy.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = c.max_grad_norm if c.max_grad_norm is not None else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), clip)
+        self.optimizer.step()
+        metrics.update({"losses/policy_loss": policy_loss.item(), "losses/entropy": entropy.mean().item(),
+                        "losses/grad_norm": float(grad_norm)})
+        if self.value is not None:
+            for _ in range(c.value_steps):
+                value_loss = nn.functional.mse_loss(self.value(obs).squeeze(1), returns)
+                self.value_optimizer.zero_grad(set_to_none=True)
+                value_loss.backward()
+                nn.utils.clip_grad_norm_(self.value.parameters(), clip)
+                self.value_optimizer.step()
+            metrics["losses/value_loss"] = value_loss.item()
+        self.updates += 1
+        for key, value in metrics.items():
+            self._metrics.setdefault(key, []).append(value)
+
+    def metrics(self) -> dict[str, float]:
+        out = {key: float(np.nanmean(values)) for key, values in self._metrics.items() if values}
+        out["charts/updates"] = float(self.updates)
+        out["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        self._metrics.clear()
+        return out
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                 "counters": {"steps": self.steps, "updates": self.updates},
+                                 "rng": self.rng.bit_generator.state}
+        if self.value is not None:
+            state["value"] = self.value.state_dict()
+            state["value_optimizer"] = self.value_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.value is not None:
+            self.value.load_state_dict(state["value"])
+            self.value_optimizer.load_state_dict(state["value_optimizer"])
+        self.steps, self.updates = int(state["counters"]["steps"]), int(state["counters"]["updates"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+AGENT = ReinforceAgent
