@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -20,6 +21,7 @@ from rlagents.config import param
 from rlagents.discretise import Discretiser, discretiser_for
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import Decay, argmax, make_exploration
+from rlagents.tabular_views import describe_table
 
 MAX_TABLE_ENTRIES = 20_000_000  # a Python-list table of this size already takes a few GB
 
@@ -210,6 +212,10 @@ class QLearningAgent(Agent):
     def q_table(self) -> np.ndarray:
         """The learned action values as an array (states x actions); the mean of both tables for double Q."""
         return np.mean([np.asarray(t) for t in self.tables], axis=0)
+
+    def inspect(self, env: gym.Env, out_dir: Path) -> list[str]:
+        bins = tuple(int(b) for b in self.discretiser.bins) if self.discretiser is not None else None
+        return describe_table(self.q_table(), env, out_dir, bins)
 
     def metrics(self) -> dict[str, float]:
         out = self.exploration.metrics(self.steps)
