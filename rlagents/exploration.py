@@ -3,6 +3,7 @@
 Each strategy picks one action from one state's action values (a short Python list) and its visit counts.
 Tabular agents call them once per env step, so they work on plain Python floats and a `random.Random`:
 for four actions that is several times faster than NumPy, whose per-call overhead dominates tiny arrays.
+`epsilon_greedy_batch` is the batched NumPy form, for agents that score a whole batch at once (DQN).
 Each strategy also gives the expected next-state value under its own policy (expected SARSA's target) and
 reports what it does as TensorBoard scalars (`charts/epsilon`, `charts/temperature`,
 `charts/explore_fraction`: the share of actions that were not greedy since the previous report).
@@ -13,8 +14,10 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
+
+import numpy as np
 
 from rlagents.schedules import ExponentialSchedule, LinearSchedule
 
@@ -84,6 +87,22 @@ class EpsilonGreedy(Exploration):
 
     def schedule_metrics(self, step: int) -> dict[str, float]:
         return {"charts/epsilon": self.epsilon(step)}
+
+
+def epsilon_greedy_batch(greedy: Callable[[np.ndarray], np.ndarray], obs: np.ndarray, epsilon: float,
+                         n_actions: int, rng: np.random.Generator) -> np.ndarray:
+    """Epsilon-greedy actions for a batch, for agents whose greedy actions come from a network (DQN).
+
+    One uniform draw per row decides exploration; `greedy` is not called at all when every row explores.
+    """
+    n = len(obs)
+    random_mask = rng.random(n) < epsilon
+    if random_mask.all():
+        return rng.integers(0, n_actions, size=n)
+    actions = greedy(obs)
+    if random_mask.any():
+        actions[random_mask] = rng.integers(0, n_actions, size=int(random_mask.sum()))
+    return actions
 
 
 def softmax(q: Sequence[float], temperature: float) -> list[float]:

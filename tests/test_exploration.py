@@ -12,7 +12,7 @@ import pytest
 
 from rlagents.discretise import Discretiser, discretiser_for
 from rlagents.errors import ConfigError, UnsupportedSpaceError
-from rlagents.exploration import UCB, Boltzmann, EpsilonGreedy, decay_schedule, softmax
+from rlagents.exploration import UCB, Boltzmann, EpsilonGreedy, decay_schedule, epsilon_greedy_batch, softmax
 
 Q = [0.0, 1.0, 0.5, 0.2]
 COUNTS = [5, 5, 5, 5]
@@ -42,6 +42,22 @@ def test_epsilon_greedy_statistics():
     assert eps.expected(Q, COUNTS, 0) == pytest.approx(0.6 * 1.0 + 0.4 * sum(Q) / 4)
     greedy = EpsilonGreedy(random.Random(0), 0.0, 0.0, 0)
     assert {greedy.choose(Q, COUNTS, 0) for _ in range(100)} == {1}
+
+
+def test_batched_epsilon_greedy():
+    calls = []
+
+    def greedy(obs):
+        calls.append(len(obs))
+        return np.full(len(obs), 2)
+
+    rng = np.random.default_rng(0)
+    actions = epsilon_greedy_batch(greedy, np.zeros((10_000, 3)), 0.3, 4, rng)
+    assert np.mean(actions == 2) == pytest.approx(0.7 + 0.3 / 4, abs=0.015)
+    assert np.mean(actions == 0) == pytest.approx(0.3 / 4, abs=0.01)
+    assert epsilon_greedy_batch(greedy, np.zeros((5, 3)), 1.0, 4, rng).shape == (5,)
+    assert calls == [10_000]  # when every row explores, the greedy scorer is skipped
+    assert epsilon_greedy_batch(greedy, np.zeros((5, 3)), 0.0, 4, rng).tolist() == [2] * 5
 
 
 def test_boltzmann_samples_the_softmax_and_its_temperature_decays():
