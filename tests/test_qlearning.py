@@ -240,3 +240,20 @@ def test_learns_cartpole_through_discretisation(tmp_path: Path):
     # A random policy lasts about 22 steps.
     summary = train(tmp_path, "CartPole-v1", 0, "--steps", "20000", "--eval-episodes", "20")
     assert summary["eval_return_mean"] >= 150, summary["eval_return_mean"]
+
+
+@pytest.mark.parametrize("exploration, schedule_tag", [("epsilon", "charts/epsilon"),
+                                                       ("boltzmann", "charts/temperature"), ("ucb", None)])
+def test_exploration_is_logged_to_tensorboard(exploration, schedule_tag, tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = train(tmp_path, "FrozenLake-v1", 0, "--steps", "3000", "--eval-episodes", "5",
+                    "--set", f"exploration={exploration}")
+    tags: set[str] = set()
+    for events in summary["run_dir"].glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    expected = {"charts/explore_fraction", "losses/td_abs_error", "charts/learning_rate", "values/mean_q",
+                "charts/states_visited"} | ({schedule_tag} if schedule_tag else set())
+    assert expected <= tags, tags
