@@ -12,7 +12,7 @@ import json
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def space_description(space: gym.Space) -> str:
-    return repr(space)
-
-
 @dataclass
 class Run:
     """A validated run, ready to train: built by the CLI before anything is written to disk."""
@@ -54,13 +50,12 @@ class Run:
     eval_envs: gym.vector.VectorEnv
     run_dir: Path
     progress: bool = True
-    extra_meta: dict[str, Any] = field(default_factory=dict)
 
     def checkpoint_meta(self, step: int, episodes: int) -> dict[str, Any]:
         return {"agent": self.agent_name, "env": self.env_id, "seed": self.seed, "step": step,
                 "episodes": episodes,
-                "observation_space": space_description(self.envs.single_observation_space),
-                "action_space": space_description(self.envs.single_action_space),
+                "observation_space": repr(self.envs.single_observation_space),
+                "action_space": repr(self.envs.single_action_space),
                 "config": {"train": dataclasses.asdict(self.config.train),
                            "agent": dataclasses.asdict(self.config.agent)}}
 
@@ -76,7 +71,7 @@ def train(run: Run) -> dict[str, Any]:
     threshold = spec.reward_threshold if spec is not None else None
     writer = SummaryWriter(log_dir=str(run.run_dir))
     writer.add_text("hyperparameters", _markdown_table(run), 0)
-    progress = TrainingProgress(f"{run.agent_name} {run.env_id} seed {run.seed}", cfg.steps, run.progress)
+    progress = TrainingProgress(f"{run.agent_name} {run.env_id} s{run.seed}", cfg.steps, run.progress)
 
     def greedy(obs: np.ndarray) -> np.ndarray:
         return agent.act(obs, explore=False)
@@ -163,7 +158,7 @@ def train(run: Run) -> dict[str, Any]:
     except KeyboardInterrupt:
         status = "interrupted"
     finally:
-        progress.close()
+        progress.close(step)
 
     end = time.perf_counter()
     train_time = end - start - eval_time
@@ -195,7 +190,7 @@ def train(run: Run) -> dict[str, Any]:
         "solved_at_time_s": None if solved_at_time is None else round(solved_at_time, 3),
         "evaluations": [{k: v for k, v in e.items() if k != "returns"} for e in evaluations],
         "final_eval_returns": final["returns"],
-        "device": str(run.device), "versions": library_versions(), **run.extra_meta,
+        "device": str(run.device), "versions": library_versions(),
     }
     writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
     writer.add_hparams(_hparams(run), {"hparam/eval_return_mean": final["return_mean"]}, run_name=".",

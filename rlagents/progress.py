@@ -5,21 +5,23 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 class TrainingProgress:
-    """A rich progress bar, or nothing when disabled (`--no-progress`)."""
+    """A compact rich progress bar (fits 80 columns), or nothing when disabled (`--no-progress`)."""
 
     def __init__(self, description: str, total: int, enabled: bool = True):
         self.enabled = enabled
+        self.total = total
         if not enabled:
             return
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]} steps/s"), TextColumn("return {task.fields[ret]}"),
-            TextColumn("eval {task.fields[eval]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(file=sys.stderr), refresh_per_second=4, transient=False)
+            TextColumn("[bold]{task.description}"), BarColumn(bar_width=12),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[speed]}/s"),
+            TextColumn("ret {task.fields[ret]} eval {task.fields[eval]}"),
+            TextColumn("ETA"), TimeRemainingColumn(compact=True),
+            console=Console(file=sys.stderr), refresh_per_second=4)
         self.task = self.progress.add_task(description, total=total, speed="-", ret="-", eval="-")
         self.progress.start()
 
@@ -30,6 +32,8 @@ class TrainingProgress:
                              ret="-" if recent_return is None else f"{recent_return:.1f}",
                              eval="-" if eval_return is None else f"{eval_return:.1f}")
 
-    def close(self) -> None:
+    def close(self, step: int | None = None) -> None:
         if self.enabled:
+            if step is not None:
+                self.progress.update(self.task, completed=step)
             self.progress.stop()

@@ -15,12 +15,10 @@ def test_dqn_learns_cartpole(tmp_path: Path):
     # The default CartPole config on a shortened budget (its schedules shrink with it). A random policy
     # scores about 22; the threshold below is far above anything a non-learning agent reaches.
     run_dir = tmp_path / "run"
-    assert train_main(["--agent", "dqn", "--env", "CartPole-v1", "--seed", "0", "--steps", "12000",
+    assert train_main(["--agent", "dqn", "--env", "CartPole-v1", "--seed", "0", "--steps", "20000",
                        "--eval-every", "4000", "--run-dir", str(run_dir), "--no-progress"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["eval_return_mean"] >= 200, summary["evaluations"]
-    assert summary["evaluations"][-1]["return_mean"] > 5 * summary["evaluations"][0]["return_mean"] or \
-        summary["evaluations"][0]["return_mean"] >= 200
+    assert summary["eval_return_mean"] >= 300, summary["evaluations"]
 
 
 @pytest.mark.slow
@@ -29,7 +27,7 @@ def test_dqn_learns_cartpole(tmp_path: Path):
 def test_dqn_variants_learn_cartpole(tmp_path: Path, switches):
     # The config switches must not break learning: each variant clearly beats random on a short budget.
     run_dir = tmp_path / "run"
-    argv = ["--agent", "dqn", "--env", "CartPole-v1", "--seed", "1", "--steps", "10000", "--eval-every", "0",
+    argv = ["--agent", "dqn", "--env", "CartPole-v1", "--seed", "1", "--steps", "15000", "--eval-every", "0",
             "--run-dir", str(run_dir), "--no-progress"]
     for pair in switches:
         argv += ["--set", pair]

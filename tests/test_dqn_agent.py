@@ -1,0 +1,87 @@
+"""DQN through the Agent API: CNN Q-networks on uint8 images, vector envs, and target updates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlagents.agents.dqn import DQNAgent, DQNConfig
+from rlagents.environments import SyncVecEnv, final_observations
+from rlagents.networks import ConvBackbone
+from rlagents.train import main as train_main
+
+
+class BrightSide(gym.Env):
+    """A one-step image task: an 8×8 uint8 image is bright on the left or the right half; choosing that
+    side pays +1, the other −1. Learnable only by looking at the pixels."""
+
+    def __init__(self, channel_last: bool = False):
+        shape = (8, 8, 1) if channel_last else (1, 8, 8)
+        self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self.channel_last = channel_last
+
+    def _image(self):
+        img = np.zeros((8, 8), np.uint8)
+        img[:, self.side * 4:(self.side + 1) * 4] = 255
+        return img[:, :, None] if self.channel_last else img[None]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.side = int(self.np_random.integers(2))
+        return self._image(), {}
+
+    def step(self, action):
+        return self._image(), 1.0 if action == self.side else -1.0, True, False, {}
+
+
+@pytest.mark.parametrize("channel_last", [False, True])
+def test_dqn_with_a_cnn_learns_from_uint8_pixels(channel_last):
+    torch.manual_seed(0)
+    envs = SyncVecEnv([lambda: BrightSide(channel_last) for _ in range(4)])
+    cfg = DQNConfig(cnn_channels=(4, 8, 8), cnn_features=32, learning_starts=64, batch_size=32, train_every=4,
+                    target_update_every=100, epsilon_fraction=0.5, lr=1e-3)
+    agent = DQNAgent(cfg, envs.single_observation_space, envs.single_action_space, n_envs=4, total_steps=2000,
+                     device=torch.device("cpu"), seed=0)
+    assert isinstance(agent.q.backbone, ConvBackbone) and agent.buffer.obs.dtype == np.uint8
+    obs, _ = envs.reset(seed=0)
+    for _ in range(500):
+        actions = agent.act(obs, explore=True)
+        nxt, rew, term, trunc, infos = envs.step(actions)
+        real = final_observations(nxt, term | trunc, infos) if "_final_obs" in infos else nxt
+        agent.observe(obs, actions, rew, real, term, trunc)
+        obs = nxt
+    test = np.stack([BrightSide(channel_last).reset(seed=s)[0] for s in range(64)])
+    sides = np.array([0 if t.reshape(8, 8)[0, 0] == 255 else 1 for t in test])
+    assert (agent.act(test, explore=False) == sides).mean() == 1.0
+
+
+def test_training_with_several_envs_and_every_switch(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    argv = ["--agent", "dqn", "--env", "CartPole-v1", "--steps", "900", "--n-envs", "3", "--eval-every", "300",
+            "--eval-episodes", "3", "--run-dir", str(run_dir), "--no-progress"]
+    for pair in ("learning_starts=100", "dueling=true", "prioritized=true", "n_step=3", "tau=0.1",
+                 "target_update_every=4", "batch_size=16"):
+        argv += ["--set", pair]
+    assert train_main(argv) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["total_steps"] == 900 and summary["episodes"] > 0
+    assert [e["step"] for e in summary["evaluations"]] == [300, 600, 900]
+
+
+def test_soft_updates_owed_over_several_periods_compound():
+    cfg = DQNConfig(hidden=(4,), tau=0.5)
+    agent = DQNAgent(cfg, gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.Discrete(2), n_envs=1,
+                     total_steps=10, device=torch.device("cpu"), seed=0)
+    with torch.no_grad():
+        for p in agent.q.parameters():
+            p.fill_(1.0)
+        for p in agent.target.parameters():
+            p.fill_(0.0)
+    agent._update_target(periods=2)  # two periods of tau = 0.5 close 75% of the gap
+    assert all(torch.allclose(p, torch.full_like(p, 0.75)) for p in agent.target.parameters())
