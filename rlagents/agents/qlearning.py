@@ -65,7 +65,8 @@ class QLearningConfig:
             raise ConfigError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
 
 
-def state_count(obs_space: gym.Space, config: QLearningConfig, agent: str = "qlearning") -> tuple[int, Discretiser | None]:
+def state_count(obs_space: gym.Space, config: QLearningConfig,
+                agent: str = "qlearning") -> tuple[int, Discretiser | None]:
     """Number of table rows for `obs_space`, and the discretiser for Box spaces (None for Discrete ones)."""
     if isinstance(obs_space, gym.spaces.Discrete):
         return int(obs_space.n), None
@@ -163,12 +164,13 @@ class QLearningAgent(Agent):
         states, next_states = self.states(obs), self.states(next_obs)
         acts = (actions - self.action_start).tolist() if self.action_start else actions.tolist()
         rews, terms, truncs = rewards.tolist(), terminated.tolist(), truncated.tolist()
+        c = self.config
+        decaying = c.lr_schedule == "visits"
         for i in range(len(states)):
             s, a = states[i], acts[i]
             row = self.counts[s]
             row[a] += 1
-            c = self.config
-            lr = c.lr if c.lr_schedule == "constant" else max(c.lr_min, c.lr / row[a] ** c.lr_power)
+            lr = max(c.lr_min, c.lr / row[a] ** c.lr_power) if decaying else c.lr
             self._update(i, s, a, rews[i], next_states[i], terms[i], truncs[i], lr)
             self.steps += 1
 
