@@ -138,6 +138,22 @@ def test_visit_count_learning_rate():
     assert agent.metrics()["charts/learning_rate"] == pytest.approx((0.8 + 0.4 + 0.3) / 3)
 
 
+def test_logged_statistics():
+    agent = make_agent(obs_space=gym.spaces.Discrete(4), lr=0.5)
+    set_table(agent, np.zeros((4, 2)))
+    one_update(agent, s=0, a=0, r=1.0, terminated=True)  # Q(0,0) = 0.5, |TD error| 1
+    one_update(agent, s=0, a=1, r=3.0, terminated=True)  # Q(0,1) = 1.5, |TD error| 3
+    one_update(agent, s=2, a=0, r=0.0, terminated=True)  # Q(2,0) = 0, |TD error| 0
+    metrics = agent.metrics()
+    assert metrics["charts/states_visited"] == 0.5  # states 0 and 2 of 4
+    assert metrics["values/mean_q"] == pytest.approx((0.5 + 1.5 + 0.0) / 3)
+    assert metrics["losses/td_abs_error"] == pytest.approx(4 / 3)
+    assert "values/mean_q" not in agent.metrics()  # reset after each report
+    clone = make_agent(obs_space=gym.spaces.Discrete(4))
+    clone.load_state_dict(agent.state_dict())
+    assert clone.metrics()["charts/states_visited"] == 0.5
+
+
 def test_discretised_box_observations_index_the_table():
     box = gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 3.0], np.float32))
     agent = make_agent(obs_space=box, bins=(2, 3), lr=1.0)

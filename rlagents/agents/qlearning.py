@@ -120,9 +120,10 @@ class QLearningAgent(Agent):
         self.pending = [-1] * self.n_envs
         self._update = {"qlearning": self._q_learning, "sarsa": self._sarsa,
                         "expected_sarsa": self._expected_sarsa, "double": self._double}[c.update]
-        self._td_abs = 0.0
-        self._lr_sum = 0.0
+        # Logged statistics, accumulated per step so `metrics` never scans a table that may be large.
+        self._td_abs = self._lr_sum = self._q_sum = 0.0
         self._updates = 0
+        self._visited = 0
 
     # ------------------------------------------------------------ acting
 
@@ -170,6 +171,8 @@ class QLearningAgent(Agent):
             s, a = states[i], acts[i]
             row = self.counts[s]
             row[a] += 1
+            if row[a] == 1 and sum(row) == 1:  # first visit of s: counted here, not by scanning the table
+                self._visited += 1
             lr = max(c.lr_min, c.lr / row[a] ** c.lr_power) if decaying else c.lr
             self._update(i, s, a, rews[i], next_states[i], terms[i], truncs[i], lr)
             self.steps += 1
@@ -178,6 +181,7 @@ class QLearningAgent(Agent):
         row = table[s]
         delta = target - row[a]
         row[a] += lr * delta
+        self._q_sum += row[a]
         self._td_abs += abs(delta)
         self._lr_sum += lr
         self._updates += 1
@@ -224,13 +228,10 @@ class QLearningAgent(Agent):
         if self._updates:
             out["losses/td_abs_error"] = self._td_abs / self._updates
             out["charts/learning_rate"] = self._lr_sum / self._updates
-            self._td_abs = self._lr_sum = 0.0
+            out["values/mean_q"] = self._q_sum / self._updates  # of the entries just updated, as DQN logs it
+            self._td_abs = self._lr_sum = self._q_sum = 0.0
             self._updates = 0
-        counts = np.asarray(self.counts)
-        visited = counts.sum(axis=1) > 0
-        out["charts/states_visited"] = float(visited.mean())
-        if visited.any():
-            out["values/mean_q"] = float(self.q_table()[visited].mean())
+        out["charts/states_visited"] = self._visited / self.n_states
         return out
 
     # ------------------------------------------------------------ state
@@ -251,7 +252,9 @@ class QLearningAgent(Agent):
                              f"of shape {expected}")
         self.tables = [t.tolist() for t in tables]
         self.q = self.tables[0]
-        self.counts = np.asarray(state["counts"], dtype=np.int64).tolist()
+        counts = np.asarray(state["counts"], dtype=np.int64)
+        self.counts = counts.tolist()
+        self._visited = int((counts.sum(axis=1) > 0).sum())
         self.steps = int(state["steps"])
         pending = [int(a) for a in state["pending"]]
         self.pending = pending if len(pending) == self.n_envs else [-1] * self.n_envs
