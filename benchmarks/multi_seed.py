@@ -1,7 +1,8 @@
 """Train one agent on one env for several seeds with its default config and print a markdown table.
 
 Runs go one at a time by default (`--parallel 1`) so training times are not inflated by competing runs.
-Usage: python benchmarks/multi_seed.py --agent dqn --env CartPole-v1 --seeds 0 1 2 3 4 [--out DIR] [-- extra args]
+Usage: python benchmarks/multi_seed.py --agent dqn --env CartPole-v1 --seeds 0 1 2 3 4 [--out DIR] [--digits N]
+[-- extra args]
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ def run(agent: str, env: str, seed: int, out: Path, extra: list[str]) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], digits: int = 1) -> str:
     lines = ["| seed | final eval return | solved at step | solved at (training s) | env steps/s | training s |",
              "| --- | --- | --- | --- | --- | --- |"]
     for s in rows:
-        lines.append(f"| {s['seed']} | {s['eval_return_mean']:.1f} ± {s['eval_return_std']:.1f} | "
+        lines.append(f"| {s['seed']} | {s['eval_return_mean']:.{digits}f} ± {s['eval_return_std']:.{digits}f} | "
                      f"{s['solved_at_step'] if s['solved_at_step'] is not None else '—'} | "
                      f"{s['solved_at_time_s'] if s['solved_at_time_s'] is not None else '—'} | "
                      f"{s['env_steps_per_s']:,.0f} | {s['train_time_s']:.1f} |")
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--digits", type=int, default=1, help="decimals of the returns (3 for success rates)")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     out = args.out or Path(tempfile.mkdtemp(prefix="multi_seed_"))
@@ -62,7 +64,7 @@ def main() -> None:
     for s in rows:
         curve = " ".join(f"{e['return_mean']:.0f}" for e in s["evaluations"])
         print(f"seed {s['seed']} evaluations: {curve}", file=sys.stderr)
-    print(table(rows))
+    print(table(rows, args.digits))
     print(f"runs: {out}", file=sys.stderr)
 
 

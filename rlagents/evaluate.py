@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{run.agent_name} on {run.env_id} ({run.checkpoint.name}, step {run.meta.get('step')}): "
           f"return {returns.mean():.2f} ± {returns.std():.2f} over {episodes} episodes "
           f"(mean length {lengths.mean():.1f})")
+    env = make_env(run.env_id)
+    try:
+        for line in run.agent.inspect(env, run.run_dir):
+            print(line)
+    finally:
+        env.close()
     if args.video is not None:
         n = record_video(run, args.video, seed)
         print(f"video: {args.video} ({n} frames)")

@@ -8,6 +8,7 @@ state as nested dicts of tensors, arrays and plain values so checkpoints need no
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -51,6 +52,10 @@ class Agent(ABC):
     def metrics(self) -> dict[str, float]:
         """Scalars to log (e.g. `losses/td_loss`), aggregated since the previous call."""
         return {}
+
+    def inspect(self, env: gym.Env, out_dir: Path) -> list[str]:
+        """Lines showing what was learned (printed by `rlagents.evaluate`); may write images into `out_dir`."""
+        return []
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

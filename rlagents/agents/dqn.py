@@ -19,6 +19,7 @@ from torch import nn
 from rlagents.agents.base import Agent
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.exploration import epsilon_greedy_batch
 from rlagents.networks import Net, QHead, make_backbone, numpy_greedy_scores
 from rlagents.replay import Batch, NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
 from rlagents.schedules import LinearSchedule
@@ -155,14 +156,7 @@ class DQNAgent(Agent):
     def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
         if not explore:
             return self._greedy(obs)
-        n = len(obs)
-        random_mask = self.rng.random(n) < self.epsilon(self.steps)
-        if random_mask.all():  # skip the forward pass entirely while exploring
-            return self.rng.integers(0, self.n_actions, size=n)
-        actions = self._greedy(obs)
-        if random_mask.any():
-            actions[random_mask] = self.rng.integers(0, self.n_actions, size=int(random_mask.sum()))
-        return actions
+        return epsilon_greedy_batch(self._greedy, obs, self.epsilon(self.steps), self.n_actions, self.rng)
 
     # ------------------------------------------------------------ learning
 
