@@ -101,10 +101,21 @@ class SyncVecEnv(gym.vector.VectorEnv):
             env.close()
 
 
-def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None) -> SyncVecEnv:
-    """A vector of `n_envs` copies of `env_id`."""
-    make_env(env_id, render_mode=render_mode).close()  # fail fast, with a clean error, on a bad id
-    return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode) for _ in range(n_envs)])
+EVAL_STEP_CAP = 10_000
+
+
+def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None,
+                 step_cap: int | None = None) -> SyncVecEnv:
+    """A vector of `n_envs` copies of `env_id`.
+
+    `step_cap` adds a time limit to envs registered without one (CliffWalking, say), so that evaluating a
+    greedy policy that loops forever ends, as a truncated episode, instead of hanging.
+    """
+    probe = make_env(env_id, render_mode=render_mode)  # fail fast, with a clean error, on a bad id
+    limit = probe.spec.max_episode_steps if probe.spec is not None else None
+    probe.close()
+    kwargs = {"max_episode_steps": step_cap} if step_cap is not None and limit is None else {}
+    return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode, **kwargs) for _ in range(n_envs)])
 
 
 def final_observations(next_obs: np.ndarray, done: np.ndarray, infos: dict) -> np.ndarray:

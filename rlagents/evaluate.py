@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from rlagents.cli import ArgumentParser, resolve_device
-from rlagents.environments import evaluate, make_env, make_vec_env
+from rlagents.environments import EVAL_STEP_CAP, evaluate, make_env, make_vec_env
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.runs import LoadedRun, load_run
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
     episodes = args.episodes or run.config.train.eval_episodes
     seed = args.seed if args.seed is not None else run.seed + EVAL_SEED_OFFSET
-    envs = make_vec_env(run.env_id, min(run.config.train.eval_envs, episodes))
+    envs = make_vec_env(run.env_id, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
     returns, lengths = evaluate(lambda o: run.agent.act(o, explore=False), envs, episodes, seed)
     envs.close()
     print(f"{run.agent_name} on {run.env_id} ({run.checkpoint.name}, step {run.meta.get('step')}): "

@@ -12,7 +12,7 @@ from rlagents.agents import agent_class, available_agents
 from rlagents.checkpoint import atomic_write_text
 from rlagents.cli import ArgumentParser, default_config_path, resolve_device
 from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
-from rlagents.environments import known_env_ids, make_vec_env
+from rlagents.environments import EVAL_STEP_CAP, known_env_ids, make_vec_env
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import Run, seed_everything, train
 from rlagents.runs import build_agent
@@ -68,7 +68,7 @@ def prepare(args) -> Run:
     config: ResolvedConfig = resolve(cls.config_class, data, env_id, overrides, source=str(config_path))
 
     envs = make_vec_env(env_id, config.train.n_envs)
-    eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes))
+    eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes), step_cap=EVAL_STEP_CAP)
     torch.set_num_threads(config.train.torch_threads)
     seed_everything(seed)
     agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,

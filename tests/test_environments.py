@@ -66,3 +66,31 @@ def test_evaluation_is_reproducible_for_a_seed():
 def test_unknown_env_names_close_matches():
     with pytest.raises(UserError, match="unknown env 'CartPol-v1'; did you mean: CartPole-v1"):
         make_env("CartPol-v1")
+
+
+class Loop(gym.Env):
+    """Never terminates: a greedy policy that loops forever in an env without a time limit."""
+
+    observation_space = gym.spaces.Discrete(1)
+    action_space = gym.spaces.Discrete(1)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, {}
+
+    def step(self, action):
+        return 0, -1.0, False, False, {}
+
+
+def test_evaluation_of_an_env_without_time_limit_ends_at_the_step_cap():
+    gym.register("rlagents-test/Loop-v0", entry_point=Loop)
+    try:
+        envs = make_vec_env("rlagents-test/Loop-v0", 2, step_cap=50)
+        returns, lengths = evaluate(lambda o: np.zeros(len(o), int), envs, 2, seed=0)
+        assert lengths.tolist() == [50, 50] and returns.tolist() == [-50.0, -50.0]
+        assert make_vec_env("CartPole-v1", 1, step_cap=50).envs[0].spec.max_episode_steps == 500  # kept
+    finally:
+        del gym.registry["rlagents-test/Loop-v0"]
