@@ -133,3 +133,20 @@ def test_continuous_action_smoke_run_and_evaluate(tmp_path: Path, capsys):
     assert math.isfinite(summary["eval_return_mean"])
     assert evaluate_main([str(run_dir), "--episodes", "2"]) == 0
     assert "reinforce on Pendulum-v1" in capsys.readouterr().out
+
+
+def test_running_norm_matches_batch_statistics_and_is_checkpointed(tmp_path: Path):
+    from rlagents.agents.reinforce import RunningNorm
+
+    data = np.random.default_rng(0).normal(3.0, 2.0, (300, 3))
+    norm = RunningNorm((3,))
+    for chunk in np.split(data, 6):
+        norm.update(chunk)
+    assert np.allclose(norm.mean, data.mean(0), atol=1e-3) and np.allclose(norm.var, data.var(0), atol=1e-2)
+    agent = make(gym.spaces.Discrete(2), normalize_obs=True)
+    obs = data[:2].astype(np.float32)
+    agent.observe(obs, agent.act(obs, explore=True), np.zeros(2), obs, np.ones(2, bool), np.zeros(2, bool))
+    path = save_checkpoint(tmp_path, "c", agent.state_dict(), {"agent": "reinforce", "env": "E"})
+    fresh = make(gym.spaces.Discrete(2), seed=3, normalize_obs=True)
+    fresh.load_state_dict(read_checkpoint(path)[0])
+    assert np.array_equal(fresh.obs_norm.mean, agent.obs_norm.mean) and fresh.obs_norm.count == agent.obs_norm.count

@@ -54,6 +54,8 @@ class ReinforceConfig:
     log_std: Literal["state", "learned"] = param("state", "continuous actions: state-independent log-std "
                                                  "parameter, or learned by the policy head")
     log_std_init: float = param(0.0, "initial log standard deviation of Gaussian policies")
+    normalize_obs: bool = param(False, "scale Box observations by a running mean and std (updated from "
+                                "training experience, saved in checkpoints)")
     head_init_gain: float = param(0.01, "orthogonal init gain of the policy head: small is a near-uniform "
                                   "start; ~1 starts state-dependent, which explores sparse tasks", low=0.0)
 
@@ -94,6 +96,33 @@ def tanh_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, raw: torch
     # log(1 − tanh(u)²) written stably as 2·(log 2 − u − softplus(−2u))
     correction = 2.0 * (math.log(2.0) - raw - nn.functional.softplus(-2.0 * raw))
     return (gaussian - correction).sum(dim=-1)
+
+
+class RunningNorm:
+    """Running mean and variance of observations (Chan et al.'s parallel update), for normalisation."""
+
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0):
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        self.count = 1e-4
+        self.clip = clip
+
+    def update(self, batch: np.ndarray) -> None:
+        b_mean, b_var, n = batch.mean(axis=0), batch.var(axis=0), len(batch)
+        delta, total = b_mean - self.mean, self.count + n
+        self.mean = self.mean + delta * n / total
+        self.var = (self.var * self.count + b_var * n + delta ** 2 * self.count * n / total) / total
+        self.count = total
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip((obs - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.var = np.asarray(state["mean"]), np.asarray(state["var"])
+        self.count = float(state["count"])
 
 
 class Policy(nn.Module):
@@ -159,6 +188,8 @@ class ReinforceAgent(Agent):
             self.value = nn.Sequential(vb, nn.Linear(vb.features_dim, 1)).to(self.device)
             self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=c.value_lr)
         self._numpy_policy = numpy_mlp_forward(self.policy.backbone, self.policy.head)
+        normalizable = isinstance(obs_space, gym.spaces.Box) and obs_space.dtype != np.uint8
+        self.obs_norm = RunningNorm(obs_space.shape) if c.normalize_obs and normalizable else None
         self.rng = np.random.default_rng(self.seed)
 
         # per-env trajectories in progress, and finished episodes awaiting an update
@@ -176,6 +207,8 @@ class ReinforceAgent(Agent):
     # ------------------------------------------------------------ acting
 
     def _head(self, obs: np.ndarray) -> np.ndarray:
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
         if self._numpy_policy is not None:
             return self._numpy_policy(obs)
         with torch.inference_mode():
@@ -212,6 +245,9 @@ class ReinforceAgent(Agent):
 
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
         stored_actions = actions if self.discrete else self._last_raw
+        if self.obs_norm is not None:
+            # episodes are stored raw and normalised at update time with the statistics then current
+            self.obs_norm.update(np.asarray(obs, np.float64))
         for i in range(self.n_envs):
             traj = self._traj[i]
             traj["obs"].append(obs[i])
@@ -220,8 +256,9 @@ class ReinforceAgent(Agent):
             if terminated[i] or truncated[i]:
                 bootstrap = 0.0
                 if truncated[i] and not terminated[i] and self.config.truncation == "bootstrap":
+                    final = next_obs[i][None] if self.obs_norm is None else self.obs_norm(next_obs[i][None])
                     with torch.no_grad():
-                        bootstrap = float(self.value(torch.as_tensor(next_obs[i][None], device=self.device)))
+                        bootstrap = float(self.value(torch.as_tensor(final, device=self.device)))
                 traj["returns"] = rewards_to_go(np.asarray(traj["rewards"]), self.config.gamma, bootstrap)
                 self._batch.append(traj)
                 self._traj[i] = self._new_traj()
@@ -246,7 +283,8 @@ class ReinforceAgent(Agent):
     def _update(self) -> None:
         c = self.config
         episodes, self._batch = self._batch, []
-        obs = torch.as_tensor(np.stack([o for ep in episodes for o in ep["obs"]]), device=self.device)
+        raw_obs = np.stack([o for ep in episodes for o in ep["obs"]])
+        obs = torch.as_tensor(raw_obs if self.obs_norm is None else self.obs_norm(raw_obs), device=self.device)
         actions = torch.as_tensor(np.stack([a for ep in episodes for a in ep["actions"]]), device=self.device)
         returns = torch.as_tensor(np.concatenate([ep["returns"] for ep in episodes]), dtype=torch.float32,
                                   device=self.device)
@@ -302,6 +340,8 @@ class ReinforceAgent(Agent):
         if self.value is not None:
             state["value"] = self.value.state_dict()
             state["value_optimizer"] = self.value_optimizer.state_dict()
+        if self.obs_norm is not None:
+            state["obs_norm"] = self.obs_norm.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -310,6 +350,8 @@ class ReinforceAgent(Agent):
         if self.value is not None:
             self.value.load_state_dict(state["value"])
             self.value_optimizer.load_state_dict(state["value_optimizer"])
+        if self.obs_norm is not None:
+            self.obs_norm.load_state_dict(state["obs_norm"])
         self.steps, self.updates = int(state["counters"]["steps"]), int(state["counters"]["updates"])
         self.rng.bit_generator.state = state["rng"]
 
