@@ -27,6 +27,7 @@ from rlagents.errors import CheckpointError
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 FINAL = "final"
+BEST = "best"
 
 
 # ---------------------------------------------------------------- atomic files
@@ -161,13 +162,18 @@ def read_checkpoint(json_file: Path, *, agent: str | None = None, env: str | Non
     return state, meta
 
 
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """The periodic (and interrupted-run) checkpoints of a run, oldest first."""
+    return sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.json"))
+
+
 def latest_checkpoint(run_dir: Path) -> Path:
     """The final checkpoint of a run, or else its newest periodic one."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     final = folder / f"{FINAL}.json"
     if final.is_file():
         return final
-    candidates = sorted(folder.glob("step_*.json"))
+    candidates = step_checkpoints(run_dir)
     if not candidates:
         raise CheckpointError(f"no checkpoint in {folder}: was the run trained to the end?")
     return candidates[-1]

@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import signal
+import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 
 from rlagents.agents import Agent
-from rlagents.checkpoint import CHECKPOINT_DIR, FINAL, atomic_write_json, library_versions, save_checkpoint
+from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json, library_versions, save_checkpoint,
+                                 step_checkpoints)
 from rlagents.config import ResolvedConfig
 from rlagents.environments import evaluate, final_observations, make_vec_env
 from rlagents.progress import TrainingProgress
@@ -34,6 +37,42 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@dataclass
+class LoopState:
+    """The loop's own progress: saved in every checkpoint so that `--resume` carries on where it stopped."""
+
+    step: int = 0
+    episodes: int = 0
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    solved_at_step: int | None = None
+    solved_at_time: float | None = None
+    eval_time: float = 0.0
+    train_time: float = 0.0  # training seconds of the sessions before this one (resumed runs)
+    best_eval: float | None = None
+    sessions: int = 1
+
+
+def global_rng_state() -> dict[str, Any]:
+    """States of the process-wide RNGs (Python, NumPy, torch), as checkpointable arrays and lists."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": keys.astype(np.int64), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "gauss": float(gauss)}}
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], np.asarray(n["keys"]).astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def resume_seed(seed: int, step: int) -> int:
+    """Seed for the envs of a resumed session: differs per resume point, same for the same point."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
 @dataclass
@@ -51,6 +90,17 @@ class Run:
     run_dir: Path
     progress: bool = True
 
+    def save(self, name: str, state: LoopState, reason: str) -> None:
+        """Write checkpoint `name`: agent, loop state and global RNGs, with metadata (atomic files)."""
+        meta = self.checkpoint_meta(state.step, state.episodes)
+        meta["reason"] = reason
+        record = {"agent": self.agent.state_dict(), "loop": dataclasses.asdict(state), "rng": global_rng_state()}
+        save_checkpoint(self.run_dir / CHECKPOINT_DIR, name, record, meta)
+        if name.startswith("step_"):  # keep only the newest `keep_checkpoints` periodic ones
+            for old in step_checkpoints(self.run_dir)[: -self.config.train.keep_checkpoints]:
+                old.with_suffix(".safetensors").unlink(missing_ok=True)
+                old.unlink(missing_ok=True)
+
     def checkpoint_meta(self, step: int, episodes: int) -> dict[str, Any]:
         return {"agent": self.agent_name, "env": self.env_id, "seed": self.seed, "step": step,
                 "episodes": episodes,
@@ -60,8 +110,14 @@ class Run:
                            "agent": dataclasses.asdict(self.config.agent)}}
 
 
-def train(run: Run) -> dict[str, Any]:
-    """Train `run.agent` for the configured number of env steps; returns the summary written to disk."""
+def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train `run.agent` for the configured number of env steps; returns the summary written to disk.
+
+    `resume` is a checkpoint's state (agent, loop, RNGs) to continue from: the agent and the counters carry
+    on, TensorBoard drops whatever the stopped session logged after that checkpoint, and the envs start
+    fresh episodes (Gymnasium envs cannot in general be snapshotted), seeded from the resume point.
+    SIGINT and SIGTERM stop training cleanly with a resumable checkpoint.
+    """
     from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
     cfg = run.config.train
@@ -69,8 +125,15 @@ def train(run: Run) -> dict[str, Any]:
     n_envs = envs.num_envs
     spec = envs.spec
     threshold = spec.reward_threshold if spec is not None else None
-    writer = SummaryWriter(log_dir=str(run.run_dir))
-    writer.add_text("hyperparameters", _markdown_table(run), 0)
+    state = LoopState()
+    if resume is not None:
+        agent.load_state_dict(resume["agent"])
+        state = LoopState(**resume["loop"])
+        state.sessions += 1
+        set_global_rng_state(resume["rng"])
+    writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step if resume is not None else None)
+    if resume is None:
+        writer.add_text("hyperparameters", _markdown_table(run), 0)
     progress = TrainingProgress(f"{run.agent_name} {run.env_id} s{run.seed}", cfg.steps, run.progress)
 
     def greedy(obs: np.ndarray) -> np.ndarray:
@@ -81,24 +144,33 @@ def train(run: Run) -> dict[str, Any]:
     window_returns: list[float] = []
     window_lengths: list[int] = []
     recent_returns: deque[float] = deque(maxlen=100)
-    episodes = 0
-    evaluations: list[dict[str, Any]] = []
-    solved_at_step = solved_at_time = None
-    eval_time = 0.0
-    last_eval_mean = None
+    step, episodes = state.step, state.episodes
+    evaluations = state.evaluations
+    solved_at_step, solved_at_time = state.solved_at_step, state.solved_at_time
+    eval_time, earlier_train_time = state.eval_time, state.train_time
+    last_eval_mean = evaluations[-1]["return_mean"] if evaluations else None
 
-    next_log = cfg.log_every
-    next_eval = cfg.eval_every if cfg.eval_every > 0 else cfg.steps
-    next_ckpt = cfg.checkpoint_every if cfg.checkpoint_every > 0 else cfg.steps + 1
+    def after(every: int) -> int:  # the first multiple of `every` past the current step
+        return (step // every + 1) * every
+
+    next_log = after(cfg.log_every)
+    next_eval = after(cfg.eval_every) if cfg.eval_every > 0 else cfg.steps
+    next_ckpt = after(cfg.checkpoint_every) if cfg.checkpoint_every > 0 else cfg.steps + 1
     progress_interval = max(n_envs, 64)
-    next_progress = progress_interval
+    next_progress = step + progress_interval
     next_event = min(next_log, next_eval, next_ckpt, next_progress)
 
-    obs, _ = envs.reset(seed=run.seed)
-    step = 0
+    def snapshot() -> LoopState:
+        return LoopState(step, episodes, evaluations, solved_at_step, solved_at_time, eval_time,
+                         earlier_train_time + time.perf_counter() - start - session_eval_time, state.best_eval,
+                         state.sessions)
+
+    obs, _ = envs.reset(seed=run.seed if resume is None else resume_seed(run.seed, step))
     start = time.perf_counter()
-    last_progress_time, last_progress_step = start, 0
+    session_eval_time = 0.0  # evaluation seconds of this session (eval_time holds all sessions')
+    last_progress_time, last_progress_step = start, step
     status = "completed"
+    stop, restore_signals = _stop_on_signals()
     try:
         while step < cfg.steps:
             actions = agent.act(obs, explore=True)
@@ -124,8 +196,11 @@ def train(run: Run) -> dict[str, Any]:
                 continue
 
             # ---- periodic events, at most once per `next_event`
+            if stop:  # SIGINT / SIGTERM: stop here, between steps, where the agent's state is consistent
+                status = "interrupted"
+                break
             now = time.perf_counter()
-            train_time = now - start - eval_time
+            train_time = earlier_train_time + now - start - session_eval_time
             if step >= next_progress:
                 next_progress = step + progress_interval
                 if now - last_progress_time >= PROGRESS_EVERY_S:
@@ -142,6 +217,7 @@ def train(run: Run) -> dict[str, Any]:
                 next_eval = next_eval + cfg.eval_every if cfg.eval_every > 0 else cfg.steps
                 t0 = time.perf_counter()
                 result = _evaluate(run, greedy, step, train_time)
+                session_eval_time += time.perf_counter() - t0
                 eval_time += time.perf_counter() - t0
                 evaluations.append(result)
                 last_eval_mean = result["return_mean"]
@@ -150,36 +226,41 @@ def train(run: Run) -> dict[str, Any]:
                 writer.add_scalar("eval/length_mean", result["length_mean"], step)
                 if solved_at_step is None and threshold is not None and result["return_mean"] >= threshold:
                     solved_at_step, solved_at_time = step, train_time
+                if state.best_eval is None or result["return_mean"] > state.best_eval:
+                    state.best_eval = result["return_mean"]
+                    run.save(BEST, snapshot(), "best evaluation")
             if step >= next_ckpt:
                 next_ckpt += cfg.checkpoint_every
-                save_checkpoint(run.run_dir / CHECKPOINT_DIR, f"step_{step:012d}", agent.state_dict(),
-                                run.checkpoint_meta(step, episodes))
+                run.save(f"step_{step:012d}", snapshot(), "periodic")
             next_event = min(next_log, next_eval, next_ckpt, next_progress)
     except KeyboardInterrupt:
         status = "interrupted"
     finally:
         progress.close(step)
+        restore_signals()
 
-    end = time.perf_counter()
-    train_time = end - start - eval_time
+    if status == "interrupted":  # a resumable checkpoint; no end-of-training evaluation
+        run.save(f"step_{step:012d}", snapshot(), "interrupted")
+        writer.close()
+        return {"status": status, "total_steps": step, "run_dir": str(run.run_dir)}
+    train_time = earlier_train_time + time.perf_counter() - start - session_eval_time
     if not evaluations or evaluations[-1]["step"] != step:  # the end-of-training evaluation
         t0 = time.perf_counter()
         evaluations.append(_evaluate(run, greedy, step, train_time))
+        session_eval_time += time.perf_counter() - t0
         eval_time += time.perf_counter() - t0
         writer.add_scalar("eval/return_mean", evaluations[-1]["return_mean"], step)
         writer.add_scalar("eval/return_std", evaluations[-1]["return_std"], step)
         if (solved_at_step is None and threshold is not None
                 and evaluations[-1]["return_mean"] >= threshold):
             solved_at_step, solved_at_time = step, train_time
-    final_name = FINAL if status == "completed" else "interrupted"
-    save_checkpoint(run.run_dir / CHECKPOINT_DIR, final_name, agent.state_dict(),
-                    run.checkpoint_meta(step, episodes))
+    run.save(FINAL, snapshot(), "end of training")
 
     final = evaluations[-1]
     summary = {
         "agent": run.agent_name, "env": run.env_id, "seed": run.seed, "status": status,
         "total_steps": step, "episodes": episodes,
-        "wall_time_s": round(time.perf_counter() - start, 3),
+        "wall_time_s": round(train_time + eval_time, 3),
         "train_time_s": round(train_time, 3),
         "eval_time_s": round(eval_time, 3),
         "env_steps_per_s": round(step / max(train_time, 1e-9), 1),
@@ -190,7 +271,7 @@ def train(run: Run) -> dict[str, Any]:
         "solved_at_time_s": None if solved_at_time is None else round(solved_at_time, 3),
         "evaluations": [{k: v for k, v in e.items() if k != "returns"} for e in evaluations],
         "final_eval_returns": final["returns"],
-        "device": str(run.device), "versions": library_versions(),
+        "device": str(run.device), "versions": library_versions(), "sessions": state.sessions,
     }
     writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
     writer.add_hparams(_hparams(run), {"hparam/eval_return_mean": final["return_mean"]}, run_name=".",
@@ -198,6 +279,22 @@ def train(run: Run) -> dict[str, Any]:
     writer.close()
     atomic_write_json(run.run_dir / "summary.json", summary)
     return summary
+
+
+def _stop_on_signals() -> tuple[list[int], Any]:
+    """SIGINT and SIGTERM ask the loop to stop at its next event (a list that becomes non-empty); a second
+    SIGINT interrupts at once. Returns the list and a function restoring the previous handlers."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        return requested, lambda: None
+
+    def handler(signum, frame):
+        if requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return requested, lambda: [signal.signal(sig, old) for sig, old in previous.items()]
 
 
 def _evaluate(run: Run, greedy, step: int, train_time: float) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def load_run(run_dir: Path, obs_space_of, *, device: torch.device, checkpoint: P
     path = checkpoint or latest_checkpoint(run_dir)
     state, ckpt_meta = read_checkpoint(path, agent=agent_name, env=env_id)
     try:
-        agent.load_state_dict(state)
+        agent.load_state_dict(state["agent"])
     except (KeyError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"checkpoint {path} does not fit this agent's networks: {first}") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from rlagents.agents import agent_class, available_agents
-from rlagents.checkpoint import atomic_write_text
+from rlagents.checkpoint import CHECKPOINT_DIR, FINAL, atomic_write_text, read_checkpoint, step_checkpoints
 from rlagents.cli import ArgumentParser, default_config_path, resolve_device
 from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
 from rlagents.environments import EVAL_STEP_CAP, known_env_ids, make_vec_env
@@ -36,14 +36,28 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="torch device (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue a stopped run from its newest checkpoint, with the run's own config")
     p.add_argument("--list-agents", action="store_true", help="list agents and exit")
     p.add_argument("--list-envs", action="store_true", help="list registered env ids and exit")
     return p
 
 
+RUN_OPTIONS = ("agent", "env", "config", "steps", "seed", "overrides", "run_dir", "n_envs", "eval_every",
+               "eval_episodes")
+
+
 def prepare(args) -> Run:
     """Validate everything and build the agent and envs; writes nothing to disk."""
     data: dict = {}
+    if args.resume is not None:
+        given = [f"--{k.replace('_', '-')}" if k != "overrides" else "--set" for k in RUN_OPTIONS
+                 if getattr(args, k) not in (None, [])]
+        if given:
+            raise UserError(f"--resume continues the run with its own config; drop {', '.join(given)}")
+        if not (args.resume / "config.yaml").is_file():
+            raise UserError(f"--resume {args.resume}: not an rlagents run directory (no config.yaml)")
+        args.config = args.resume / "config.yaml"
     if args.config is not None:
         data = read_config_file(args.config)
     meta = data.get("run") or {}
@@ -74,6 +88,9 @@ def prepare(args) -> Run:
     agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,
                         n_envs=envs.num_envs, seed=seed, device=device)
 
+    if args.resume is not None:
+        return Run(agent_name=agent_name, env_id=env_id, seed=seed, device=device, config=config, agent=agent,
+                   envs=envs, eval_envs=eval_envs, run_dir=args.resume, progress=not args.no_progress)
     run_dir = args.run_dir or RUNS_DIR / (f"{env_id.replace('/', '-')}__{agent_name}__{seed}__"
                                           f"{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -92,10 +109,25 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(known_env_ids()))
         return 0
     run = prepare(args)
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
-        run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
-    summary = train(run)
+    resume = None
+    if args.resume is not None:
+        if (run.run_dir / CHECKPOINT_DIR / f"{FINAL}.json").is_file():
+            raise UserError(f"run {run.run_dir} already finished ({CHECKPOINT_DIR}/{FINAL}.json): nothing to resume")
+        candidates = step_checkpoints(run.run_dir)
+        if not candidates:
+            raise UserError(f"no checkpoint to resume from in {run.run_dir / CHECKPOINT_DIR}")
+        resume, _ = read_checkpoint(candidates[-1], agent=run.agent_name, env=run.env_id)
+        if "loop" not in resume:
+            raise UserError(f"{candidates[-1]} is not a training checkpoint (no loop state)")
+    else:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
+            run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
+    summary = train(run, resume)
+    if summary["status"] == "interrupted":
+        print(f"interrupted at step {summary['total_steps']}; a checkpoint was saved. Continue with: "
+              f"python -m rlagents.train --resume {run.run_dir}", file=sys.stderr)
+        return 130
     solved = (f"solved at step {summary['solved_at_step']} ({summary['solved_at_time_s']} s of training)"
               if summary["solved_at_step"] is not None else "not solved")
     print(f"{run.agent_name} on {run.env_id} seed {run.seed}: eval return {summary['eval_return_mean']:.2f} ± "
@@ -104,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['wall_time_s']:.1f} s. Run: {run.run_dir}")
     run.envs.close()
     run.eval_envs.close()
-    return 130 if summary["status"] == "interrupted" else 0
+    return 0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def test_run_directory_contents(short_dqn_run: Path):
     config = yaml.safe_load((short_dqn_run / "config.yaml").read_text())
     assert config["run"]["agent"] == "dqn" and config["default"]["learning_starts"] == 200
     ckpts = sorted(p.name for p in (short_dqn_run / "checkpoints").iterdir())
-    assert ckpts == ["final.json", "final.safetensors", "step_000000001000.json", "step_000000001000.safetensors"]
+    assert ckpts == ["best.json", "best.safetensors", "final.json", "final.safetensors", "step_000000001000.json",
+                     "step_000000001000.safetensors"]
     assert list(short_dqn_run.glob("events.out.tfevents.*"))
 
 
