@@ -44,6 +44,28 @@ def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> g
         raise UserError(f"cannot create env {env_id!r}: {exc}") from None
 
 
+def is_project_env(env_id: str) -> bool:
+    """Whether `env_id` is one of our own envs (registered by the `envs` package)."""
+    _register_project_envs()
+    spec = gym.registry.get(env_id)
+    entry = getattr(spec, "entry_point", None)
+    module = entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
+    return module == "envs" or module.startswith("envs.")
+
+
+def check_env(env_id: str) -> None:
+    """Run Gymnasium's env checker on a fresh `env_id`; a failure is a one-line UserError."""
+    from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+
+    env = make_env(env_id)
+    try:
+        gymnasium_check_env(env.unwrapped, skip_render_check=True)
+    except Exception as exc:  # the checker raises assorted types; all mean the env breaks the API
+        raise UserError(f"env {env_id!r} fails Gymnasium's env checker: {exc}") from None
+    finally:
+        env.close()
+
+
 class SyncVecEnv(gym.vector.VectorEnv):
     """Steps `len(env_fns)` envs in turn, with same-step autoreset and preallocated batch arrays."""
 

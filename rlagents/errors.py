@@ -26,6 +26,13 @@ class UnsupportedSpaceError(UserError):
     """An agent cannot handle the observation or action space of an environment."""
 
 
+EXIT_TRAINING_FAULT = 3
+
+
+class TrainingFault(Exception):
+    """Training cannot go on (a NaN or infinite loss, say); the last good checkpoint is left intact."""
+
+
 def choices(values: Iterable[object], limit: int = 12) -> str:
     """Format valid choices for an error message, eliding long lists."""
     items = [str(v) for v in values]
@@ -47,5 +54,8 @@ def cli_entry(main: F) -> F:
             message = " ".join(str(exc).split())  # one line, whatever the exception text held
             print(f"error: {message}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
+        except TrainingFault as exc:
+            print(f"error: training stopped: {' '.join(str(exc).split())}", file=sys.stderr)
+            raise SystemExit(EXIT_TRAINING_FAULT) from None
 
     return wrapper  # type: ignore[return-value]

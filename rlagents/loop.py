@@ -27,6 +27,7 @@ from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json,
                                  step_checkpoints)
 from rlagents.config import ResolvedConfig
 from rlagents.environments import evaluate, final_observations, make_vec_env
+from rlagents.errors import TrainingFault
 from rlagents.progress import TrainingProgress
 
 EVAL_SEED_OFFSET = 1_000_003  # eval episodes never share seeds with training envs
@@ -235,6 +236,12 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
             next_event = min(next_log, next_eval, next_ckpt, next_progress)
     except KeyboardInterrupt:
         status = "interrupted"
+    except TrainingFault:
+        # no checkpoint is written: the newest one on disk is the last good state
+        writer.close()
+        atomic_write_json(run.run_dir / "summary.json", {"agent": run.agent_name, "env": run.env_id,
+                                                         "seed": run.seed, "status": "failed", "total_steps": step})
+        raise
     finally:
         progress.close(step)
         restore_signals()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from rlagents.agents import agent_class, available_agents
 from rlagents.checkpoint import CHECKPOINT_DIR, FINAL, atomic_write_text, read_checkpoint, step_checkpoints
 from rlagents.cli import ArgumentParser, default_config_path, resolve_device
 from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
-from rlagents.environments import EVAL_STEP_CAP, known_env_ids, make_vec_env
+from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, known_env_ids, make_vec_env
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import Run, seed_everything, train
 from rlagents.runs import build_agent
@@ -36,6 +37,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="torch device (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--check-env", action=argparse.BooleanOptionalAction, default=None,
+                   help="run Gymnasium's env checker before training (default: on for our own envs/)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue a stopped run from its newest checkpoint, with the run's own config")
     p.add_argument("--list-agents", action="store_true", help="list agents and exit")
@@ -81,6 +84,8 @@ def prepare(args) -> Run:
             overrides[key] = value
     config: ResolvedConfig = resolve(cls.config_class, data, env_id, overrides, source=str(config_path))
 
+    if args.check_env or (args.check_env is None and is_project_env(env_id)):
+        check_env(env_id)
     envs = make_vec_env(env_id, config.train.n_envs)
     eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes), step_cap=EVAL_STEP_CAP)
     torch.set_num_threads(config.train.torch_threads)

@@ -18,7 +18,7 @@ from torch import nn
 
 from rlagents.agents.base import Agent
 from rlagents.config import param
-from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.errors import ConfigError, TrainingFault, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.networks import Net, QHead, make_backbone, numpy_greedy_scores
 from rlagents.replay import Batch, NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
@@ -58,6 +58,9 @@ class DQNConfig:
     epsilon_fraction: float = param(0.1, "fraction of training over which epsilon decays", low=0.0, high=1.0)
     loss: Literal["huber", "mse"] = param("huber", "TD loss")
     max_grad_norm: float | None = param(10.0, "gradient norm clip (null = no clipping)", low=0.0, low_open=True)
+    nonfinite: Literal["stop", "skip"] = param("stop", "on a NaN/infinite loss: stop training (the last good "
+                                               "checkpoint stays), or skip that batch")
+    checkpoint_replay: bool = param(False, "save the replay buffer in checkpoints, so --resume keeps it")
 
     def validate(self) -> None:
         if self.batch_size > self.buffer_size:
@@ -139,6 +142,7 @@ class DQNAgent(Agent):
 
         self.steps = 0
         self.updates = 0
+        self.skipped_updates = 0
         self.next_train = max(c.learning_starts, c.train_every)
         self.next_target = c.target_update_every
         self._losses: list[torch.Tensor] = []
@@ -221,6 +225,13 @@ class DQNAgent(Agent):
             loss = (loss_fn(q_taken, targets, reduction="none") * as_tensor(batch.weights)).mean()
         else:
             loss = loss_fn(q_taken, targets)
+        if not torch.isfinite(loss):  # one host sync per update: cheap next to the step itself
+            self.skipped_updates += 1
+            if c.nonfinite == "stop":
+                raise TrainingFault(f"non-finite TD loss ({loss.item()}) at update {self.updates + 1}, env step "
+                                    f"{self.steps}: check rewards and observations for NaN/inf, or lower lr "
+                                    f"(--set nonfinite=skip skips such batches)")
+            return
         for p in self.params:  # cheaper than optimizer.zero_grad(), which sits behind a dynamo guard
             p.grad = None
         loss.backward()
@@ -245,7 +256,7 @@ class DQNAgent(Agent):
 
     def metrics(self) -> dict[str, float]:
         out = {"charts/epsilon": self.epsilon(self.steps), "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
-               "charts/updates": float(self.updates)}
+               "charts/updates": float(self.updates), "charts/skipped_updates": float(self.skipped_updates)}
         if self._losses:
             out["losses/td_loss"] = torch.stack(self._losses).mean().item()
             out["values/mean_q"] = torch.cat(self._q_values).mean().item()
@@ -260,7 +271,8 @@ class DQNAgent(Agent):
                 "optimizer": self.optimizer.state_dict(),
                 "counters": {"steps": self.steps, "updates": self.updates, "next_train": self.next_train,
                              "next_target": self.next_target},
-                "rng": self.rng.bit_generator.state}
+                "rng": self.rng.bit_generator.state,
+                **({"replay": self.buffer.state_dict()} if self.config.checkpoint_replay else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.q.load_state_dict(state["q"])
@@ -270,6 +282,8 @@ class DQNAgent(Agent):
         self.steps, self.updates = int(counters["steps"]), int(counters["updates"])
         self.next_train, self.next_target = int(counters["next_train"]), int(counters["next_target"])
         self.rng.bit_generator.state = state["rng"]
+        if "replay" in state:
+            self.buffer.load_state_dict(state["replay"])
 
 
 AGENT = DQNAgent

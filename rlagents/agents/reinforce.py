@@ -24,7 +24,7 @@ from torch import nn
 
 from rlagents.agents.base import Agent
 from rlagents.config import param
-from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.errors import ConfigError, TrainingFault, UnsupportedSpaceError
 from rlagents.networks import make_backbone, numpy_mlp_forward
 
 
@@ -54,6 +54,8 @@ class ReinforceConfig:
     log_std: Literal["state", "learned"] = param("state", "continuous actions: state-independent log-std "
                                                  "parameter, or learned by the policy head")
     log_std_init: float = param(0.0, "initial log standard deviation of Gaussian policies")
+    nonfinite: Literal["stop", "skip"] = param("stop", "on a NaN/infinite loss: stop training (the last good "
+                                               "checkpoint stays), or skip that batch")
     normalize_obs: bool = param(False, "scale Box observations by a running mean and std (updated from "
                                 "training experience, saved in checkpoints)")
     head_init_gain: float = param(0.01, "orthogonal init gain of the policy head: small is a near-uniform "
@@ -198,6 +200,7 @@ class ReinforceAgent(Agent):
         self._last_raw: np.ndarray | None = None  # pre-squash Gaussian samples of the last act()
         self.steps = 0
         self.updates = 0
+        self.skipped_updates = 0
         self._metrics: dict[str, list[float]] = {}
 
     @staticmethod
@@ -305,6 +308,13 @@ class ReinforceAgent(Agent):
                 group["lr"] = c.lr + (c.lr_final - c.lr) * lr_progress
         policy_loss = -(log_prob * advantages).mean()
         loss = policy_loss - c.entropy_coef * entropy.mean()
+        if not torch.isfinite(loss):
+            self.skipped_updates += 1
+            if c.nonfinite == "stop":
+                raise TrainingFault(f"non-finite policy loss ({loss.item()}) at update {self.updates + 1}, env "
+                                    f"step {self.steps}: check rewards and observations for NaN/inf, or lower lr "
+                                    f"(--set nonfinite=skip skips such batches)")
+            return
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = c.max_grad_norm if c.max_grad_norm is not None else float("inf")
@@ -327,6 +337,7 @@ class ReinforceAgent(Agent):
     def metrics(self) -> dict[str, float]:
         out = {key: float(np.nanmean(values)) for key, values in self._metrics.items() if values}
         out["charts/updates"] = float(self.updates)
+        out["charts/skipped_updates"] = float(self.skipped_updates)
         out["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         self._metrics.clear()
         return out

@@ -1,0 +1,78 @@
+"""Numerical faults: a NaN loss stops training with the last good checkpoint intact, or is skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from rlagents.checkpoint import read_checkpoint, step_checkpoints
+from rlagents.evaluate import main as evaluate_main
+from rlagents.train import main as train_main
+
+
+class NaNAfter(gym.Env):
+    """A 1-D random walk whose rewards turn NaN after `clean_steps` steps (a broken reward function)."""
+
+    observation_space = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, render_mode=None, clean_steps: int = 600):
+        self.render_mode, self.clean_steps, self.total = render_mode, clean_steps, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = 0.0
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.total += 1
+        self.x = float(np.clip(self.x + (1.0 if action else -1.0), -10, 10))
+        reward = float("nan") if self.total > self.clean_steps else 1.0
+        return np.array([self.x], np.float32), reward, abs(self.x) >= 10, False, {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nan_env():
+    gym.register("rlagents-test/NaNAfter-v0", entry_point=NaNAfter, max_episode_steps=50)
+    yield
+    del gym.registry["rlagents-test/NaNAfter-v0"]
+
+
+@pytest.mark.parametrize("agent, extra", [("dqn", ["--set", "learning_starts=100"]),
+                                          ("reinforce", ["--set", "episodes_per_update=2"])])
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(agent, extra, tmp_path: Path, capsys):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--agent", agent, "--env", "rlagents-test/NaNAfter-v0", "--steps", "5000", "--eval-every", "0",
+                    "--run-dir", str(run_dir), "--no-progress", "--set", "checkpoint_every=300", *extra])
+    err = capsys.readouterr().err
+    assert exc.value.code == 3 and err.startswith("error: training stopped: non-finite") and err.count("\n") == 1
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    assert not (run_dir / "checkpoints" / "final.json").exists()
+    last_good = step_checkpoints(run_dir)[-1]
+    state, _ = read_checkpoint(last_good)
+    weights = state["agent"]["q" if agent == "dqn" else "policy"]
+    assert all(np.isfinite(t.numpy()).all() for t in weights.values())
+    assert evaluate_main([str(run_dir), "--episodes", "2"]) == 0  # the last good checkpoint still evaluates
+
+
+def test_nonfinite_skip_lets_training_finish(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    assert train_main(["--agent", "dqn", "--env", "rlagents-test/NaNAfter-v0", "--steps", "1500", "--eval-every",
+                       "0", "--run-dir", str(run_dir), "--no-progress", "--set", "learning_starts=100",
+                       "--set", "nonfinite=skip"]) == 0
+    state, _ = read_checkpoint(run_dir / "checkpoints" / "final.json")
+    assert all(np.isfinite(t.numpy()).all() for t in state["agent"]["q"].values())
+
+
+def test_replay_buffer_is_checkpointed_when_asked(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    assert train_main(["--agent", "dqn", "--env", "CartPole-v1", "--steps", "600", "--eval-every", "0",
+                       "--run-dir", str(run_dir), "--no-progress", "--set", "checkpoint_replay=true",
+                       "--set", "learning_starts=100", "--set", "n_step=1"]) == 0
+    state, _ = read_checkpoint(run_dir / "checkpoints" / "final.json")
+    assert state["agent"]["replay"]["size"] == 600 and state["agent"]["replay"]["obs"].shape == (600, 4)
