@@ -42,7 +42,8 @@ class TrainConfig:
     eval_episodes: int = param(20, "episodes per greedy evaluation", low=1)
     eval_envs: int = param(20, "envs stepped together during evaluation (at most eval_episodes)", low=1)
     log_every: int = param(1_000, "env steps between TensorBoard scalar writes", low=1)
-    checkpoint_every: int = param(0, "env steps between checkpoints (0 = only the final one)", low=0)
+    checkpoint_every: int = param(10_000, "env steps between resumable checkpoints (0 = only the final one)",
+                                  low=0)
     keep_checkpoints: int = param(3, "periodic checkpoints kept on disk (the newest ones)", low=1)
     torch_threads: int = param(1, "torch CPU threads; small networks are fastest on one", low=1)
 
