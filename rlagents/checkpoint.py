@@ -162,6 +162,15 @@ def read_checkpoint(json_file: Path, *, agent: str | None = None, env: str | Non
     return state, meta
 
 
+def check_spaces(meta: dict[str, Any], observation_space: Any, action_space: Any, path: Path) -> None:
+    """Refuse a checkpoint whose recorded spaces differ from the env's (a changed env under the same id)."""
+    for key, space in (("observation_space", observation_space), ("action_space", action_space)):
+        recorded = meta.get(key)
+        if recorded is not None and recorded != repr(space):
+            raise CheckpointError(f"checkpoint {path} was saved for {key} {recorded}, but the env now has "
+                                  f"{space!r}")
+
+
 def step_checkpoints(run_dir: Path) -> list[Path]:
     """The periodic (and interrupted-run) checkpoints of a run, oldest first."""
     return sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.json"))

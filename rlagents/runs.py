@@ -9,7 +9,7 @@ import gymnasium as gym
 import torch
 
 from rlagents.agents import Agent, agent_class
-from rlagents.checkpoint import latest_checkpoint, read_checkpoint
+from rlagents.checkpoint import check_spaces, latest_checkpoint, read_checkpoint
 from rlagents.config import ResolvedConfig, read_config_file, resolve
 from rlagents.errors import UserError
 
@@ -60,6 +60,7 @@ def load_run(run_dir: Path, obs_space_of, *, device: torch.device, checkpoint: P
     agent = build_agent(agent_name, config, obs_space, action_space, n_envs=1, seed=seed, device=device)
     path = checkpoint or latest_checkpoint(run_dir)
     state, ckpt_meta = read_checkpoint(path, agent=agent_name, env=env_id)
+    check_spaces(ckpt_meta, obs_space, action_space, path)
     try:
         agent.load_state_dict(state["agent"])
     except (KeyError, RuntimeError, ValueError) as exc:

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from rlagents.agents import agent_class, available_agents
-from rlagents.checkpoint import CHECKPOINT_DIR, FINAL, atomic_write_text, read_checkpoint, step_checkpoints
+from rlagents.checkpoint import (CHECKPOINT_DIR, FINAL, atomic_write_text, check_spaces, read_checkpoint,
+                                 step_checkpoints)
 from rlagents.cli import ArgumentParser, default_config_path, resolve_device
 from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
 from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, known_env_ids, make_vec_env
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         candidates = step_checkpoints(run.run_dir)
         if not candidates:
             raise UserError(f"no checkpoint to resume from in {run.run_dir / CHECKPOINT_DIR}")
-        resume, _ = read_checkpoint(candidates[-1], agent=run.agent_name, env=run.env_id)
+        resume, meta = read_checkpoint(candidates[-1], agent=run.agent_name, env=run.env_id)
+        check_spaces(meta, run.envs.single_observation_space, run.envs.single_action_space, candidates[-1])
         if "loop" not in resume:
             raise UserError(f"{candidates[-1]} is not a training checkpoint (no loop state)")
     else:

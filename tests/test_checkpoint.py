@@ -133,3 +133,14 @@ def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path: Path, monkeyp
         atomic_write_bytes(target, b"half")
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
+
+
+def test_checkpoint_for_other_spaces_is_refused(saved: Path):
+    from rlagents.checkpoint import check_spaces
+
+    _, meta = read_checkpoint(saved)
+    meta = dict(meta, observation_space=repr(gym.spaces.Box(-2, 2, (4,), np.float32)),
+                action_space=repr(gym.spaces.Discrete(3)))
+    check_spaces(meta, gym.spaces.Box(-2, 2, (4,), np.float32), gym.spaces.Discrete(3), saved)
+    with pytest.raises(CheckpointError, match="saved for action_space Discrete\\(3\\), but the env now has Discrete\\(2\\)"):
+        check_spaces(meta, gym.spaces.Box(-2, 2, (4,), np.float32), gym.spaces.Discrete(2), saved)
