@@ -227,8 +227,8 @@ def dump_resolved(resolved: ResolvedConfig, *, agent: str, env_id: str, seed: in
     entry = {k: _plain(v) for k, v in dataclasses.asdict(resolved.train).items()}
     entry.update({k: _plain(v) for k, v in dataclasses.asdict(resolved.agent).items()})
     doc = {"run": {"agent": agent, "env": env_id, "seed": seed, "device": device}, "default": entry}
-    header = (f"# Resolved config of an rlagents run. Reproduce it with:\n"
-              f"#   python -m rlagents.train --config <this file>\n")
+    header = ("# Resolved config of an rlagents run. Reproduce it with:\n"
+              "#   python -m rlagents.train --config <this file>\n")
     return header + yaml.safe_dump(doc, sort_keys=False)
 
 

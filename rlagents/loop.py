@@ -26,7 +26,7 @@ from rlagents.agents import Agent
 from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json, library_versions, save_checkpoint,
                                  step_checkpoints)
 from rlagents.config import ResolvedConfig
-from rlagents.environments import evaluate, final_observations, make_vec_env
+from rlagents.environments import evaluate, final_observations
 from rlagents.errors import TrainingFault
 from rlagents.progress import TrainingProgress
 

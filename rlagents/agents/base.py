@@ -15,6 +15,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlagents.errors import TrainingFault
+
 
 class Agent(ABC):
     """Base class of all agents. Subclasses set `name` and `config_class` and implement the methods below."""
@@ -64,3 +66,14 @@ class Agent(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+
+def nonfinite_loss(loss: torch.Tensor, what: str, policy: str, update: int, step: int) -> bool:
+    """Whether `loss` is NaN or infinite. Under `policy == "stop"` that raises `TrainingFault` (the loop then
+    keeps the last good checkpoint); under "skip" the caller drops the batch. One host sync per call."""
+    if torch.isfinite(loss):
+        return False
+    if policy == "stop":
+        raise TrainingFault(f"non-finite {what} ({loss.item()}) at update {update}, env step {step}: check rewards "
+                            f"and observations for NaN/inf, or lower lr (--set nonfinite=skip skips such batches)")
+    return True

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlagents.agents.base import Agent
+from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
-from rlagents.errors import ConfigError, TrainingFault, UnsupportedSpaceError
+from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.networks import Net, QHead, make_backbone, numpy_greedy_scores
 from rlagents.replay import Batch, NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
@@ -225,12 +225,8 @@ class DQNAgent(Agent):
             loss = (loss_fn(q_taken, targets, reduction="none") * as_tensor(batch.weights)).mean()
         else:
             loss = loss_fn(q_taken, targets)
-        if not torch.isfinite(loss):  # one host sync per update: cheap next to the step itself
+        if nonfinite_loss(loss, "TD loss", c.nonfinite, self.updates + 1, self.steps):
             self.skipped_updates += 1
-            if c.nonfinite == "stop":
-                raise TrainingFault(f"non-finite TD loss ({loss.item()}) at update {self.updates + 1}, env step "
-                                    f"{self.steps}: check rewards and observations for NaN/inf, or lower lr "
-                                    f"(--set nonfinite=skip skips such batches)")
             return
         for p in self.params:  # cheaper than optimizer.zero_grad(), which sits behind a dynamo guard
             p.grad = None

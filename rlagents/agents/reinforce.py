@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlagents.agents.base import Agent
+from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
-from rlagents.errors import ConfigError, TrainingFault, UnsupportedSpaceError
+from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.networks import make_backbone, numpy_mlp_forward
 
 
@@ -308,12 +308,8 @@ class ReinforceAgent(Agent):
                 group["lr"] = c.lr + (c.lr_final - c.lr) * lr_progress
         policy_loss = -(log_prob * advantages).mean()
         loss = policy_loss - c.entropy_coef * entropy.mean()
-        if not torch.isfinite(loss):
+        if nonfinite_loss(loss, "policy loss", c.nonfinite, self.updates + 1, self.steps):
             self.skipped_updates += 1
-            if c.nonfinite == "stop":
-                raise TrainingFault(f"non-finite policy loss ({loss.item()}) at update {self.updates + 1}, env "
-                                    f"step {self.steps}: check rewards and observations for NaN/inf, or lower lr "
-                                    f"(--set nonfinite=skip skips such batches)")
             return
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
