@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=2000)
-    parser.add_argument("--max-delay", type=float, default=12.0, help="kill within this many seconds of start")
+    parser.add_argument("--min-delay", type=float, default=6.0, help="kill no sooner than this (after start-up)")
+    parser.add_argument("--max-delay", type=float, default=16.0, help="kill within this many seconds of start")
     args = parser.parse_args()
     rng = random.Random(1234)
     root = Path(tempfile.mkdtemp(prefix="kill_resume_"))
@@ -32,7 +33,7 @@ def main() -> None:
     rows = []
     for i in range(args.kills):
         run_dir = root / f"run{i}"
-        delay = rng.uniform(0.5, args.max_delay)
+        delay = rng.uniform(args.min_delay, args.max_delay)
         proc = subprocess.Popen(base + ["--agent", args.agent, "--env", args.env, "--seed", str(args.seed),
                                         "--run-dir", str(run_dir), "--set", f"checkpoint_every={args.checkpoint_every}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -53,12 +54,15 @@ def main() -> None:
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             resumes += 1
         summary = json.loads((run_dir / "summary.json").read_text())
-        rows.append((i, round(delay, 2), killed, resumes, summary["eval_return_mean"], summary["total_steps"]))
-        print(f"kill {i:2d}: after {delay:5.2f} s (killed: {killed}), {resumes} resume(s), final eval return "
+        resumed = summary["sessions"] > 1  # else it was killed before its first checkpoint and restarted
+        rows.append((i, delay, killed, resumed, summary["eval_return_mean"]))
+        print(f"kill {i:2d}: after {delay:5.2f} s (killed: {killed}), "
+              f"{'resumed from a checkpoint' if resumed else 'restarted (no checkpoint yet)'}, final eval return "
               f"{summary['eval_return_mean']:.1f}, steps {summary['total_steps']}", flush=True)
-    finals = [r[4] for r in rows]
-    print(f"{len(rows)} runs, all completed; killed mid-run: {sum(r[2] for r in rows)}; final eval returns: "
-          f"min {min(finals):.1f}, median {sorted(finals)[len(finals) // 2]:.1f}, max {max(finals):.1f}")
+    finals = sorted(r[4] for r in rows)
+    print(f"{len(rows)} runs, all completed; killed mid-run: {sum(r[2] for r in rows)}; resumed from a "
+          f"checkpoint: {sum(r[3] for r in rows)}; final eval returns: min {finals[0]:.1f}, median "
+          f"{finals[len(finals) // 2]:.1f}, max {finals[-1]:.1f}")
 
 
 if __name__ == "__main__":
