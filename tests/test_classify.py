@@ -22,7 +22,8 @@ SMALL = ["--set", "cnn_channels=16,32,32", "--set", "cnn_features=64", "--no-pro
 def short_run(tmp_path_factory) -> Path:
     """A short fixed-seed classifier run on load_digits with a smaller CNN (a few seconds)."""
     run_dir = tmp_path_factory.mktemp("cls") / "run"
-    assert main(["--run-dir", str(run_dir), "--seed", "0", "--set", "epochs=15", *SMALL]) == 0
+    assert main(["--run-dir", str(run_dir), "--seed", "0", "--set", "epochs=15", "--set", "lr=4.0e-3",
+                 "--set", "ema=0.98", *SMALL]) == 0
     return run_dir
 
 
@@ -146,6 +147,7 @@ def test_resolved_config_reproduces_the_run(short_run: Path, tmp_path):
     (["--data", "/nonexistent/mnist"], "is not a folder"),
     (["--set", "epochs=0"], "epochs: bad value 0"),
     (["--set", "shift=5"], "shift: bad value 5"),
+    (["--set", "ema=1"], "ema: bad value 1"),
     (["--set", "colour=red"], "unknown key 'colour'"),
     (["--set", "cnn_channels=8,8"], "three conv widths"),
 ])
