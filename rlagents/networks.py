@@ -3,6 +3,7 @@
 A backbone turns an observation batch into a feature vector of size `features_dim`; a head turns features
 into what an agent needs (Q-values, logits, class scores). The digit classifier and every agent use the
 same backbone classes, so a trained backbone's `state_dict` loads unchanged into a Q-network or a policy.
+`Dict` observations get one backbone per key (`DictBackbone`), their features joined.
 """
 
 from __future__ import annotations
@@ -121,10 +122,45 @@ def is_image_space(space: gym.Space) -> bool:
         space.dtype == np.uint8 or min(space.shape[-2:]) >= 8)
 
 
+class DictBackbone(nn.Module):
+    """One backbone per key of a `Dict` observation space (CNN for images, MLP for vectors and discrete
+    values, chosen by `make_backbone`), their features concatenated in the space's key order.
+
+    Each branch is an ordinary backbone, so a trained `ConvBackbone`'s `state_dict` loads unchanged into
+    `branches[key]` of the image key.
+    """
+
+    def __init__(self, obs_space: gym.spaces.Dict, *, hidden: tuple[int, ...] = (64, 64),
+                 cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
+                 channel_order: ChannelOrder = "auto"):
+        super().__init__()
+        if not isinstance(obs_space, gym.spaces.Dict) or not obs_space.spaces:
+            raise UnsupportedSpaceError(f"Dict backbone needs a non-empty Dict observation space, got {obs_space}")
+        bad = [k for k in obs_space.spaces if not isinstance(k, str) or not k or "." in k]
+        if bad:  # nn.ModuleDict names become state_dict prefixes, where a dot would be ambiguous
+            raise UnsupportedSpaceError(f"Dict observation keys must be non-empty strings without dots, got {bad}")
+        self.keys = list(obs_space.spaces)
+        self.branches = nn.ModuleDict({
+            key: make_backbone(space, hidden=hidden, cnn_channels=cnn_channels, cnn_features=cnn_features,
+                               channel_order=channel_order)
+            for key, space in obs_space.spaces.items()})
+        self.features_dim = sum(branch.features_dim for branch in self.branches.values())
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([self.branches[key].forward(obs[key]) for key in self.keys], dim=1)
+
+
 def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: tuple[int, ...] = (64, 64),
                   cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
                   channel_order: ChannelOrder = "auto") -> nn.Module:
-    """Choose the backbone from the observation space: CNN for images, MLP for vectors and discrete states."""
+    """Choose the backbone from the observation space: CNN for images, MLP for vectors and discrete states,
+    and for a `Dict` space one of those per key (`DictBackbone`)."""
+    if isinstance(obs_space, gym.spaces.Dict):
+        if kind != "auto":
+            raise UnsupportedSpaceError(f"backbone {kind!r} cannot take a Dict observation space: each key gets "
+                                        f"its own backbone; use backbone auto")
+        return DictBackbone(obs_space, hidden=hidden, cnn_channels=cnn_channels, cnn_features=cnn_features,
+                            channel_order=channel_order)
     if kind == "auto":
         kind = "cnn" if is_image_space(obs_space) else "mlp"
     if kind == "cnn":
@@ -158,7 +194,7 @@ class Net(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head.forward(self.backbone.forward(obs))
 
 

@@ -37,3 +37,29 @@ class TrainingProgress:
             if step is not None:
                 self.progress.update(self.task, completed=step)
             self.progress.stop()
+
+
+class EpochProgress:
+    """A rich progress bar over training epochs for supervised runs (the classifier), or nothing when disabled."""
+
+    def __init__(self, description: str, total: int, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(bar_width=12),
+            TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]}"),
+            TextColumn("ETA"), TimeRemainingColumn(compact=True),
+            console=Console(file=sys.stderr), refresh_per_second=4)
+        self.task = self.progress.add_task(description, total=total, loss="-", acc="-", val="-")
+        self.progress.start()
+
+    def update(self, epoch: int, loss: float, accuracy: float, val_accuracy: float) -> None:
+        if self.enabled:
+            self.progress.update(self.task, completed=epoch, loss=f"{loss:.3f}", acc=f"{accuracy:.3f}",
+                                 val=f"{val_accuracy:.3f}")
+
+    def close(self) -> None:
+        if self.enabled:
+            self.progress.stop()
