@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
 
     save_heatmap(result.confusion.astype(float), run_dir / "confusion.png",
                  f"test confusion: rows true, columns predicted; accuracy {result.test_accuracy:.4f}",
-                 labels=result.confusion.astype(str))
+                 labels=result.confusion.astype(str), row_names=[str(d) for d in range(result.confusion.shape[0])],
+                 col_names=[str(d) for d in range(result.confusion.shape[1])])
     wall = time.perf_counter() - start
     summary = {"data": data.source, "seed": seed, "split_seed": config.split_seed,
                "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),

@@ -101,25 +101,35 @@ def colour(values: np.ndarray) -> np.ndarray:
 
 
 def save_heatmap(values: np.ndarray, path: Path, title: str, labels: np.ndarray | None = None,
-                 max_side: int = 640) -> Path:
-    """Write a 2-D array as a PNG heat map (cells scaled up, optional per-cell labels, a min/max legend)."""
+                 max_side: int = 640, row_names: list[str] | None = None,
+                 col_names: list[str] | None = None) -> Path:
+    """Write a 2-D array as a PNG heat map: cells scaled up, optional per-cell labels (dark text on bright
+    cells, white on dark ones), optional row/column names in the margins, and a min/max legend."""
     rows, cols = values.shape
     cell_w = max(2, min(48, max_side // cols))
     cell_h = max(2, min(48, max_side // rows))
-    grid = Image.fromarray(colour(values)).resize((cols * cell_w, rows * cell_h), Image.NEAREST)
+    rgb = colour(values)
+    grid = Image.fromarray(rgb).resize((cols * cell_w, rows * cell_h), Image.NEAREST)
+    left = 24 if row_names else 0
+    top = 18 if col_names else 0
     legend = 36
-    image = Image.new("RGB", (max(grid.width, 320), grid.height + legend), "white")
-    image.paste(grid, (0, 0))
+    image = Image.new("RGB", (max(left + grid.width, 320), top + grid.height + legend), "white")
+    image.paste(grid, (left, top))
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
     if labels is not None and cell_w >= 16 and cell_h >= 16:
+        bright = rgb.astype(float) @ np.array([0.299, 0.587, 0.114]) > 140  # perceived luminance per cell
         for r in range(rows):
             for c in range(cols):
                 if labels[r, c]:
-                    draw.text((c * cell_w + cell_w // 3, r * cell_h + cell_h // 4), labels[r, c], fill="white",
-                              font=font)
-    draw.text((4, grid.height + 4), f"{title}", fill="black", font=font)
-    draw.text((4, grid.height + 20), f"min {values.min():.3g} (dark)  max {values.max():.3g} (yellow)",
+                    draw.text((left + c * cell_w + cell_w // 3, top + r * cell_h + cell_h // 4), labels[r, c],
+                              fill="black" if bright[r, c] else "white", font=font)
+    for r, name in enumerate(row_names or []):
+        draw.text((4, top + r * cell_h + cell_h // 2 - 6), name, fill="black", font=font)
+    for c, name in enumerate(col_names or []):
+        draw.text((left + c * cell_w + cell_w // 2 - 3, 3), name, fill="black", font=font)
+    draw.text((4, top + grid.height + 4), f"{title}", fill="black", font=font)
+    draw.text((4, top + grid.height + 20), f"min {values.min():.3g} (dark)  max {values.max():.3g} (yellow)",
               fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
