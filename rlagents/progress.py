@@ -8,20 +8,22 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+def _bar(*middle: TextColumn) -> Progress:
+    """Description, a short bar, the given columns, then the ETA, on stderr: fits 80 columns."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=12), *middle,
+                    TextColumn("ETA"), TimeRemainingColumn(compact=True), console=Console(file=sys.stderr),
+                    refresh_per_second=4)
+
+
 class TrainingProgress:
     """A compact rich progress bar (fits 80 columns), or nothing when disabled (`--no-progress`)."""
 
     def __init__(self, description: str, total: int, enabled: bool = True):
         self.enabled = enabled
-        self.total = total
         if not enabled:
             return
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(bar_width=12),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[speed]}/s"),
-            TextColumn("ret {task.fields[ret]} eval {task.fields[eval]}"),
-            TextColumn("ETA"), TimeRemainingColumn(compact=True),
-            console=Console(file=sys.stderr), refresh_per_second=4)
+        self.progress = _bar(TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[speed]}/s"),
+                             TextColumn("ret {task.fields[ret]} eval {task.fields[eval]}"))
         self.task = self.progress.add_task(description, total=total, speed="-", ret="-", eval="-")
         self.progress.start()
 
@@ -46,12 +48,8 @@ class EpochProgress:
         self.enabled = enabled
         if not enabled:
             return
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(bar_width=12),
-            TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
-            TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]}"),
-            TextColumn("ETA"), TimeRemainingColumn(compact=True),
-            console=Console(file=sys.stderr), refresh_per_second=4)
+        self.progress = _bar(TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
+                             TextColumn("loss {task.fields[loss]} acc {task.fields[acc]} val {task.fields[val]}"))
         self.task = self.progress.add_task(description, total=total, loss="-", acc="-", val="-")
         self.progress.start()
 
