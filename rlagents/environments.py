@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
+from rlagents import obs as batches
 from rlagents.errors import UserError
 
 
@@ -140,11 +141,11 @@ def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None,
     return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode, **kwargs) for _ in range(n_envs)])
 
 
-def final_observations(next_obs: np.ndarray, done: np.ndarray, infos: dict) -> np.ndarray:
+def final_observations(next_obs: Any, done: np.ndarray, infos: dict) -> Any:
     """The real next observations of a step: reset observations replaced by final ones where done."""
-    out = next_obs.copy()
+    out = batches.copy(next_obs)
     for i in np.flatnonzero(done):
-        out[i] = infos["final_obs"][i]
+        batches.put(out, i, infos["final_obs"][i])
     return out
 
 

@@ -19,6 +19,8 @@ from typing import Literal
 
 import numpy as np
 
+from rlagents.obs import batch_len
+
 from rlagents.schedules import ExponentialSchedule, LinearSchedule
 
 Decay = Literal["linear", "exponential"]
@@ -95,7 +97,7 @@ def epsilon_greedy_batch(greedy: Callable[[np.ndarray], np.ndarray], obs: np.nda
 
     One uniform draw per row decides exploration; `greedy` is not called at all when every row explores.
     """
-    n = len(obs)
+    n = batch_len(obs)
     random_mask = rng.random(n) < epsilon
     if random_mask.all():
         return rng.integers(0, n_actions, size=n)

@@ -253,3 +253,41 @@ def numpy_greedy_scores(net: Net):
     if not isinstance(net.head, QHead):
         return None
     return numpy_mlp_forward(net.backbone, net.head.advantage)
+
+
+def image_branch(backbone: nn.Module) -> "ConvBackbone":
+    """The CNN of a backbone: itself, or the single CNN branch of a `DictBackbone`."""
+    if isinstance(backbone, ConvBackbone):
+        return backbone
+    branches = [m for m in getattr(backbone, "branches", {}).values() if isinstance(m, ConvBackbone)]
+    if len(branches) != 1:
+        raise UnsupportedSpaceError(f"a pretrained backbone needs exactly one image (CNN) branch in the network, "
+                                    f"found {len(branches)}")
+    return branches[0]
+
+
+def load_pretrained_backbone(backbone: nn.Module, path: str, freeze: bool) -> None:
+    """Load a trained `ConvBackbone` (e.g. from `rlagents.classify`) into `backbone`'s image branch.
+
+    `path` is a checkpoint JSON or a run directory holding `backbone.json`. Frozen weights get no gradients.
+    """
+    from pathlib import Path
+
+    from rlagents.checkpoint import read_checkpoint
+    from rlagents.errors import CheckpointError
+
+    target = image_branch(backbone)
+    file = Path(path)
+    if file.is_dir():
+        file = file / "backbone.json"
+    state, _ = read_checkpoint(file)
+    weights = state.get("backbone") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{file} holds no 'backbone' weights (write one with python -m rlagents.classify)")
+    try:
+        target.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"backbone {file} does not fit this network's image branch: {first}") from None
+    if freeze:
+        target.requires_grad_(False)

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
+import gymnasium as gym
 import numpy as np
+
+from rlagents import obs as batches
 
 
 class Batch(NamedTuple):
@@ -30,10 +33,15 @@ class ReplayBuffer:
     """Uniform replay over a ring buffer of fixed capacity, allocated once."""
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
-                 action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64):
+                 action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64,
+                 obs_space: gym.spaces.Dict | None = None):
         self.capacity = int(capacity)
-        self.obs = np.zeros((self.capacity, *obs_shape), dtype=obs_dtype)
-        self.next_obs = np.zeros_like(self.obs)
+        if obs_space is not None:  # Dict observations: one array per key
+            self.obs = batches.allocate(obs_space, self.capacity)
+            self.next_obs = batches.allocate(obs_space, self.capacity)
+        else:
+            self.obs = np.zeros((self.capacity, *obs_shape), dtype=obs_dtype)
+            self.next_obs = np.zeros_like(self.obs)
         self.actions = np.zeros((self.capacity, *action_shape), dtype=action_dtype)
         self.rewards = np.zeros(self.capacity, dtype=np.float32)
         self.terminated = np.zeros(self.capacity, dtype=np.float32)
@@ -47,10 +55,10 @@ class ReplayBuffer:
     def add(self, obs, action, reward: float, next_obs, terminated: bool, discount: float) -> int:
         """Store one transition; returns its slot."""
         i = self.pos
-        self.obs[i] = obs
+        batches.put(self.obs, i, obs)
         self.actions[i] = action
         self.rewards[i] = reward
-        self.next_obs[i] = next_obs
+        batches.put(self.next_obs, i, next_obs)
         self.terminated[i] = terminated
         self.discounts[i] = discount
         self.pos = (i + 1) % self.capacity
@@ -61,10 +69,10 @@ class ReplayBuffer:
         """Store a batch of transitions (one per vector env); returns their slots."""
         n = len(rewards)
         idx = (self.pos + np.arange(n)) % self.capacity
-        self.obs[idx] = obs
+        batches.put(self.obs, idx, obs)
         self.actions[idx] = actions
         self.rewards[idx] = rewards
-        self.next_obs[idx] = next_obs
+        batches.put(self.next_obs, idx, next_obs)
         self.terminated[idx] = terminated
         self.discounts[idx] = discounts
         self.pos = int((self.pos + n) % self.capacity)
@@ -72,8 +80,8 @@ class ReplayBuffer:
         return idx
 
     def _gather(self, idx: np.ndarray, weights: np.ndarray | None) -> Batch:
-        return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
-                     self.terminated[idx], self.discounts[idx], idx, weights)
+        return Batch(batches.take(self.obs, idx), self.actions[idx], self.rewards[idx],
+                     batches.take(self.next_obs, idx), self.terminated[idx], self.discounts[idx], idx, weights)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         """Sample uniformly with replacement."""
@@ -82,13 +90,16 @@ class ReplayBuffer:
     def state_dict(self) -> dict:
         """Arrays and counters, for checkpoints that keep the buffer."""
         n = self.size
-        return {"obs": self.obs[:n], "next_obs": self.next_obs[:n], "actions": self.actions[:n],
+        return {"obs": batches.take(self.obs, slice(0, n)), "next_obs": batches.take(self.next_obs, slice(0, n)),
+                "actions": self.actions[:n],
                 "rewards": self.rewards[:n], "terminated": self.terminated[:n],
                 "discounts": self.discounts[:n], "pos": self.pos, "size": n}
 
     def load_state_dict(self, state: dict) -> None:
         n = int(state["size"])
-        for key in ("obs", "next_obs", "actions", "rewards", "terminated", "discounts"):
+        batches.put(self.obs, slice(0, n), state["obs"])
+        batches.put(self.next_obs, slice(0, n), state["next_obs"])
+        for key in ("actions", "rewards", "terminated", "discounts"):
             getattr(self, key)[:n] = np.asarray(state[key])
         self.pos, self.size = int(state["pos"]), n
 
@@ -135,8 +146,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
                  action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64,
-                 alpha: float = 0.6, eps: float = 1e-6):
-        super().__init__(capacity, obs_shape, obs_dtype, action_shape, action_dtype)
+                 alpha: float = 0.6, eps: float = 1e-6, obs_space: gym.spaces.Dict | None = None):
+        super().__init__(capacity, obs_shape, obs_dtype, action_shape, action_dtype, obs_space)
         self.alpha, self.eps = alpha, eps
         self.tree = SumTree(self.capacity)
         self.max_priority = 1.0

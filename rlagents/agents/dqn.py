@@ -20,7 +20,8 @@ from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
-from rlagents.networks import Net, QHead, make_backbone, numpy_greedy_scores
+from rlagents import obs as batches
+from rlagents.networks import Net, QHead, load_pretrained_backbone, make_backbone, numpy_greedy_scores
 from rlagents.replay import Batch, NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
 from rlagents.schedules import LinearSchedule
 
@@ -29,7 +30,11 @@ from rlagents.schedules import LinearSchedule
 class DQNConfig:
     """DQN hyperparameters. Step counts are env steps summed over vector envs."""
 
-    backbone: Literal["auto", "mlp", "cnn"] = param("auto", "network body; auto picks cnn for images")
+    network: Literal["auto", "mlp", "cnn"] = param("auto", "network body; auto picks cnn for images (and one "
+                                                   "body per key for Dict observations)")
+    backbone: str | None = param(None, "pretrained CNN backbone to load into the image branch: a classifier "
+                                 "run directory or checkpoint JSON (python -m rlagents.classify)")
+    freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
     hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1)
     cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
     cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
@@ -109,18 +114,21 @@ class DQNAgent(Agent):
             raise UnsupportedSpaceError(
                 f"dqn needs a Discrete action space, got {action_space}: DQN takes the max over a finite "
                 f"set of actions (use reinforce for continuous actions)")
-        if not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
-            raise UnsupportedSpaceError(f"dqn needs a Box or Discrete observation space, got {obs_space}")
+        parts = obs_space.spaces.values() if isinstance(obs_space, gym.spaces.Dict) else [obs_space]
+        if not all(isinstance(p, (gym.spaces.Box, gym.spaces.Discrete)) for p in parts):
+            raise UnsupportedSpaceError(f"dqn needs Box or Discrete observations (or a Dict of them), got {obs_space}")
 
     def __init__(self, config: DQNConfig, obs_space: gym.Space, action_space: gym.spaces.Discrete, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
         c = config
         self.n_actions = int(action_space.n)
-        backbone = make_backbone(obs_space, c.backbone, hidden=c.hidden, cnn_channels=c.cnn_channels,
+        backbone = make_backbone(obs_space, c.network, hidden=c.hidden, cnn_channels=c.cnn_channels,
                                  cnn_features=c.cnn_features, channel_order=c.channel_order)
+        if c.backbone is not None:
+            load_pretrained_backbone(backbone, c.backbone, c.freeze_backbone)
         self.q = Net(backbone, QHead(backbone.features_dim, self.n_actions, c.dueling)).to(self.device)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
-        self.params = list(self.q.parameters())
+        self.params = [p for p in self.q.parameters() if p.requires_grad]  # a frozen backbone is not trained
         self.target_params = list(self.target.parameters())
         self._numpy_scores = numpy_greedy_scores(self.q)  # fast acting on CPU; None for CNNs and GPUs
         fused = self.device.type in ("cpu", "cuda")
@@ -129,13 +137,15 @@ class DQNAgent(Agent):
         self.epsilon = LinearSchedule(c.epsilon_start, c.epsilon_end, int(c.epsilon_fraction * self.total_steps))
         self.beta = LinearSchedule(c.per_beta, 1.0, self.total_steps)
 
-        obs_shape = () if isinstance(obs_space, gym.spaces.Discrete) else tuple(obs_space.shape)
-        obs_dtype = np.int64 if isinstance(obs_space, gym.spaces.Discrete) else obs_space.dtype
+        dict_space = obs_space if isinstance(obs_space, gym.spaces.Dict) else None
+        obs_shape = () if isinstance(obs_space, (gym.spaces.Discrete, gym.spaces.Dict)) else tuple(obs_space.shape)
+        obs_dtype = obs_space.dtype if isinstance(obs_space, gym.spaces.Box) else np.int64
         if c.prioritized:
             self.buffer: ReplayBuffer = PrioritizedReplayBuffer(c.buffer_size, obs_shape, obs_dtype,
-                                                                alpha=c.per_alpha, eps=c.per_eps)
+                                                                alpha=c.per_alpha, eps=c.per_eps,
+                                                                obs_space=dict_space)
         else:
-            self.buffer = ReplayBuffer(c.buffer_size, obs_shape, obs_dtype)
+            self.buffer = ReplayBuffer(c.buffer_size, obs_shape, obs_dtype, obs_space=dict_space)
         self.nstep = NStepAccumulator(self.n_envs, c.n_step, c.gamma) if c.n_step > 1 else None
         self.gammas = np.full(self.n_envs, c.gamma, dtype=np.float32)
         self.rng = np.random.default_rng(self.seed)
@@ -154,7 +164,7 @@ class DQNAgent(Agent):
         if self._numpy_scores is not None:
             return self._numpy_scores(obs).argmax(axis=1)
         with torch.inference_mode():
-            q = self.q(torch.as_tensor(obs, device=self.device))
+            q = self.q(batches.to_tensor(obs, self.device))
             return q.argmax(dim=1).cpu().numpy()
 
     def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
@@ -167,11 +177,12 @@ class DQNAgent(Agent):
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
         if self.nstep is not None:
             for i in range(self.n_envs):
-                for transition in self.nstep.push(i, obs[i], actions[i], rewards[i], next_obs[i],
-                                                  bool(terminated[i]), bool(truncated[i])):
+                for transition in self.nstep.push(i, batches.take(obs, i), actions[i], rewards[i],
+                                                  batches.take(next_obs, i), bool(terminated[i]), bool(truncated[i])):
                     self.buffer.add(*transition)
         elif self.n_envs == 1:
-            self.buffer.add(obs[0], actions[0], rewards[0], next_obs[0], terminated[0], self.config.gamma)
+            self.buffer.add(batches.take(obs, 0), actions[0], rewards[0], batches.take(next_obs, 0), terminated[0],
+                            self.config.gamma)
         else:
             self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, self.gammas)
         self.steps += self.n_envs
@@ -192,9 +203,6 @@ class DQNAgent(Agent):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array).to(self.device, non_blocking=True)
-
     def _train(self, n_updates: int) -> None:
         """Run `n_updates` gradient steps. With uniform replay, all their batches are drawn and converted to
         tensors at once, which saves a gather and six conversions per step."""
@@ -204,14 +212,14 @@ class DQNAgent(Agent):
                 self._update(self.buffer.sample(c.batch_size, self.rng, beta=self.beta(self.steps)))
             return
         batch = self.buffer.sample(c.batch_size * n_updates, self.rng)
-        tensors = [self._to_tensor(a) for a in batch[:6]]
+        tensors = [batches.to_tensor(a, self.device) for a in batch[:6]]
         for i in range(n_updates):
             rows = slice(i * c.batch_size, (i + 1) * c.batch_size)
-            self._update(Batch(*(t[rows] for t in tensors), indices=batch.indices[rows], weights=None))
+            self._update(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=None))
 
     def _update(self, batch: Batch) -> None:
         c = self.config
-        as_tensor = self._to_tensor if isinstance(batch.obs, np.ndarray) else (lambda t: t)
+        as_tensor = (lambda a: batches.to_tensor(a, self.device))
         obs, next_obs = as_tensor(batch.obs), as_tensor(batch.next_obs)
         actions = as_tensor(batch.actions).long().unsqueeze(1)
         with torch.no_grad():

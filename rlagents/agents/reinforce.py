@@ -32,7 +32,7 @@ from rlagents.networks import make_backbone, numpy_mlp_forward
 class ReinforceConfig:
     """REINFORCE hyperparameters."""
 
-    backbone: Literal["auto", "mlp", "cnn"] = param("auto", "network body; auto picks cnn for images")
+    network: Literal["auto", "mlp", "cnn"] = param("auto", "network body; auto picks cnn for images")
     hidden: tuple[int, ...] = param((64, 64), "MLP hidden layer widths", low=1)
     cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
     cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
@@ -167,7 +167,7 @@ class ReinforceAgent(Agent):
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
 
         def backbone() -> nn.Module:
-            return make_backbone(obs_space, c.backbone, hidden=c.hidden, cnn_channels=c.cnn_channels,
+            return make_backbone(obs_space, c.network, hidden=c.hidden, cnn_channels=c.cnn_channels,
                                  cnn_features=c.cnn_features, channel_order=c.channel_order)
 
         if self.discrete:

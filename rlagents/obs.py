@@ -1,0 +1,62 @@
+"""Observation batches that are arrays, or dicts of arrays for `Dict` spaces (one array per key).
+
+Agents and buffers go through these few functions so that the same code serves `Box`, `Discrete` and
+`Dict` observations; for plain arrays each is one numpy operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+Obs = Any  # np.ndarray, or dict[str, np.ndarray] (nested for nested Dict spaces)
+
+
+def batch_len(obs: Obs) -> int:
+    """Number of rows of a batch."""
+    if isinstance(obs, dict):
+        return batch_len(next(iter(obs.values())))
+    return len(obs)
+
+
+def take(obs: Obs, index: Any) -> Obs:
+    """Rows `index` (an int, a slice or an index array) of a batch or storage."""
+    if isinstance(obs, dict):
+        return {key: take(value, index) for key, value in obs.items()}
+    return obs[index]
+
+
+def put(storage: Obs, index: Any, value: Obs) -> None:
+    """Write `value` into rows `index` of `storage`."""
+    if isinstance(storage, dict):
+        for key, array in storage.items():
+            put(array, index, value[key])
+    else:
+        storage[index] = value
+
+
+def copy(obs: Obs) -> Obs:
+    if isinstance(obs, dict):
+        return {key: copy(value) for key, value in obs.items()}
+    return obs.copy()
+
+
+def allocate(space: gym.Space, capacity: int) -> Obs:
+    """Zeroed storage for `capacity` observations of `space` (int64 for Discrete, per key for Dict)."""
+    if isinstance(space, gym.spaces.Dict):
+        return {key: allocate(sub, capacity) for key, sub in space.spaces.items()}
+    if isinstance(space, gym.spaces.Discrete):
+        return np.zeros(capacity, dtype=np.int64)
+    return np.zeros((capacity, *space.shape), dtype=space.dtype)
+
+
+def to_tensor(obs: Obs, device: torch.device) -> Any:
+    """A tensor (or dict of tensors) sharing memory with the numpy batch where the device allows."""
+    if isinstance(obs, dict):
+        return {key: to_tensor(value, device) for key, value in obs.items()}
+    if isinstance(obs, torch.Tensor):
+        return obs
+    return torch.as_tensor(obs, device=device)
