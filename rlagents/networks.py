@@ -127,12 +127,13 @@ class DictBackbone(nn.Module):
     values, chosen by `make_backbone`), their features concatenated in the space's key order.
 
     Each branch is an ordinary backbone, so a trained `ConvBackbone`'s `state_dict` loads unchanged into
-    `branches[key]` of the image key.
+    `branches[key]` of the image key. `fusion` adds ReLU layers over the joined features: without them a
+    linear head can only add the keys' contributions, not combine them (e.g. "the dial shows the digit").
     """
 
     def __init__(self, obs_space: gym.spaces.Dict, *, hidden: tuple[int, ...] = (64, 64),
                  cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
-                 channel_order: ChannelOrder = "auto"):
+                 channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = ()):
         super().__init__()
         if not isinstance(obs_space, gym.spaces.Dict) or not obs_space.spaces:
             raise UnsupportedSpaceError(f"Dict backbone needs a non-empty Dict observation space, got {obs_space}")
@@ -144,15 +145,21 @@ class DictBackbone(nn.Module):
             key: make_backbone(space, hidden=hidden, cnn_channels=cnn_channels, cnn_features=cnn_features,
                                channel_order=channel_order)
             for key, space in obs_space.spaces.items()})
-        self.features_dim = sum(branch.features_dim for branch in self.branches.values())
+        joined = sum(branch.features_dim for branch in self.branches.values())
+        layers: list[nn.Module] = []
+        for width in fusion:
+            layers += [nn.Linear(joined, width), nn.ReLU()]
+            joined = width
+        self.fusion = nn.Sequential(*layers)
+        self.features_dim = joined
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([self.branches[key].forward(obs[key]) for key in self.keys], dim=1)
+        return self.fusion(torch.cat([self.branches[key].forward(obs[key]) for key in self.keys], dim=1))
 
 
 def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: tuple[int, ...] = (64, 64),
                   cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
-                  channel_order: ChannelOrder = "auto") -> nn.Module:
+                  channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = ()) -> nn.Module:
     """Choose the backbone from the observation space: CNN for images, MLP for vectors and discrete states,
     and for a `Dict` space one of those per key (`DictBackbone`)."""
     if isinstance(obs_space, gym.spaces.Dict):
@@ -160,7 +167,7 @@ def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: 
             raise UnsupportedSpaceError(f"backbone {kind!r} cannot take a Dict observation space: each key gets "
                                         f"its own backbone; use backbone auto")
         return DictBackbone(obs_space, hidden=hidden, cnn_channels=cnn_channels, cnn_features=cnn_features,
-                            channel_order=channel_order)
+                            channel_order=channel_order, fusion=fusion)
     if kind == "auto":
         kind = "cnn" if is_image_space(obs_space) else "mlp"
     if kind == "cnn":

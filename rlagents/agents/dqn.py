@@ -35,6 +35,8 @@ class DQNConfig:
     backbone: str | None = param(None, "pretrained CNN backbone to load into the image branch: a classifier "
                                  "run directory or checkpoint JSON (python -m rlagents.classify)")
     freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
+    fusion: tuple[int, ...] = param((256,), "Dict observations: ReLU layers over the joined per-key features",
+                                    low=1)
     hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1)
     cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
     cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
@@ -123,7 +125,7 @@ class DQNAgent(Agent):
         c = config
         self.n_actions = int(action_space.n)
         backbone = make_backbone(obs_space, c.network, hidden=c.hidden, cnn_channels=c.cnn_channels,
-                                 cnn_features=c.cnn_features, channel_order=c.channel_order)
+                                 cnn_features=c.cnn_features, channel_order=c.channel_order, fusion=c.fusion)
         if c.backbone is not None:
             load_pretrained_backbone(backbone, c.backbone, c.freeze_backbone)
         self.q = Net(backbone, QHead(backbone.features_dim, self.n_actions, c.dueling)).to(self.device)
