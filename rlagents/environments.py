@@ -4,6 +4,12 @@
 vector wrapper, not the env, dominates the per-step cost (Gymnasium's `SyncVectorEnv` adds ~12 µs per step
 on this CPU, more than CartPole's own step). When an episode ends, the returned observation is the reset
 one and `infos["final_obs"][i]` holds the real last observation, as in Gymnasium's SAME_STEP mode.
+
+With `record_episodes=True` it also remembers how each env's current episode began (the seed, or the state of
+the env's `np_random` just before its reset) and the actions taken since, so that a resumed run can rebuild
+the episodes in flight by replaying them (`episode_snapshot` / `restore_episodes`): Gymnasium has no general
+way to snapshot an env, but every env whose randomness comes from its `np_random` is a deterministic function
+of that generator and the actions.
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ def check_env(env_id: str) -> None:
 class SyncVecEnv(gym.vector.VectorEnv):
     """Steps `len(env_fns)` envs in turn, with same-step autoreset and preallocated batch arrays."""
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]):
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], *, record_episodes: bool = False):
         self.envs = [fn() for fn in env_fns]
         self.num_envs = len(self.envs)
         first = self.envs[0]
@@ -83,12 +89,25 @@ class SyncVecEnv(gym.vector.VectorEnv):
         self.action_space = batch_space(first.action_space, self.num_envs)
         self._plain_obs = isinstance(first.observation_space, (gym.spaces.Box, gym.spaces.Discrete))
         self._obs = create_empty_array(first.observation_space, self.num_envs)
+        self.record_episodes = record_episodes
+        self._episode_starts: list[dict[str, Any] | None] = [None] * self.num_envs
+        self._episode_actions: list[list] = [[] for _ in range(self.num_envs)]
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else (
             seed if seed is not None else [None] * self.num_envs)
-        observations = [env.reset(seed=s, options=options)[0] for env, s in zip(self.envs, seeds)]
+        observations = []
+        for i, (env, s) in enumerate(zip(self.envs, seeds)):
+            if self.record_episodes:
+                self._note_episode_start(i, s if options is None else None)
+            observations.append(env.reset(seed=s, options=options)[0])
         return self._stack(observations), {}
+
+    def _note_episode_start(self, i: int, seed: int | None) -> None:
+        # A reset with options cannot be replayed (options are arbitrary objects): it is marked unknown.
+        start = {"seed": seed} if seed is not None else {"rng": self.envs[i].np_random.bit_generator.state}
+        self._episode_starts[i] = start
+        self._episode_actions[i] = []
 
     def _stack(self, observations: list) -> Any:
         if self._plain_obs:
@@ -104,17 +123,79 @@ class SyncVecEnv(gym.vector.VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=bool)
         observations = []
         infos: dict[str, Any] = {}
+        record = self.record_episodes
+        if record and isinstance(actions, np.ndarray) and actions.ndim > 1:
+            actions = actions.copy()  # rows are kept in the episode record: no views of the caller's array
         for i, env in enumerate(self.envs):
-            obs, rewards[i], terminated[i], truncated[i], _ = env.step(actions[i])
+            action = actions[i]
+            obs, rewards[i], terminated[i], truncated[i], _ = env.step(action)
+            if record:
+                self._episode_actions[i].append(action)
             if terminated[i] or truncated[i]:
                 if not infos:
                     infos = {"final_obs": np.empty(self.num_envs, dtype=object),
                              "_final_obs": np.zeros(self.num_envs, dtype=bool)}
                 infos["final_obs"][i] = obs
                 infos["_final_obs"][i] = True
+                if record:
+                    self._note_episode_start(i, None)
                 obs, _ = env.reset()
             observations.append(obs)
         return self._stack(observations), rewards, terminated, truncated, infos
+
+    def episode_snapshot(self) -> dict[str, Any]:
+        """How each env's current episode began and the actions since, as checkpointable arrays and values."""
+        if not self.record_episodes:
+            raise RuntimeError("episode_snapshot needs SyncVecEnv(record_episodes=True)")
+        space = self.single_action_space
+        return {"starts": [dict(start) if start is not None else {} for start in self._episode_starts],
+                "actions": [np.asarray(a, dtype=space.dtype).reshape(len(a), *space.shape)
+                            for a in self._episode_actions]}
+
+    def restore_episodes(self, snapshot: dict[str, Any], expected_obs: Any, fallback_seed: int
+                         ) -> tuple[Any, np.ndarray]:
+        """Rebuild the episodes of `snapshot` by replaying them, checking each against `expected_obs`.
+
+        An env whose replay does not reproduce its saved observation exactly (its randomness lives outside
+        `np_random`, e.g. an emulator's own RNG; or the snapshot is from a different number of envs) starts
+        a new episode seeded from `fallback_seed` instead. Returns the observations and a mask of the envs
+        that were restored.
+        """
+        starts, actions = snapshot.get("starts", []), snapshot.get("actions", [])
+        restored = np.zeros(self.num_envs, dtype=bool)
+        observations = []
+        for i, env in enumerate(self.envs):
+            obs = None
+            if i < len(starts) and len(starts) == self.num_envs and starts[i]:
+                obs = self._replay(i, starts[i], np.asarray(actions[i]))
+                restored[i] = obs is not None and _same_obs(obs, batches.take(expected_obs, i))
+            if not restored[i]:
+                if self.record_episodes:
+                    self._note_episode_start(i, fallback_seed + i)
+                obs, _ = env.reset(seed=fallback_seed + i)
+            observations.append(obs)
+        return self._stack(observations), restored
+
+    def _replay(self, i: int, start: dict[str, Any], actions: np.ndarray) -> Any:
+        env = self.envs[i]
+        try:
+            if "rng" in start:
+                generator = np.random.Generator(getattr(np.random, start["rng"]["bit_generator"])())
+                generator.bit_generator.state = start["rng"]
+                env.np_random = generator
+                obs, _ = env.reset()
+            else:
+                obs, _ = env.reset(seed=int(start["seed"]))
+            for action in actions:
+                obs, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:  # the saved episode was still running: this is not it
+                    return None
+        except Exception:  # a start record this env cannot take is a failed replay, not a crash
+            return None
+        if self.record_episodes:
+            self._episode_starts[i] = dict(start)
+            self._episode_actions[i] = list(actions)
+        return obs
 
     def render(self):
         return self.envs[0].render()
@@ -128,7 +209,7 @@ EVAL_STEP_CAP = 10_000
 
 
 def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None,
-                 step_cap: int | None = None) -> SyncVecEnv:
+                 step_cap: int | None = None, record_episodes: bool = False) -> SyncVecEnv:
     """A vector of `n_envs` copies of `env_id`.
 
     `step_cap` adds a time limit to envs registered without one (CliffWalking, say), so that evaluating a
@@ -138,7 +219,14 @@ def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None,
     limit = probe.spec.max_episode_steps if probe.spec is not None else None
     probe.close()
     kwargs = {"max_episode_steps": step_cap} if step_cap is not None and limit is None else {}
-    return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode, **kwargs) for _ in range(n_envs)])
+    return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode, **kwargs) for _ in range(n_envs)],
+                      record_episodes=record_episodes)
+
+
+def _same_obs(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_obs(a[k], b[k]) for k in a)
+    return np.array_equal(np.asarray(a), np.asarray(b))
 
 
 def final_observations(next_obs: Any, done: np.ndarray, infos: dict) -> Any:

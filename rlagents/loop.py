@@ -11,6 +11,7 @@ import dataclasses
 import json
 import random
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -91,11 +92,14 @@ class Run:
     run_dir: Path
     progress: bool = True
 
-    def save(self, name: str, state: LoopState, reason: str) -> None:
-        """Write checkpoint `name`: agent, loop state and global RNGs, with metadata (atomic files)."""
+    def save(self, name: str, state: LoopState, reason: str, in_flight: dict[str, Any] | None = None) -> None:
+        """Write checkpoint `name`: agent, loop state, global RNGs and the episodes in flight (`in_flight`,
+        see `train`), with metadata (atomic files)."""
         meta = self.checkpoint_meta(state.step, state.episodes)
         meta["reason"] = reason
         record = {"agent": self.agent.state_dict(), "loop": dataclasses.asdict(state), "rng": global_rng_state()}
+        if in_flight is not None:
+            record["in_flight"] = in_flight
         save_checkpoint(self.run_dir / CHECKPOINT_DIR, name, record, meta)
         if name.startswith("step_"):  # keep only the newest `keep_checkpoints` periodic ones
             for old in step_checkpoints(self.run_dir)[: -self.config.train.keep_checkpoints]:
@@ -114,10 +118,12 @@ class Run:
 def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train `run.agent` for the configured number of env steps; returns the summary written to disk.
 
-    `resume` is a checkpoint's state (agent, loop, RNGs) to continue from: the agent and the counters carry
-    on, TensorBoard drops whatever the stopped session logged after that checkpoint, and the envs start
-    fresh episodes (Gymnasium envs cannot in general be snapshotted), seeded from the resume point.
-    SIGINT and SIGTERM stop training cleanly with a resumable checkpoint.
+    `resume` is a checkpoint's state (agent, loop, RNGs, episodes in flight) to continue from: the agent and
+    the counters carry on, TensorBoard drops whatever the stopped session logged after that checkpoint, and
+    the episodes that were running are rebuilt by replaying their recorded actions (`SyncVecEnv.
+    restore_episodes`), so a resumed run continues exactly as the uninterrupted one would. An env that cannot
+    be replayed exactly starts a new episode, seeded from the resume point, and the agent drops its partial
+    data for it. SIGINT and SIGTERM stop training cleanly with a resumable checkpoint.
     """
     from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
@@ -132,7 +138,8 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         state = LoopState(**resume["loop"])
         state.sessions += 1
         set_global_rng_state(resume["rng"])
-    writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step if resume is not None else None)
+    # everything at the checkpoint step itself was logged before the checkpoint was written: keep it
+    writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step + 1 if resume is not None else None)
     if resume is None:
         writer.add_text("hyperparameters", _markdown_table(run), 0)
     progress = TrainingProgress(f"{run.agent_name} {run.env_id} s{run.seed}", cfg.steps, run.progress)
@@ -166,7 +173,21 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
                          earlier_train_time + time.perf_counter() - start - session_eval_time, state.best_eval,
                          state.sessions)
 
-    obs, _ = envs.reset(seed=run.seed if resume is None else resume_seed(run.seed, step))
+    recordable = getattr(envs, "record_episodes", False)
+
+    def in_flight() -> dict[str, Any] | None:
+        """The running episodes and the not-yet-logged statistics, for an exact resume."""
+        if not recordable:
+            return None
+        return {"envs": envs.episode_snapshot(), "obs": obs, "ep_return": ep_return.copy(),
+                "ep_length": ep_length.copy(), "window_returns": list(window_returns),
+                "window_lengths": list(window_lengths), "recent_returns": list(recent_returns)}
+
+    if resume is None:
+        obs, _ = envs.reset(seed=run.seed)
+    else:
+        obs = _restore_in_flight(run, resume.get("in_flight"), resume_seed(run.seed, step), ep_return, ep_length,
+                                 window_returns, window_lengths, recent_returns)
     start = time.perf_counter()
     session_eval_time = 0.0  # evaluation seconds of this session (eval_time holds all sessions')
     last_progress_time, last_progress_step = start, step
@@ -229,10 +250,10 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
                     solved_at_step, solved_at_time = step, train_time
                 if state.best_eval is None or result["return_mean"] > state.best_eval:
                     state.best_eval = result["return_mean"]
-                    run.save(BEST, snapshot(), "best evaluation")
+                    run.save(BEST, snapshot(), "best evaluation", in_flight())
             if step >= next_ckpt:
                 next_ckpt += cfg.checkpoint_every
-                run.save(f"step_{step:012d}", snapshot(), "periodic")
+                run.save(f"step_{step:012d}", snapshot(), "periodic", in_flight())
             next_event = min(next_log, next_eval, next_ckpt, next_progress)
     except KeyboardInterrupt:
         status = "interrupted"
@@ -247,7 +268,7 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         restore_signals()
 
     if status == "interrupted":  # a resumable checkpoint; no end-of-training evaluation
-        run.save(f"step_{step:012d}", snapshot(), "interrupted")
+        run.save(f"step_{step:012d}", snapshot(), "interrupted", in_flight())
         writer.close()
         return {"status": status, "total_steps": step, "run_dir": str(run.run_dir)}
     train_time = earlier_train_time + time.perf_counter() - start - session_eval_time
@@ -286,6 +307,31 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     writer.close()
     atomic_write_json(run.run_dir / "summary.json", summary)
     return summary
+
+
+def _restore_in_flight(run: Run, saved: dict[str, Any] | None, fallback_seed: int, ep_return: np.ndarray,
+                       ep_length: np.ndarray, window_returns: list[float], window_lengths: list[int],
+                       recent_returns: deque[float]) -> Any:
+    """Rebuild the episodes a checkpoint had in flight (see `train`); fills the loop's accumulators in place
+    and returns the observations to act on. Envs that cannot be rebuilt start new episodes."""
+    envs = run.envs
+    if saved is None or not getattr(envs, "record_episodes", False):
+        obs, _ = envs.reset(seed=fallback_seed)
+        restored = np.zeros(envs.num_envs, dtype=bool)
+    else:
+        obs, restored = envs.restore_episodes(saved["envs"], saved["obs"], fallback_seed)
+        window_returns.extend(float(r) for r in saved["window_returns"])
+        window_lengths.extend(int(n) for n in saved["window_lengths"])
+        recent_returns.extend(float(r) for r in saved["recent_returns"])
+        ep_return[restored] = np.asarray(saved["ep_return"])[restored]
+        ep_length[restored] = np.asarray(saved["ep_length"])[restored]
+    if not restored.all():
+        run.agent.drop_episodes(np.flatnonzero(~restored))
+        if saved is not None:
+            print(f"resume: {int((~restored).sum())} of {envs.num_envs} envs could not replay their episode "
+                  f"exactly; they start new ones, so this run will not match an uninterrupted one exactly",
+                  file=sys.stderr)
+    return obs
 
 
 def _stop_on_signals() -> tuple[list[int], Any]:

@@ -224,6 +224,19 @@ class NStepAccumulator:
             queue.popleft()
         return out
 
+    def drop(self, env: int) -> None:
+        """Forget env `env`'s pending steps (its episode was restarted)."""
+        self.pending[env].clear()
+
+    def state_dict(self) -> list[list[list]]:
+        """Pending steps per env as [obs, action, reward] lists (at most n - 1 each), for checkpoints."""
+        return [[[obs, action, reward] for obs, action, reward in queue] for queue in self.pending]
+
+    def load_state_dict(self, state: list[list[list]]) -> None:
+        if len(state) != len(self.pending):  # a different number of envs: their episodes restart anyway
+            state = [[] for _ in self.pending]
+        self.pending = [deque((obs, action, float(reward)) for obs, action, reward in queue) for queue in state]
+
     def _emit(self, queue: deque, next_obs, terminated: bool):
         obs, action, _ = queue[0]
         rewards = [r for _, _, r in queue]

@@ -43,7 +43,8 @@ def nan_env():
 
 
 @pytest.mark.parametrize("agent, extra", [("dqn", ["--set", "learning_starts=100"]),
-                                          ("reinforce", ["--set", "episodes_per_update=2"])])
+                                          ("reinforce", ["--set", "episodes_per_update=2"]),
+                                          ("qlearning", ["--set", "bins=21"])])
 def test_nan_loss_stops_with_the_last_good_checkpoint_intact(agent, extra, tmp_path: Path, capsys):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
@@ -55,8 +56,11 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(agent, extra, tmp_p
     assert not (run_dir / "checkpoints" / "final.json").exists()
     last_good = step_checkpoints(run_dir)[-1]
     state, _ = read_checkpoint(last_good)
-    weights = state["agent"]["q" if agent == "dqn" else "policy"]
-    assert all(np.isfinite(t.numpy()).all() for t in weights.values())
+    if agent == "qlearning":
+        assert all(np.isfinite(table).all() for table in state["agent"]["q"])
+    else:
+        weights = state["agent"]["q" if agent == "dqn" else "policy"]
+        assert all(np.isfinite(t.numpy()).all() for t in weights.values())
     assert evaluate_main([str(run_dir), "--episodes", "2"]) == 0  # the last good checkpoint still evaluates
 
 
@@ -67,6 +71,15 @@ def test_nonfinite_skip_lets_training_finish(tmp_path: Path):
                        "--set", "nonfinite=skip"]) == 0
     state, _ = read_checkpoint(run_dir / "checkpoints" / "final.json")
     assert all(np.isfinite(t.numpy()).all() for t in state["agent"]["q"].values())
+
+
+def test_qlearning_skips_nonfinite_rewards_when_asked(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    assert train_main(["--agent", "qlearning", "--env", "rlagents-test/NaNAfter-v0", "--steps", "1500",
+                       "--eval-every", "0", "--run-dir", str(run_dir), "--no-progress", "--set", "bins=21",
+                       "--set", "nonfinite=skip"]) == 0
+    state, _ = read_checkpoint(run_dir / "checkpoints" / "final.json")
+    assert all(np.isfinite(table).all() for table in state["agent"]["q"])
 
 
 def test_replay_buffer_is_checkpointed_when_asked(tmp_path: Path):

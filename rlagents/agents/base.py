@@ -51,6 +51,10 @@ class Agent(ABC):
         never where `terminated`.
         """
 
+    def drop_episodes(self, envs: np.ndarray) -> None:
+        """Forget partial-episode data of the env slots `envs`: their episodes were restarted (a resume that
+        could not rebuild them). Agents that keep per-env data between steps must override this."""
+
     def metrics(self) -> dict[str, float]:
         """Scalars to log (e.g. `losses/td_loss`), aggregated since the previous call."""
         return {}

@@ -278,6 +278,7 @@ class DQNAgent(Agent):
                 "counters": {"steps": self.steps, "updates": self.updates, "next_train": self.next_train,
                              "next_target": self.next_target},
                 "rng": self.rng.bit_generator.state,
+                **({"nstep": self.nstep.state_dict()} if self.nstep is not None else {}),
                 **({"replay": self.buffer.state_dict()} if self.config.checkpoint_replay else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -290,6 +291,13 @@ class DQNAgent(Agent):
         self.rng.bit_generator.state = state["rng"]
         if "replay" in state:
             self.buffer.load_state_dict(state["replay"])
+        if self.nstep is not None and "nstep" in state:
+            self.nstep.load_state_dict(state["nstep"])
+
+    def drop_episodes(self, envs: np.ndarray) -> None:
+        if self.nstep is not None:
+            for i in envs:
+                self.nstep.drop(int(i))
 
 
 AGENT = DQNAgent

@@ -8,6 +8,7 @@ faster than NumPy's per-call overhead; tables become NumPy arrays only in checkp
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlagents.agents.base import Agent
+from rlagents.errors import TrainingFault
 from rlagents.config import param
 from rlagents.discretise import Discretiser, discretiser_for
 from rlagents.errors import ConfigError, UnsupportedSpaceError
@@ -59,6 +61,8 @@ class QLearningConfig:
     bins: tuple[int, ...] = param((), "bins per Box observation dimension (one value = all dimensions)", low=1)
     clip_low: tuple[float, ...] = param((), "lower clip per Box dimension (default: the space's bound)")
     clip_high: tuple[float, ...] = param((), "upper clip per Box dimension (default: the space's bound)")
+    nonfinite: Literal["stop", "skip"] = param("stop", "on a NaN/infinite reward: stop training (the last good "
+                                               "checkpoint stays) or skip that transition")
 
     def validate(self) -> None:
         if self.lr_min > self.lr:
@@ -124,6 +128,7 @@ class QLearningAgent(Agent):
         self._td_abs = self._lr_sum = self._q_sum = 0.0
         self._updates = 0
         self._visited = 0
+        self.skipped_updates = 0  # transitions dropped for a non-finite reward (nonfinite: skip)
 
     # ------------------------------------------------------------ acting
 
@@ -166,8 +171,12 @@ class QLearningAgent(Agent):
         acts = (actions - self.action_start).tolist() if self.action_start else actions.tolist()
         rews, terms, truncs = rewards.tolist(), terminated.tolist(), truncated.tolist()
         c = self.config
+        skip = self._nonfinite_rewards(rews) if not math.isfinite(sum(rews)) else ()
         decaying = c.lr_schedule == "visits"
         for i in range(len(states)):
+            if skip and i in skip:
+                self.steps += 1
+                continue
             s, a = states[i], acts[i]
             row = self.counts[s]
             row[a] += 1
@@ -176,6 +185,16 @@ class QLearningAgent(Agent):
             lr = max(c.lr_min, c.lr / row[a] ** c.lr_power) if decaying else c.lr
             self._update(i, s, a, rews[i], next_states[i], terms[i], truncs[i], lr)
             self.steps += 1
+
+    def _nonfinite_rewards(self, rewards: list[float]) -> set[int]:
+        """Envs whose reward is NaN/inf (one would poison the table for good): stop, or skip them."""
+        bad = {i for i, r in enumerate(rewards) if not math.isfinite(r)}
+        if self.config.nonfinite == "stop":
+            i = min(bad)
+            raise TrainingFault(f"non-finite reward ({rewards[i]}) from env {i} at env step {self.steps}: the "
+                                f"Q-table was not updated with it (--set nonfinite=skip skips such transitions)")
+        self.skipped_updates += len(bad)
+        return bad
 
     def _learn(self, table: list[list[float]], s: int, a: int, target: float, lr: float) -> None:
         row = table[s]
@@ -225,6 +244,7 @@ class QLearningAgent(Agent):
 
     def metrics(self) -> dict[str, float]:
         out = self.exploration.metrics(self.steps)
+        out["charts/skipped_updates"] = float(self.skipped_updates)
         if self._updates:
             out["losses/td_abs_error"] = self._td_abs / self._updates
             out["charts/learning_rate"] = self._lr_sum / self._updates
@@ -242,6 +262,10 @@ class QLearningAgent(Agent):
                 "counts": np.asarray(self.counts, dtype=np.int64),
                 "steps": self.steps, "pending": list(self.pending),
                 "rng": {"version": version, "internal": np.asarray(internal, dtype=np.int64), "gauss": gauss}}
+
+    def drop_episodes(self, envs: np.ndarray) -> None:
+        for i in envs:
+            self.pending[int(i)] = -1  # SARSA's chosen next action belonged to the dropped episode
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         tables = [np.asarray(t, dtype=np.float64) for t in state["q"]]

@@ -343,7 +343,10 @@ class ReinforceAgent(Agent):
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
                                  "counters": {"steps": self.steps, "updates": self.updates},
-                                 "rng": self.rng.bit_generator.state}
+                                 "rng": self.rng.bit_generator.state,
+                                 # episodes in flight and finished ones awaiting the next update
+                                 "trajectories": [_pack_episode(t) for t in self._traj],
+                                 "batch": [_pack_episode(t) for t in self._batch]}
         if self.value is not None:
             state["value"] = self.value.state_dict()
             state["value_optimizer"] = self.value_optimizer.state_dict()
@@ -361,6 +364,45 @@ class ReinforceAgent(Agent):
             self.obs_norm.load_state_dict(state["obs_norm"])
         self.steps, self.updates = int(state["counters"]["steps"]), int(state["counters"]["updates"])
         self.rng.bit_generator.state = state["rng"]
+        trajectories = [_unpack_episode(t) for t in state.get("trajectories", [])]
+        self._traj = trajectories if len(trajectories) == self.n_envs else [self._new_traj() for _ in self._traj]
+        self._batch = [_unpack_episode(t) for t in state.get("batch", [])]
+
+    def drop_episodes(self, envs: np.ndarray) -> None:
+        for i in envs:
+            self._traj[int(i)] = self._new_traj()
+
+
+def _stack_rows(rows: list) -> Any:
+    if rows and isinstance(rows[0], dict):  # Dict observations: one array per key
+        return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+    return np.stack(rows) if rows else None
+
+
+def _unstack_rows(stacked: Any, n: int) -> list:
+    if stacked is None:
+        return []
+    if isinstance(stacked, dict):
+        return [{key: value[j] for key, value in stacked.items()} for j in range(n)]
+    return list(np.asarray(stacked))
+
+
+def _pack_episode(traj: dict[str, Any]) -> dict[str, Any]:
+    """An episode's lists of rows as stacked arrays (one tensor per field in the checkpoint, not per step)."""
+    packed = {"obs": _stack_rows(traj["obs"]), "actions": _stack_rows(traj["actions"]),
+              "rewards": np.asarray(traj["rewards"], dtype=np.float64), "length": len(traj["rewards"])}
+    if "returns" in traj:
+        packed["returns"] = traj["returns"]
+    return packed
+
+
+def _unpack_episode(packed: dict[str, Any]) -> dict[str, Any]:
+    n = int(packed["length"])
+    traj = {"obs": _unstack_rows(packed["obs"], n), "actions": _unstack_rows(packed["actions"], n),
+            "rewards": [float(r) for r in np.asarray(packed["rewards"])]}
+    if "returns" in packed:
+        traj["returns"] = np.asarray(packed["returns"])
+    return traj
 
 
 AGENT = ReinforceAgent
