@@ -95,6 +95,11 @@ class Run:
     def save(self, name: str, state: LoopState, reason: str, in_flight: dict[str, Any] | None = None) -> None:
         """Write checkpoint `name`: agent, loop state, global RNGs and the episodes in flight (`in_flight`,
         see `train`), with metadata (atomic files)."""
+        bad = self.agent.nonfinite_parameters()
+        if bad:  # e.g. an infinite gradient behind a finite loss: keep the last good checkpoint instead
+            raise TrainingFault(f"non-finite weights ({', '.join(bad[:3])}{', …' if len(bad) > 3 else ''}) at env "
+                                f"step {state.step}: not saved; the last good checkpoint is kept (check rewards and "
+                                f"observations for NaN/inf, or lower lr)")
         meta = self.checkpoint_meta(state.step, state.episodes)
         meta["reason"] = reason
         record = {"agent": self.agent.state_dict(), "loop": dataclasses.asdict(state), "rng": global_rng_state()}

@@ -8,6 +8,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from rlagents.checkpoint import read_checkpoint, step_checkpoints
 from rlagents.evaluate import main as evaluate_main
@@ -80,6 +81,32 @@ def test_qlearning_skips_nonfinite_rewards_when_asked(tmp_path: Path):
                        "--set", "nonfinite=skip"]) == 0
     state, _ = read_checkpoint(run_dir / "checkpoints" / "final.json")
     assert all(np.isfinite(table).all() for table in state["agent"]["q"])
+
+
+def test_nonfinite_weights_are_never_checkpointed(tmp_path: Path, monkeypatch, capsys):
+    """Weights that turn non-finite behind a finite loss (an infinite gradient, say) stop the run at the next
+    checkpoint, even under nonfinite=skip, and the last good checkpoint stays the newest."""
+    from rlagents.agents.dqn import DQNAgent
+
+    original = DQNAgent._update
+
+    def update_then_break(self, batch):
+        original(self, batch)
+        if self.updates == 40:  # fault injection: as if this step's gradient had been infinite
+            with torch.no_grad():
+                next(self.q.parameters()).fill_(float("inf"))
+
+    monkeypatch.setattr(DQNAgent, "_update", update_then_break)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--agent", "dqn", "--env", "CartPole-v1", "--steps", "3000", "--eval-every", "0", "--run-dir",
+                    str(run_dir), "--no-progress", "--set", "checkpoint_every=400", "--set", "learning_starts=100",
+                    "--set", "train_every=8", "--set", "nonfinite=skip"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 3 and "non-finite weights" in err and err.count("\n") == 1
+    newest = step_checkpoints(run_dir)[-1]
+    state, meta = read_checkpoint(newest)
+    assert meta["step"] <= 100 + 40 * 8 and all(np.isfinite(t.numpy()).all() for t in state["agent"]["q"].values())
 
 
 def test_replay_buffer_is_checkpointed_when_asked(tmp_path: Path):

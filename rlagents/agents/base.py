@@ -51,6 +51,15 @@ class Agent(ABC):
         never where `terminated`.
         """
 
+    def nonfinite_parameters(self) -> list[str]:
+        """Names of the agent's network parameters that hold NaN or inf (the loop checks before every
+        checkpoint, so a diverged network is never saved over the last good one)."""
+        bad = []
+        for attr, module in vars(self).items():
+            if isinstance(module, torch.nn.Module):
+                bad += [f"{attr}.{name}" for name, p in module.named_parameters() if not torch.isfinite(p).all()]
+        return bad
+
     def drop_episodes(self, envs: np.ndarray) -> None:
         """Forget partial-episode data of the env slots `envs`: their episodes were restarted (a resume that
         could not rebuild them). Agents that keep per-env data between steps must override this."""
