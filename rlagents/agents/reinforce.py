@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlagents import obs as batches
 from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
-from rlagents import obs as batches
 from rlagents.networks import load_pretrained_backbone, make_backbone, numpy_mlp_forward
 
 
