@@ -112,8 +112,15 @@ def make_env(env_id: str, *, render_mode: str | None = None, training: bool = Fa
     _register_project_envs(atari=atari)
     if atari:
         kwargs.setdefault("frameskip", 1)
+    else:
+        if env_id not in gym.registry:
+            _register_atari_envs()  # so that close matches include the ALE ids
+        spec = gym.registry.get(env_id)
+        if spec is not None and str(spec.entry_point).startswith("ale_py"):  # Pong-v4, PongNoFrameskip-v4
+            game = env_id.split("NoFrameskip")[0].split("Deterministic")[0].split("-")[0]
+            raise UserError(f"legacy Atari id {env_id!r}: use ALE/{game}-v5 (ALE/ ids get the standard "
+                            f"preprocessing and the ALE/* config entry)")
     if env_id not in gym.registry:
-        _register_atari_envs()  # so that close matches include the ALE ids
         close = difflib.get_close_matches(env_id, gym.registry.keys(), n=5, cutoff=0.5)
         hint = f"did you mean: {', '.join(close)}?" if close else "see `python -m rlagents.train --list-envs`"
         raise UserError(f"unknown env {env_id!r}; {hint}")
@@ -129,7 +136,7 @@ def make_env(env_id: str, *, render_mode: str | None = None, training: bool = Fa
 
 def is_project_env(env_id: str) -> bool:
     """Whether `env_id` is one of our own envs (registered by the `envs` package)."""
-    _register_project_envs()
+    _register_project_envs(atari=False)
     spec = gym.registry.get(env_id)
     entry = getattr(spec, "entry_point", None)
     module = entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
@@ -216,10 +223,13 @@ def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None,
     `step_cap` adds a time limit to envs registered without one (CliffWalking, say), so that evaluating a
     greedy policy that loops forever ends, as a truncated episode, instead of hanging.
     """
-    probe = make_env(env_id, render_mode=render_mode)  # fail fast, with a clean error, on a bad id
-    limit = probe.spec.max_episode_steps if probe.spec is not None else None
-    probe.close()
-    # ALE games truncate themselves (v5: 108,000 frames); a TimeLimit here would count raw frames
+    # ALE games truncate themselves (v5: 108,000 frames; a TimeLimit here would count raw frames), and an
+    # ALE env is slow to create (it loads the game): no probe for them
+    limit = None
+    if not is_atari(env_id):
+        probe = make_env(env_id, render_mode=render_mode)  # fail fast, with a clean error, on a bad id
+        limit = probe.spec.max_episode_steps if probe.spec is not None else None
+        probe.close()
     capped = step_cap is not None and limit is None and not is_atari(env_id)
     kwargs = {"max_episode_steps": step_cap} if capped else {}
     return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode, training=training, **kwargs)

@@ -105,3 +105,13 @@ def test_pong_smoke_run_trains_resumes_and_evaluates(tmp_path: Path, capsys, mon
     out = capsys.readouterr().out
     assert "dqn on ALE/Pong-v5 (final.json, step 320): return" in out
     shutil.rmtree(run_dir)
+
+
+def test_legacy_atari_ids_point_to_the_ale_ones(tmp_path: Path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--agent", "dqn", "--env", "PongNoFrameskip-v4", "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "use ALE/Pong-v5" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()

@@ -33,8 +33,9 @@ from rlagents.networks import load_pretrained_backbone, make_backbone, numpy_mlp
 class ReinforceConfig:
     """REINFORCE hyperparameters."""
 
-    network: Literal["auto", "mlp", "cnn"] = param("auto", "network body; auto picks cnn for images (and one "
-                                                   "body per key for Dict observations)")
+    network: Literal["auto", "mlp", "cnn", "nature"] = param("auto", "network body; auto picks cnn for images "
+                                                             "(and one body per key for Dict observations); "
+                                                             "nature is the Nature-DQN CNN for Atari frames")
     backbone: str | None = param(None, "pretrained CNN backbone to load into the image branch of the policy "
                                  "and value networks: a classifier run directory or checkpoint JSON")
     freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
