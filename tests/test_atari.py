@@ -115,3 +115,18 @@ def test_legacy_atari_ids_point_to_the_ale_ones(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "use ALE/Pong-v5" in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_frame_stack_misuse_is_a_config_error(tmp_path: Path, capsys):
+    import pytest
+
+    cases = [("CartPole-v1", ["frame_stack=4", "n_step=1"], "observations must be stacks of that many frames"),
+             ("ALE/Pong-v5", ["n_step=3"], "frame_stack replay supports 1-step uniform replay only"),
+             ("ALE/Pong-v5", ["buffer_size=8", "batch_size=4"], "buffer_size: replay capacity 8 is too small")]
+    for env_id, sets, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            train_main(["--agent", "dqn", "--env", env_id, "--run-dir", str(tmp_path / "r"), "--eval-episodes", "1",
+                        *[arg for s in sets for arg in ("--set", s)]])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "r").exists()
