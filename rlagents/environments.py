@@ -88,15 +88,21 @@ class EpisodicLife(gym.Wrapper):
         return obs, info
 
 
+def clip_reward(reward: float) -> float:
+    """The sign of a reward (−1, 0, +1): games score on very different scales, one learning rate fits all."""
+    return float(np.sign(reward))
+
+
 def wrap_atari(env: gym.Env, *, training: bool) -> gym.Env:
     """Apply the standard DQN preprocessing to an ALE env created with `frameskip=1`; observations become
-    uint8 stacks of shape (4, 84, 84). `training` adds the end of an episode at each lost life."""
-    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+    uint8 stacks of shape (4, 84, 84). `training` adds, as in Nature DQN, the end of an episode at each lost
+    life and rewards clipped to their sign; evaluation envs play whole games and report real scores."""
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TransformReward
 
     env = AtariPreprocessing(env, noop_max=ATARI_NOOP_MAX, frame_skip=ATARI_FRAME_SKIP, screen_size=ATARI_SCREEN,
                              terminal_on_life_loss=False, grayscale_obs=True)
     if training:
-        env = EpisodicLife(env)
+        env = TransformReward(EpisodicLife(env), clip_reward)
     # padding "reset" repeats the first frame of an episode: what the frame replay buffer rebuilds
     return FrameStackObservation(env, ATARI_STACK, padding_type="reset")
 

@@ -13,7 +13,7 @@ import torch
 
 from rlagents.agents.dqn import DQNConfig
 from rlagents.config import read_config_file, resolve
-from rlagents.environments import make_env
+from rlagents.environments import clip_reward, make_env
 from rlagents.evaluate import main as evaluate_main
 from rlagents.networks import NatureCNN, make_backbone
 from rlagents.train import main as train_main
@@ -46,6 +46,34 @@ def test_atari_preprocessing_and_life_loss_for_training_only():
     terminated, lives = run_until_done(env)
     assert terminated and lives == 0
     env.close()
+
+
+def test_training_rewards_are_clipped_to_their_sign_and_evaluation_rewards_are_not():
+    scores = {}
+    for training in (True, False):
+        env = make_env("ALE/Breakout-v5", training=training)
+        env.reset(seed=1)
+        rng = np.random.default_rng(1)
+        rewards = []
+        for _ in range(400):  # bricks of the upper rows score 4 and 7 in Breakout; sign() makes them 1
+            _, reward, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+            rewards.append(reward)
+            if terminated or truncated:
+                env.reset()
+        scores[training] = set(rewards)
+        env.close()
+    assert scores[True] <= {0.0, 1.0} and 1.0 in scores[True] and 1.0 in scores[False]
+    assert (clip_reward(7.0), clip_reward(-3.0), clip_reward(0.0)) == (1.0, -1.0, 0.0)
+
+    def chain(env: gym.Env) -> list[str]:
+        names = []
+        while isinstance(env, gym.Wrapper):
+            names.append(type(env).__name__)
+            env = env.env
+        return names
+
+    assert "TransformReward" in chain(make_env("ALE/Pong-v5", training=True))
+    assert "TransformReward" not in chain(make_env("ALE/Pong-v5"))  # evaluation: real game scores
 
 
 def test_nature_cnn_shapes():
