@@ -9,8 +9,10 @@ frames is 7.1 GB.
 
 Episode starts: the env pads the first stack of an episode by repeating its first frame (Gymnasium's
 `FrameStackObservation(padding_type="reset")`), so each slot records how many earlier frames of its
-episode it may use (`back`, at most stack − 1) and indices are clamped to the episode's first slot.
-When a ring wraps, slots whose frames were overwritten stop being sampled.
+episode it may use (`back`, at most stack − 1) and indices are clamped to the episode's first slot. A first
+stack that is not padded that way (an episode joined mid-way, e.g. after a resume) is stored whole, as
+stack − 1 slots of history before its first transition. When a ring wraps, slots whose frames were
+overwritten stop being sampled.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from rlagents.replay import Batch
 class FrameReplayBuffer:
     """Uniform replay over per-env rings of single frames; `add_batch` takes one vector step at a time.
 
-    Contract (what the training loop guarantees): for each env, `obs` of a step is the `next_obs` of its
-    previous step unless that step ended the episode (`terminated` or `truncated`). `load_state_dict` forgets
-    running episodes, since a resumed session starts new ones.
+    An env's `obs` continues its stored episode when the previous step did not end it and it equals the
+    stack rebuilt from the newest slot (so a resumed session may continue its episodes or start new ones);
+    otherwise it starts a new episode.
     """
 
     def __init__(self, capacity: int, frame_shape: tuple[int, ...], stack: int, n_envs: int, gamma: float,
@@ -73,14 +75,16 @@ class FrameReplayBuffer:
                   terminated: np.ndarray, truncated: np.ndarray) -> None:
         """Store one vector step: `obs`, `next_obs` of shape (n_envs, stack, *frame_shape)."""
         for env in range(self.n_envs):
-            if self.open[env]:
-                slot = env * self.ring + (int(self.pos[env]) - 1) % self.ring
-            else:  # a new episode: its first stack must be the first frame repeated
+            slot = env * self.ring + (int(self.pos[env]) - 1) % self.ring  # the newest frame of this env
+            # One 4-frame comparison per step (~µs, against ~ms for an Atari step) keeps the stacks right
+            # whatever the caller does between steps (a resume, say).
+            if not (self.open[env] and np.array_equal(self._stacks(np.array([slot]), 0)[0], obs[env])):
                 first = obs[env]
-                if not (first[:-1] == first[-1]).all():
-                    raise ValueError("frame replay needs each episode's first stack to repeat its first frame "
-                                     "(FrameStackObservation padding_type='reset')")
-                slot = self._write(env, first[-1], 0)
+                if (first[:-1] == first[-1]).all():  # a new episode, padded by repeating its first frame
+                    slot = self._write(env, first[-1], 0)
+                else:  # an episode joined mid-way (a resumed one, say): store its whole first stack
+                    for k in range(self.stack):
+                        slot = self._write(env, first[k], k)
             self.actions[slot] = actions[env]
             self.rewards[slot] = rewards[env]
             self.terminated[slot] = terminated[env]
@@ -89,12 +93,16 @@ class FrameReplayBuffer:
             self.size += 1
             self.open[env] = not (terminated[env] or truncated[env])
 
+    def _stacks(self, slots: np.ndarray, extra: int) -> np.ndarray:
+        """Frames of the stacks ending at global `slots`, plus `extra` frames after each (the next obs')."""
+        env, local = np.divmod(slots, self.ring)
+        offsets = np.arange(-(self.stack - 1), 1 + extra)
+        rel = np.maximum(offsets[None, :], -self.back[slots][:, None])  # clamp to the episode's first slot
+        return self.frames[env[:, None] * self.ring + (local[:, None] + rel) % self.ring]
+
     def _gather(self, slots: np.ndarray) -> Batch:
         """Transitions starting at global `slots`: one gather of stack + 1 frames per transition."""
-        env, local = np.divmod(slots, self.ring)
-        offsets = np.arange(-(self.stack - 1), 2)  # the obs stack's frames, then next_obs's newest
-        rel = np.maximum(offsets[None, :], -self.back[slots][:, None])  # clamp to the episode's first slot
-        frames = self.frames[env[:, None] * self.ring + (local[:, None] + rel) % self.ring]
+        frames = self._stacks(slots, 1)
         return Batch(frames[:, :-1], self.actions[slots], self.rewards[slots], frames[:, 1:],
                      self.terminated[slots], np.full(len(slots), self.gamma, dtype=np.float32), slots, None)
 
@@ -115,10 +123,9 @@ class FrameReplayBuffer:
         """All arrays and counters (the whole rings: slot positions matter)."""
         return {"frames": self.frames, "actions": self.actions, "rewards": self.rewards,
                 "terminated": self.terminated, "back": self.back, "valid": self.valid, "pos": self.pos,
-                "written": self.written, "size": self.size}
+                "written": self.written, "open": self.open, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("frames", "actions", "rewards", "terminated", "back", "valid", "pos", "written"):
+        for key in ("frames", "actions", "rewards", "terminated", "back", "valid", "pos", "written", "open"):
             getattr(self, key)[...] = np.asarray(state[key])
         self.size = int(state["size"])
-        self.open[:] = False  # the resumed session starts new episodes

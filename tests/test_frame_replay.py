@@ -127,11 +127,24 @@ def test_checkpoint_round_trip_and_a_resumed_session_starts_new_episodes(tmp_pat
     check_all_valid(loaded, naive)
 
 
-def test_an_episode_start_must_repeat_its_first_frame():
-    buffer = FrameReplayBuffer(40, (1,), STACK, 1, gamma=0.99, dtype=np.int64)
-    obs = np.arange(STACK, dtype=np.int64).reshape(1, STACK, 1)
-    with pytest.raises(ValueError, match="repeat its first frame"):
-        buffer.add_batch(obs, np.zeros(1), np.zeros(1), obs, np.zeros(1, bool), np.zeros(1, bool))
+def test_episodes_joined_mid_way_and_continued_after_a_checkpoint(tmp_path):
+    """A resumed session may continue its episodes (exact resume) or join others mid-way: stacks stay right."""
+    buffer = FrameReplayBuffer(60, (1,), STACK, 2, gamma=0.99, dtype=np.int64)
+    naive = ReplayBuffer(10_000, (STACK, 1), np.int64)
+    streams = StackedStreams(2, seed=4)
+    for _ in range(3):  # episodes already in flight: their first stacks are not padded
+        streams.step()
+    assert any(not (o[:-1] == o[-1]).all() for o in streams.obs())
+    fill(buffer, naive, streams, 40)
+    check_all_valid(buffer, naive)
+    path = save_checkpoint(tmp_path, "c", {"replay": buffer.state_dict()}, {"agent": "dqn", "env": "E"})
+    loaded = FrameReplayBuffer(60, (1,), STACK, 2, gamma=0.99, dtype=np.int64)
+    loaded.load_state_dict(read_checkpoint(path)[0]["replay"])
+    before, was_open = loaded.pos.copy(), loaded.open.copy()
+    fill(loaded, naive, streams, 1)  # the same episodes go on: one new frame each, no new history slots
+    assert was_open.any() and ((loaded.pos - before) % loaded.ring)[was_open].tolist() == [1] * was_open.sum()
+    fill(loaded, naive, streams, 30, check_every=3)
+    check_all_valid(loaded, naive)
 
 
 def test_real_atari_frames_with_life_losses_and_two_envs():
