@@ -30,9 +30,10 @@ def _register_project_envs(atari: bool = True) -> None:
 def _register_atari_envs() -> None:
     """Importing ale_py registers the `ALE/` ids (its ROMs ship with the wheel)."""
     try:
-        import ale_py  # noqa: F401
+        import ale_py
     except ImportError:  # a dependency, but keep the rest of the suite usable without it
-        pass
+        return
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr for every game loaded
 
 
 def is_atari(env_id: str) -> bool:

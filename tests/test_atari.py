@@ -86,7 +86,7 @@ def test_nature_cnn_shapes():
 
 
 def test_every_ale_id_gets_the_atari_entry():
-    data = read_config_file(Path("configs/dqn.yaml"))
+    data = read_config_file(Path(__file__).resolve().parent.parent / "configs" / "dqn.yaml")
     for env_id in ("ALE/Pong-v5", "ALE/Breakout-v5"):
         config = resolve(DQNConfig, data, env_id, {}, source="dqn.yaml")
         assert config.agent.network == "nature" and config.agent.frame_stack == 4 and config.agent.lr == 1.0e-4
