@@ -1,6 +1,7 @@
 """Typed configs: dataclass defaults → `configs/<agent>.yaml` (per-env entries) → `--set KEY=VALUE`.
 
-A config file holds a `default:` entry and one entry per env id, RL-Zoo style; keys are the fields of the
+A config file holds a `default:` entry and one entry per env id, RL-Zoo style (an entry named by a pattern,
+such as `ALE/*`, applies to every matching id, below that id's own entry); keys are the fields of the
 loop's `TrainConfig` and of the agent's own config dataclass, in one flat namespace. A resolved config file
 (written into every run directory) also holds a `run:` entry (agent, env, seed), so
 `python -m rlagents.train --config runs/<run>/config.yaml` reproduces that run exactly.
@@ -9,6 +10,7 @@ loop's `TrainConfig` and of the agent's own config dataclass, in one flat namesp
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import types
 import typing
@@ -204,6 +206,9 @@ def resolve(agent_config_cls: type, data: dict[str, Any], env_id: str, overrides
     assert not clash, f"agent config redefines loop keys {clash}"
     merged: dict[str, Any] = {}
     merged.update(data.get("default") or {})
+    for name, entry in data.items():  # pattern entries such as `ALE/*`, in file order
+        if name != env_id and name not in RESERVED_ENTRIES and is_pattern(name) and fnmatch.fnmatchcase(env_id, name):
+            merged.update(entry or {})
     merged.update(data.get(env_id) or {})
     valid = sorted(train_keys | agent_keys)
     for key in merged:
@@ -216,6 +221,11 @@ def resolve(agent_config_cls: type, data: dict[str, Any], env_id: str, overrides
     train = build(TrainConfig, {k: v for k, v in merged.items() if k in train_keys}, source=source)
     agent = build(agent_config_cls, {k: v for k, v in merged.items() if k in agent_keys}, source=source)
     return ResolvedConfig(train=train, agent=agent, run_meta=dict(data.get("run") or {}))
+
+
+def is_pattern(name: Any) -> bool:
+    """Whether a config entry's name is a shell-style pattern of env ids (`ALE/*`) rather than one id."""
+    return isinstance(name, str) and any(ch in name for ch in "*?[")
 
 
 def _plain(value: Any) -> Any:

@@ -26,8 +26,25 @@ from rlagents import obs as batches
 from rlagents.errors import UserError
 
 
-def _register_project_envs() -> None:
+def _register_project_envs(atari: bool = True) -> None:
     import envs  # noqa: F401  (importing registers our own envs)
+
+    if atari:
+        _register_atari_envs()
+
+
+def _register_atari_envs() -> None:
+    """Importing ale_py registers the `ALE/` ids (its ROMs ship with the wheel)."""
+    try:
+        import ale_py
+    except ImportError:  # a dependency, but keep the rest of the suite usable without it
+        return
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr for every game loaded
+
+
+def is_atari(env_id: str) -> bool:
+    """Whether `env_id` is an Arcade Learning Environment game (`ALE/Pong-v5`, ...)."""
+    return env_id.startswith("ALE/")
 
 
 def known_env_ids() -> list[str]:
@@ -35,16 +52,95 @@ def known_env_ids() -> list[str]:
     return sorted(gym.registry)
 
 
-def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
-    """`gym.make` with our envs registered and a one-line error naming close matches for unknown ids."""
-    _register_project_envs()
+# Standard DQN preprocessing (Mnih et al. 2015; Machado et al. 2018): up to 30 no-ops at reset, the action
+# repeated for 4 frames with a max over the last two, 84×84 grayscale, a stack of the last 4 frames.
+ATARI_NOOP_MAX = 30
+ATARI_FRAME_SKIP = 4
+ATARI_SCREEN = 84
+ATARI_STACK = 4
+
+
+class EpisodicLife(gym.Wrapper):
+    """Training only: losing a life ends the episode (terminated) for the agent, but the game goes on.
+
+    Gymnasium's `AtariPreprocessing(terminal_on_life_loss=True)` would make the next `reset()` restart the
+    whole game, so an agent would only ever see its first life; here a reset after a lost life takes one
+    no-op step instead and the game restarts only when it is really over (as in DeepMind's and SB3's
+    `EpisodicLifeEnv`).
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives = 0
+        self.game_over = True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = terminated or truncated
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if self.game_over or seed is not None:
+            obs, info = self.env.reset(seed=seed, options=options)
+        else:
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset(options=options)
+        self.game_over = False
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+
+def clip_reward(reward: float) -> float:
+    """The sign of a reward (−1, 0, +1): games score on very different scales, one learning rate fits all."""
+    return float(np.sign(reward))
+
+
+def wrap_atari(env: gym.Env, *, training: bool) -> gym.Env:
+    """Apply the standard DQN preprocessing to an ALE env created with `frameskip=1`; observations become
+    uint8 stacks of shape (4, 84, 84). `training` adds, as in Nature DQN, the end of an episode at each lost
+    life and rewards clipped to their sign; evaluation envs play whole games and report real scores."""
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TransformReward
+
+    env = AtariPreprocessing(env, noop_max=ATARI_NOOP_MAX, frame_skip=ATARI_FRAME_SKIP, screen_size=ATARI_SCREEN,
+                             terminal_on_life_loss=False, grayscale_obs=True)
+    if training:
+        env = TransformReward(EpisodicLife(env), clip_reward)
+    # padding "reset" repeats the first frame of an episode: what the frame replay buffer rebuilds
+    return FrameStackObservation(env, ATARI_STACK, padding_type="reset")
+
+
+def make_env(env_id: str, *, render_mode: str | None = None, training: bool = False, **kwargs: Any) -> gym.Env:
+    """`gym.make` with our envs registered and a one-line error naming close matches for unknown ids.
+
+    Atari ids (`ALE/...`) get the standard DQN preprocessing (`wrap_atari`): the ALE's own frame skip is
+    replaced by the wrapper's (frameskip=1 here), its sticky actions (v5: repeat_action_probability 0.25)
+    are kept. `training` envs of Atari games end an episode at each lost life; evaluation envs do not.
+    """
+    atari = is_atari(env_id)
+    _register_project_envs(atari=atari)
+    if atari:
+        kwargs.setdefault("frameskip", 1)
+    else:
+        if env_id not in gym.registry:
+            _register_atari_envs()  # so that close matches include the ALE ids
+        spec = gym.registry.get(env_id)
+        if spec is not None and str(spec.entry_point).startswith("ale_py"):  # Pong-v4, PongNoFrameskip-v4
+            game = env_id.split("NoFrameskip")[0].split("Deterministic")[0].split("-")[0]
+            raise UserError(f"legacy Atari id {env_id!r}: use ALE/{game}-v5 (ALE/ ids get the standard "
+                            f"preprocessing and the ALE/* config entry)")
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, gym.registry.keys(), n=5, cutoff=0.5)
         hint = f"did you mean: {', '.join(close)}?" if close else "see `python -m rlagents.train --list-envs`"
         raise UserError(f"unknown env {env_id!r}; {hint}")
     try:
         # The passive checker wraps every step in extra Python; `--check-env` runs the full checker instead.
-        return gym.make(env_id, render_mode=render_mode, disable_env_checker=True, **kwargs)
+        env = gym.make(env_id, render_mode=render_mode, disable_env_checker=True, **kwargs)
+        return wrap_atari(env, training=training) if atari else env
     except gym.error.DependencyNotInstalled as exc:
         raise UserError(f"env {env_id!r} needs an extra package: {exc}") from None
     except gym.error.Error as exc:
@@ -53,7 +149,7 @@ def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> g
 
 def is_project_env(env_id: str) -> bool:
     """Whether `env_id` is one of our own envs (registered by the `envs` package)."""
-    _register_project_envs()
+    _register_project_envs(atari=False)
     spec = gym.registry.get(env_id)
     entry = getattr(spec, "entry_point", None)
     module = entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
@@ -209,18 +305,25 @@ EVAL_STEP_CAP = 10_000
 
 
 def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None,
-                 step_cap: int | None = None, record_episodes: bool = False) -> SyncVecEnv:
-    """A vector of `n_envs` copies of `env_id`.
+                 step_cap: int | None = None, training: bool = False,
+                 record_episodes: bool = False) -> SyncVecEnv:
+    """A vector of `n_envs` copies of `env_id` (`training`: see `make_env`; `record_episodes`: see
+    `SyncVecEnv`).
 
     `step_cap` adds a time limit to envs registered without one (CliffWalking, say), so that evaluating a
     greedy policy that loops forever ends, as a truncated episode, instead of hanging.
     """
-    probe = make_env(env_id, render_mode=render_mode)  # fail fast, with a clean error, on a bad id
-    limit = probe.spec.max_episode_steps if probe.spec is not None else None
-    probe.close()
-    kwargs = {"max_episode_steps": step_cap} if step_cap is not None and limit is None else {}
-    return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode, **kwargs) for _ in range(n_envs)],
-                      record_episodes=record_episodes)
+    # ALE games truncate themselves (v5: 108,000 frames; a TimeLimit here would count raw frames), and an
+    # ALE env is slow to create (it loads the game): no probe for them
+    limit = None
+    if not is_atari(env_id):
+        probe = make_env(env_id, render_mode=render_mode)  # fail fast, with a clean error, on a bad id
+        limit = probe.spec.max_episode_steps if probe.spec is not None else None
+        probe.close()
+    capped = step_cap is not None and limit is None and not is_atari(env_id)
+    kwargs = {"max_episode_steps": step_cap} if capped else {}
+    return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode, training=training, **kwargs)
+                       for _ in range(n_envs)], record_episodes=record_episodes)
 
 
 def _same_obs(a: Any, b: Any) -> bool:

@@ -113,7 +113,43 @@ class ConvBackbone(nn.Module):
         return self.dense(self.convs(x))
 
 
-BackboneKind = Literal["auto", "mlp", "cnn"]
+class NatureCNN(nn.Module):
+    """The Nature-DQN network's body (Mnih et al. 2015): conv 32 8×8 stride 4, conv 64 4×4 stride 2, conv 64
+    3×3 stride 1, then a dense layer of 512 — for 84×84 Atari frame stacks (`network: nature`).
+
+    Like `ConvBackbone`, it scales uint8 pixels inside the network and accepts channel-last inputs.
+    """
+
+    def __init__(self, obs_space: gym.spaces.Box, features_dim: int = 512, channel_order: ChannelOrder = "auto"):
+        super().__init__()
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise UnsupportedSpaceError(f"Nature CNN needs a Box image space, got {obs_space}")
+        (c, h, w), self.channel_last = image_layout(tuple(obs_space.shape), channel_order)
+        if min(h, w) < 36:  # the three valid convolutions need at least 36 pixels a side
+            raise UnsupportedSpaceError(f"Nature CNN needs images of at least 36×36 pixels, got {h}×{w} "
+                                        f"(use network cnn for small images)")
+        self.input_chw = (c, h, w)
+        self.scale = 1.0 / 255.0 if obs_space.dtype == np.uint8 else 1.0
+        self.convs = nn.Sequential(
+            nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
+        self.dense = nn.Sequential(nn.Linear(flat, features_dim), nn.ReLU())
+        self.features_dim = features_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() * self.scale
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        elif self.channel_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.dense(self.convs(x))
+
+
+BackboneKind = Literal["auto", "mlp", "cnn", "nature"]
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -161,7 +197,7 @@ def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: 
                   cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
                   channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = ()) -> nn.Module:
     """Choose the backbone from the observation space: CNN for images, MLP for vectors and discrete states,
-    and for a `Dict` space one of those per key (`DictBackbone`)."""
+    and for a `Dict` space one of those per key (`DictBackbone`). `kind="nature"` is the Nature-DQN CNN."""
     if isinstance(obs_space, gym.spaces.Dict):
         if kind != "auto":
             raise UnsupportedSpaceError(f"backbone {kind!r} cannot take a Dict observation space: each key gets "
@@ -172,6 +208,8 @@ def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: 
         kind = "cnn" if is_image_space(obs_space) else "mlp"
     if kind == "cnn":
         return ConvBackbone(obs_space, cnn_channels, cnn_features, channel_order)
+    if kind == "nature":
+        return NatureCNN(obs_space, channel_order=channel_order)
     return MLPBackbone(obs_space, hidden)
 
 

@@ -38,6 +38,13 @@ def put(storage: Obs, index: Any, value: Obs) -> None:
         storage[index] = value
 
 
+def stack(rows: list) -> Obs:
+    """One batch from a list of single observations (arrays, or dicts of arrays)."""
+    if isinstance(rows[0], dict):
+        return {key: stack([row[key] for row in rows]) for key in rows[0]}
+    return np.stack(rows)
+
+
 def copy(obs: Obs) -> Obs:
     if isinstance(obs, dict):
         return {key: copy(value) for key, value in obs.items()}

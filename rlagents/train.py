@@ -87,7 +87,7 @@ def prepare(args) -> Run:
 
     if args.check_env or (args.check_env is None and is_project_env(env_id)):
         check_env(env_id)
-    envs = make_vec_env(env_id, config.train.n_envs, record_episodes=True)  # resumable episodes
+    envs = make_vec_env(env_id, config.train.n_envs, training=True, record_episodes=True)  # resumable episodes
     eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes), step_cap=EVAL_STEP_CAP)
     torch.set_num_threads(config.train.torch_threads)
     seed_everything(seed)

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlagents import obs as batches
 from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
-from rlagents import obs as batches
+from rlagents.frame_replay import FrameReplayBuffer
 from rlagents.networks import Net, QHead, load_pretrained_backbone, make_backbone, numpy_greedy_scores
 from rlagents.replay import Batch, NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
 from rlagents.schedules import LinearSchedule
@@ -30,8 +31,9 @@ from rlagents.schedules import LinearSchedule
 class DQNConfig:
     """DQN hyperparameters. Step counts are env steps summed over vector envs."""
 
-    network: Literal["auto", "mlp", "cnn"] = param("auto", "network body; auto picks cnn for images (and one "
-                                                   "body per key for Dict observations)")
+    network: Literal["auto", "mlp", "cnn", "nature"] = param("auto", "network body; auto picks cnn for images "
+                                                             "(and one body per key for Dict observations); "
+                                                             "nature is the Nature-DQN CNN for Atari frames")
     backbone: str | None = param(None, "pretrained CNN backbone to load into the image branch: a classifier "
                                  "run directory or checkpoint JSON (python -m rlagents.classify)")
     freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
@@ -68,12 +70,17 @@ class DQNConfig:
     nonfinite: Literal["stop", "skip"] = param("stop", "on a NaN/infinite loss: stop training (the last good "
                                                "checkpoint stays), or skip that batch")
     checkpoint_replay: bool = param(False, "save the replay buffer in checkpoints, so --resume keeps it")
+    frame_stack: int = param(0, "observations are stacks of this many frames (Atari: 4): replay stores each "
+                             "frame once and rebuilds stacks by index (0: store whole observations)", low=0)
 
     def validate(self) -> None:
         if self.batch_size > self.buffer_size:
             raise ConfigError(f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size})")
-        if self.backbone == "cnn" and len(self.cnn_channels) != 3:
+        if self.network == "cnn" and len(self.cnn_channels) != 3:
             raise ConfigError(f"cnn_channels: the CNN takes three conv widths, got {self.cnn_channels}")
+        if self.frame_stack and (self.n_step > 1 or self.prioritized):
+            raise ConfigError("frame_stack replay supports 1-step uniform replay only: set n_step=1 and "
+                              "prioritized=false, or frame_stack=0")
 
 
 # ---------------------------------------------------------------- pure maths
@@ -142,8 +149,18 @@ class DQNAgent(Agent):
         dict_space = obs_space if isinstance(obs_space, gym.spaces.Dict) else None
         obs_shape = () if isinstance(obs_space, (gym.spaces.Discrete, gym.spaces.Dict)) else tuple(obs_space.shape)
         obs_dtype = obs_space.dtype if isinstance(obs_space, gym.spaces.Box) else np.int64
-        if c.prioritized:
-            self.buffer: ReplayBuffer = PrioritizedReplayBuffer(c.buffer_size, obs_shape, obs_dtype,
+        if c.frame_stack:
+            if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) >= 2
+                    and obs_space.shape[0] == c.frame_stack):
+                raise ConfigError(f"frame_stack {c.frame_stack}: observations must be stacks of that many frames "
+                                  f"(stack axis first), got {obs_space}")
+            try:
+                self.buffer: ReplayBuffer | FrameReplayBuffer = FrameReplayBuffer(
+                    c.buffer_size, tuple(obs_space.shape[1:]), c.frame_stack, self.n_envs, c.gamma, obs_space.dtype)
+            except ValueError as exc:
+                raise ConfigError(f"buffer_size: {exc}") from None
+        elif c.prioritized:
+            self.buffer = PrioritizedReplayBuffer(c.buffer_size, obs_shape, obs_dtype,
                                                                 alpha=c.per_alpha, eps=c.per_eps,
                                                                 obs_space=dict_space)
         else:
@@ -177,7 +194,9 @@ class DQNAgent(Agent):
     # ------------------------------------------------------------ learning
 
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
-        if self.nstep is not None:
+        if isinstance(self.buffer, FrameReplayBuffer):
+            self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, truncated)
+        elif self.nstep is not None:
             for i in range(self.n_envs):
                 for transition in self.nstep.push(i, batches.take(obs, i), actions[i], rewards[i],
                                                   batches.take(next_obs, i), bool(terminated[i]), bool(truncated[i])):

@@ -22,17 +22,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlagents import obs as batches
 from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
-from rlagents.networks import make_backbone, numpy_mlp_forward
+from rlagents.networks import load_pretrained_backbone, make_backbone, numpy_mlp_forward
 
 
 @dataclass
 class ReinforceConfig:
     """REINFORCE hyperparameters."""
 
-    network: Literal["auto", "mlp", "cnn"] = param("auto", "network body; auto picks cnn for images")
+    network: Literal["auto", "mlp", "cnn", "nature"] = param("auto", "network body; auto picks cnn for images "
+                                                             "(and one body per key for Dict observations); "
+                                                             "nature is the Nature-DQN CNN for Atari frames")
+    backbone: str | None = param(None, "pretrained CNN backbone to load into the image branch of the policy "
+                                 "and value networks: a classifier run directory or checkpoint JSON")
+    freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
+    fusion: tuple[int, ...] = param((256,), "Dict observations: ReLU layers over the joined per-key features",
+                                    low=1)
     hidden: tuple[int, ...] = param((64, 64), "MLP hidden layer widths", low=1)
     cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
     cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
@@ -139,7 +147,7 @@ class Policy(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.log_std = nn.Parameter(torch.full((state_log_std,), log_std_init)) if state_log_std else None
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.backbone(obs))
 
 
@@ -158,8 +166,10 @@ class ReinforceAgent(Agent):
                 raise UnsupportedSpaceError("reinforce needs finite Box action bounds to squash or clip into")
         elif not isinstance(action_space, gym.spaces.Discrete):
             raise UnsupportedSpaceError(f"reinforce needs Discrete or Box actions, got {action_space}")
-        if not isinstance(obs_space, (gym.spaces.Box, gym.spaces.Discrete)):
-            raise UnsupportedSpaceError(f"reinforce needs a Box or Discrete observation space, got {obs_space}")
+        parts = obs_space.spaces.values() if isinstance(obs_space, gym.spaces.Dict) else [obs_space]
+        if not all(isinstance(p, (gym.spaces.Box, gym.spaces.Discrete)) for p in parts):
+            raise UnsupportedSpaceError(f"reinforce needs a Box or Discrete observation space (or a Dict of them), "
+                                        f"got {obs_space}")
 
     def __init__(self, config: ReinforceConfig, obs_space: gym.Space, action_space: gym.Space, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
@@ -167,8 +177,11 @@ class ReinforceAgent(Agent):
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
 
         def backbone() -> nn.Module:
-            return make_backbone(obs_space, c.network, hidden=c.hidden, cnn_channels=c.cnn_channels,
-                                 cnn_features=c.cnn_features, channel_order=c.channel_order)
+            body = make_backbone(obs_space, c.network, hidden=c.hidden, cnn_channels=c.cnn_channels,
+                                 cnn_features=c.cnn_features, channel_order=c.channel_order, fusion=c.fusion)
+            if c.backbone is not None:  # policy and value each get their own copy of the pretrained CNN
+                load_pretrained_backbone(body, c.backbone, c.freeze_backbone)
+            return body
 
         if self.discrete:
             self.n_actions = int(action_space.n)
@@ -183,12 +196,15 @@ class ReinforceAgent(Agent):
             if learned:
                 nn.init.constant_(self.policy.head.bias[self.act_dim:], c.log_std_init)
         self.policy.to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
+        # a frozen backbone is not trained
+        self.policy_params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.policy_params, lr=c.lr)
         self.value: nn.Module | None = None
         if c.baseline == "value":
             vb = backbone()
             self.value = nn.Sequential(vb, nn.Linear(vb.features_dim, 1)).to(self.device)
-            self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=c.value_lr)
+            self.value_params = [p for p in self.value.parameters() if p.requires_grad]
+            self.value_optimizer = torch.optim.Adam(self.value_params, lr=c.value_lr)
         self._numpy_policy = numpy_mlp_forward(self.policy.backbone, self.policy.head)
         normalizable = isinstance(obs_space, gym.spaces.Box) and obs_space.dtype != np.uint8
         self.obs_norm = RunningNorm(obs_space.shape) if c.normalize_obs and normalizable else None
@@ -215,7 +231,7 @@ class ReinforceAgent(Agent):
         if self._numpy_policy is not None:
             return self._numpy_policy(obs)
         with torch.inference_mode():
-            return self.policy(torch.as_tensor(obs, device=self.device)).cpu().numpy()
+            return self.policy(batches.to_tensor(obs, self.device)).cpu().numpy()
 
     def _std(self, out: np.ndarray) -> np.ndarray:
         if self.policy.log_std is not None:
@@ -253,15 +269,17 @@ class ReinforceAgent(Agent):
             self.obs_norm.update(np.asarray(obs, np.float64))
         for i in range(self.n_envs):
             traj = self._traj[i]
-            traj["obs"].append(obs[i])
+            traj["obs"].append(batches.take(obs, i))
             traj["actions"].append(stored_actions[i])
             traj["rewards"].append(float(rewards[i]))
             if terminated[i] or truncated[i]:
                 bootstrap = 0.0
                 if truncated[i] and not terminated[i] and self.config.truncation == "bootstrap":
-                    final = next_obs[i][None] if self.obs_norm is None else self.obs_norm(next_obs[i][None])
+                    final = batches.take(next_obs, slice(i, i + 1))
+                    if self.obs_norm is not None:
+                        final = self.obs_norm(final)
                     with torch.no_grad():
-                        bootstrap = float(self.value(torch.as_tensor(final, device=self.device)))
+                        bootstrap = float(self.value(batches.to_tensor(final, self.device)))
                 traj["returns"] = rewards_to_go(np.asarray(traj["rewards"]), self.config.gamma, bootstrap)
                 self._batch.append(traj)
                 self._traj[i] = self._new_traj()
@@ -269,7 +287,7 @@ class ReinforceAgent(Agent):
         if len(self._batch) >= self.config.episodes_per_update:
             self._update()
 
-    def log_prob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_and_entropy(self, obs: Any, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log π(a|s) and the policy's entropy (for Gaussian-tanh policies, of the pre-squash Gaussian)."""
         out = self.policy(obs)
         if self.discrete:
@@ -286,8 +304,8 @@ class ReinforceAgent(Agent):
     def _update(self) -> None:
         c = self.config
         episodes, self._batch = self._batch, []
-        raw_obs = np.stack([o for ep in episodes for o in ep["obs"]])
-        obs = torch.as_tensor(raw_obs if self.obs_norm is None else self.obs_norm(raw_obs), device=self.device)
+        raw_obs = batches.stack([o for ep in episodes for o in ep["obs"]])
+        obs = batches.to_tensor(raw_obs if self.obs_norm is None else self.obs_norm(raw_obs), self.device)
         actions = torch.as_tensor(np.stack([a for ep in episodes for a in ep["actions"]]), device=self.device)
         returns = torch.as_tensor(np.concatenate([ep["returns"] for ep in episodes]), dtype=torch.float32,
                                   device=self.device)
@@ -314,7 +332,7 @@ class ReinforceAgent(Agent):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = c.max_grad_norm if c.max_grad_norm is not None else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), clip)
+        grad_norm = nn.utils.clip_grad_norm_(self.policy_params, clip)
         self.optimizer.step()
         metrics.update({"losses/policy_loss": policy_loss.item(), "losses/entropy": entropy.mean().item(),
                         "losses/grad_norm": float(grad_norm)})
@@ -323,7 +341,7 @@ class ReinforceAgent(Agent):
                 value_loss = nn.functional.mse_loss(self.value(obs).squeeze(1), returns)
                 self.value_optimizer.zero_grad(set_to_none=True)
                 value_loss.backward()
-                nn.utils.clip_grad_norm_(self.value.parameters(), clip)
+                nn.utils.clip_grad_norm_(self.value_params, clip)
                 self.value_optimizer.step()
             metrics["losses/value_loss"] = value_loss.item()
         self.updates += 1
