@@ -146,7 +146,8 @@ def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
     import torch
 
     from rlagents.errors import TrainingFault
-    from rlagents.train import build_parser as train_parser, prepare, train_new
+    from rlagents.train import build_parser as train_parser
+    from rlagents.train import prepare, train_new
 
     torch.set_num_threads(1)
     sink_queue = progress_queue if progress_queue is not None else _progress_queue
@@ -156,7 +157,7 @@ def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
         if sink_queue is not None:
             try:
                 sink_queue.put_nowait(message)
-            except Exception:  # a full or closed queue must never stop training
+            except Exception:  # noqa: BLE001, S110 (a full or closed queue must never stop training)
                 pass
 
     send(("start", label, 0))
@@ -169,7 +170,7 @@ def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
         run.envs.close()
         run.eval_envs.close()
         record.update(summary)
-    except (Exception, SystemExit) as exc:
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 (any failure is this run's alone)
         kind = "" if isinstance(exc, (UserError, TrainingFault)) else f"{type(exc).__name__}: "
         record.update(status="failed", error=kind + " ".join(str(exc).split())[:500])
         try:
@@ -318,7 +319,7 @@ def run_ray(tasks: list[Task], address: str | None, workers: int, display: Displ
                 task = refs[ref]
                 try:
                     results[task.label] = ray.get(ref)
-                except Exception as exc:  # the task's worker died
+                except Exception as exc:  # noqa: BLE001 (the task's worker died: fail this run only)
                     results[task.label] = {"agent": task.agent, "env": task.env, "seed": task.seed,
                                            "run_dir": str(task.run_dir), "status": "failed",
                                            "error": f"Ray task failed: {' '.join(str(exc).split())[:300]}"}

@@ -140,13 +140,13 @@ def markdown(runs: list[dict[str, Any]], header: dict[str, str], order: list[str
     lines = ["# Comparison report", "",
              f"Created {header['created']} on {header['machine']}.", "",
              f"Command: `{header['command']}`", "",
-             f"{len(runs)} runs, {len(failed)} failed. *Final return*: the mean return of the last greedy "
+             (f"{len(runs)} runs, {len(failed)} failed. *Final return*: the mean return of the last greedy "
              "evaluation of each run (one value per seed). IQM: interquartile mean over seeds, with a 95% "
              "stratified-bootstrap confidence interval (rliable). *Reached*: runs whose greedy evaluation mean "
              "reached the env's reward threshold at some evaluation; *ends ≥*: runs whose final evaluation is "
              "at or above it. Medians to the threshold count runs that never reached it as infinitely late "
              "(— when fewer than half reached it); *training s* exclude evaluation time. Env steps/s: median "
-             "over seeds of env steps per training second.", ""]
+             "over seeds of env steps per training second."), ""]
     for env in sorted({r["env"] for r in runs}):
         env_runs = [r for r in runs if r["env"] == env]
         agents = _agents(env_runs, order)
@@ -173,12 +173,12 @@ def markdown(runs: list[dict[str, Any]], header: dict[str, str], order: list[str
             cells += [_fmt(row["costs"].get(k), 3) for k in cost_keys]
             lines.append("| " + " | ".join(cells) + " |")
         if cost_keys:
-            lines += ["", "Costs as the agents report them: `update_ms` is milliseconds per training round "
-                          "(for SB3 agents one call of its `train()`), `planning_ms` per planned decision."]
+            lines += ["", ("Costs as the agents report them: `update_ms` is milliseconds per training round "
+                           "(for SB3 agents one call of its `train()`), `planning_ms` per planned decision.")]
         pairs = [(a, b) for a, b in itertools.combinations(rows, 2) if len(a["finals"]) and len(b["finals"])]
         if pairs:
-            lines += ["", f"Probability of improvement on {env} (final return; P(X > Y) with 95% CI; 0.5 = no "
-                          "difference):", "", "| X | Y | P(X > Y) [95% CI] |", "| --- | --- | --- |"]
+            lines += ["", (f"Probability of improvement on {env} (final return; P(X > Y) with 95% CI; 0.5 = no "
+                           "difference):"), "", "| X | Y | P(X > Y) [95% CI] |", "| --- | --- | --- |"]
             for a, b in pairs:
                 p = stats.probability_of_improvement(a["finals"], b["finals"])
                 lines.append(f"| {a['agent']} | {b['agent']} | {p.point:.2f} [{p.low:.2f}, {p.high:.2f}] |")

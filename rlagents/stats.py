@@ -45,7 +45,10 @@ def improvement(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _rliable():
-    from rliable import library, metrics  # slow import (pandas, arch): only when a report is made
+    from rliable import (  # slow import (pandas, arch): only when a report is made
+        library,
+        metrics,
+    )
 
     return library, metrics
 

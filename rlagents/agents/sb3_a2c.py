@@ -44,13 +44,13 @@ class SB3A2CAgent(SB3Agent):
 
     def algorithm_kwargs(self) -> dict[str, Any]:
         c = self.config
-        return dict(learning_rate=schedule(c.lr, c.lr_schedule), n_steps=c.n_steps, gamma=c.gamma,
-                    gae_lambda=c.gae_lambda, ent_coef=c.ent_coef, vf_coef=c.vf_coef,
-                    max_grad_norm=c.max_grad_norm, use_rms_prop=c.use_rms_prop, rms_prop_eps=c.rms_prop_eps,
-                    normalize_advantage=c.normalize_advantage, use_sde=c.use_sde,
-                    sde_sample_freq=c.sde_sample_freq,
-                    policy_kwargs=dict(net_arch=list(c.net_arch), log_std_init=c.log_std_init,
-                                       ortho_init=c.ortho_init))
+        return {"learning_rate": schedule(c.lr, c.lr_schedule), "n_steps": c.n_steps, "gamma": c.gamma,
+                "gae_lambda": c.gae_lambda, "ent_coef": c.ent_coef, "vf_coef": c.vf_coef,
+                "max_grad_norm": c.max_grad_norm, "use_rms_prop": c.use_rms_prop, "rms_prop_eps": c.rms_prop_eps,
+                "normalize_advantage": c.normalize_advantage, "use_sde": c.use_sde,
+                "sde_sample_freq": c.sde_sample_freq,
+                "policy_kwargs": {"net_arch": list(c.net_arch), "log_std_init": c.log_std_init,
+                                  "ortho_init": c.ortho_init}}
 
 
 AGENT = SB3A2CAgent

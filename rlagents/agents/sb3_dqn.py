@@ -42,13 +42,13 @@ class SB3DQNAgent(SB3Agent):
 
     def algorithm_kwargs(self) -> dict[str, Any]:
         c = self.config
-        return dict(learning_rate=schedule(c.lr, c.lr_schedule), buffer_size=c.buffer_size,
-                    learning_starts=c.learning_starts, batch_size=c.batch_size, tau=c.tau, gamma=c.gamma,
-                    train_freq=c.train_freq, gradient_steps=c.gradient_steps,
-                    target_update_interval=c.target_update_interval, exploration_fraction=c.exploration_fraction,
-                    exploration_initial_eps=c.exploration_initial_eps,
-                    exploration_final_eps=c.exploration_final_eps, max_grad_norm=c.max_grad_norm,
-                    policy_kwargs=dict(net_arch=list(c.net_arch)))
+        return {"learning_rate": schedule(c.lr, c.lr_schedule), "buffer_size": c.buffer_size,
+                "learning_starts": c.learning_starts, "batch_size": c.batch_size, "tau": c.tau, "gamma": c.gamma,
+                "train_freq": c.train_freq, "gradient_steps": c.gradient_steps,
+                "target_update_interval": c.target_update_interval,
+                "exploration_fraction": c.exploration_fraction, "exploration_initial_eps": c.exploration_initial_eps,
+                "exploration_final_eps": c.exploration_final_eps, "max_grad_norm": c.max_grad_norm,
+                "policy_kwargs": {"net_arch": list(c.net_arch)}}
 
 
 AGENT = SB3DQNAgent

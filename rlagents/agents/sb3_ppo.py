@@ -46,13 +46,14 @@ class SB3PPOAgent(SB3Agent):
 
     def algorithm_kwargs(self) -> dict[str, Any]:
         c = self.config
-        return dict(learning_rate=schedule(c.lr, c.lr_schedule), n_steps=c.n_steps, batch_size=c.batch_size,
-                    n_epochs=c.n_epochs, gamma=c.gamma, gae_lambda=c.gae_lambda,
-                    clip_range=schedule(c.clip_range, c.clip_range_schedule), ent_coef=c.ent_coef,
-                    vf_coef=c.vf_coef, max_grad_norm=c.max_grad_norm, normalize_advantage=c.normalize_advantage,
-                    use_sde=c.use_sde, sde_sample_freq=c.sde_sample_freq,
-                    policy_kwargs=dict(net_arch=list(c.net_arch), log_std_init=c.log_std_init,
-                                       ortho_init=c.ortho_init))
+        return {"learning_rate": schedule(c.lr, c.lr_schedule), "n_steps": c.n_steps, "batch_size": c.batch_size,
+                "n_epochs": c.n_epochs, "gamma": c.gamma, "gae_lambda": c.gae_lambda,
+                "clip_range": schedule(c.clip_range, c.clip_range_schedule), "ent_coef": c.ent_coef,
+                "vf_coef": c.vf_coef, "max_grad_norm": c.max_grad_norm,
+                "normalize_advantage": c.normalize_advantage, "use_sde": c.use_sde,
+                "sde_sample_freq": c.sde_sample_freq,
+                "policy_kwargs": {"net_arch": list(c.net_arch), "log_std_init": c.log_std_init,
+                                  "ortho_init": c.ortho_init}}
 
 
 AGENT = SB3PPOAgent

@@ -1,0 +1,30 @@
+"""`--backend ray` on a local Ray instance gives the same results as local worker processes for fixed seeds.
+
+Ray is an optional extra (`pip install -e ".[ray]"`), so this module is skipped, saying so, without it.
+Starting Ray costs several seconds, so there is one test with two tiny runs per backend.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlagents import compare
+
+pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+
+
+def test_ray_backend_matches_local(tmp_path):
+    common = ["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "2", "--steps", "300", "--set", "eval_every=150",
+              "--set", "eval_episodes=2", "--set", "learning_starts=100", "--workers", "2", "--no-progress"]
+    assert compare.main(common + ["--out", str(tmp_path / "local")]) == 0
+    assert compare.main(common + ["--backend", "ray", "--out", str(tmp_path / "ray")]) == 0
+    runs = {}
+    for backend in ("local", "ray"):
+        results = json.loads((tmp_path / backend / "results.json").read_text())["runs"]
+        assert all(r["status"] == "completed" for r in results)
+        runs[backend] = [(r["seed"], [(e["step"], e["return_mean"]) for e in r["evaluations"]],
+                          r["final_eval_returns"], r["episodes"]) for r in results]
+    assert runs["ray"] == runs["local"]
+    assert (tmp_path / "ray" / "report.md").is_file() and (tmp_path / "ray" / "curves.png").is_file()
