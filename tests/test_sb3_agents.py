@@ -17,7 +17,7 @@ def _train(tmp_path, agent: str, seed: int = 0, name: str = "run") -> dict:
     env, extra = TINY[agent]
     run_dir = tmp_path / f"{agent}-{name}"
     code = train_main(["--agent", agent, "--env", env, "--steps", "512", "--eval-every", "256", "--eval-episodes",
-                       "2", "--seed", str(seed), "--no-progress", "--run-dir", str(run_dir), *extra])
+                       "2", "--seed", str(seed), "--no-progress", "--run-dir", str(run_dir), "--set", "log_every=256", *extra])
     assert code == 0
     return json.loads((run_dir / "summary.json").read_text())
 
