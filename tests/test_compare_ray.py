@@ -16,15 +16,18 @@ pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[r
 
 
 def test_ray_backend_matches_local(tmp_path):
-    common = ["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "2", "--steps", "300", "--set", "eval_every=150",
-              "--set", "eval_episodes=2", "--set", "learning_starts=100", "--workers", "2", "--no-progress"]
-    assert compare.main(common + ["--out", str(tmp_path / "local")]) == 0
-    assert compare.main(common + ["--backend", "ray", "--out", str(tmp_path / "ray")]) == 0
-    runs = {}
-    for backend in ("local", "ray"):
-        results = json.loads((tmp_path / backend / "results.json").read_text())["runs"]
-        assert all(r["status"] == "completed" for r in results)
-        runs[backend] = [(r["seed"], [(e["step"], e["return_mean"]) for e in r["evaluations"]],
-                          r["final_eval_returns"], r["episodes"]) for r in results]
-    assert runs["ray"] == runs["local"]
+    argv = ["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "2", "--steps", "300", "--set", "eval_every=150",
+            "--set", "eval_episodes=2", "--set", "learning_starts=100", "--workers", "2", "--no-progress"]
+    # the local backend's worker function, run in this process for the same tasks (saves spawning workers)
+    tasks, _ = compare.plan(compare.build_parser().parse_args(argv + ["--out", str(tmp_path / "local")]))
+    local = [compare.run_task(t) for t in tasks]
+    assert compare.main(argv + ["--backend", "ray", "--out", str(tmp_path / "ray")]) == 0
+    ray_runs = json.loads((tmp_path / "ray" / "results.json").read_text())["runs"]
+
+    def key(runs):
+        return [(r["seed"], r["status"], [(e["step"], e["return_mean"]) for e in r["evaluations"]],
+                 r["final_eval_returns"], r["episodes"]) for r in runs]
+
+    assert key(ray_runs) == key(local)
+    assert all(r["status"] == "completed" for r in ray_runs)
     assert (tmp_path / "ray" / "report.md").is_file() and (tmp_path / "ray" / "curves.png").is_file()
