@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import queue as queue_module
 import shlex
+import socket
 import sys
 import time
 import traceback
@@ -199,8 +200,8 @@ class Display:
                                  TextColumn("ret {task.fields[ret]:>7} eval {task.fields[eval]:>7}"),
                                  TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
                                  console=self.console, refresh_per_second=4, disable=not enabled)
-        self.ids = {t.label: self.progress.add_task(t.label, total=None, speed="-", ret="-", eval="-",
-                                                    state="waiting") for t in tasks}
+        self.ids = {t.label: self.progress.add_task(t.label, total=None, start=False, speed="-", ret="-",
+                                                    eval="-", state="waiting") for t in tasks}
 
     def __enter__(self):
         self.progress.start()
@@ -215,6 +216,7 @@ class Display:
         if task is None:
             return
         if kind == "start":
+            self.progress.start_task(task)  # the elapsed-time column counts from here
             self.progress.update(task, total=message[2] or None, state="running")
         elif kind == "progress":
             _, _, step, speed, ret, ev = message
@@ -222,6 +224,7 @@ class Display:
                                  ret="-" if ret is None else f"{ret:.1f}", eval="-" if ev is None else f"{ev:.1f}")
         elif kind == "done":
             _, _, status, final, error = message
+            self.progress.stop_task(task)
             if status == "completed":
                 total = self.progress.tasks[[t.id for t in self.progress.tasks].index(task)].total
                 self.progress.update(task, completed=total or 0, eval=f"{final:.1f}", state="[green]done")
@@ -291,6 +294,8 @@ def run_ray(tasks: list[Task], address: str | None, workers: int, display: Displ
         from ray.util.queue import Queue
     except ImportError:
         raise UserError("--backend ray needs Ray: pip install -e '.[ray]'") from None
+    if address:
+        _check_reachable(address)
     env_vars = {var: "1" for var in THREAD_VARS}
     if "PYTHONPATH" in os.environ:
         env_vars["PYTHONPATH"] = os.environ["PYTHONPATH"]
@@ -332,6 +337,18 @@ def run_ray(tasks: list[Task], address: str | None, workers: int, display: Displ
             ray.shutdown()
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a Ray address nothing listens on (ray.init would retry for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray cluster reachable there ({exc}); start one with "
+                        f"`ray start --head`, or leave --address out to start a local instance") from None
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -345,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = report.load_runs(args.from_dirs)
         out = (args.out or OUT_DIR / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}").resolve()
         out.mkdir(parents=True, exist_ok=True)
-        report.write_all(out, runs, command=command)
+        report.write_all(out, runs, command=command, origin=report.load_headers(args.from_dirs))
         print(f"{len(runs)} runs; report: {out / 'report.md'}")
         return 0
     tasks, out = plan(args)

@@ -82,11 +82,29 @@ def completed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- writing
 
 
-def write_all(out: Path, runs: list[dict[str, Any]], *, command: str, order: list[str] | None = None) -> None:
-    """Write results.json, report.md and curves.png into `out`."""
+def load_headers(dirs: list[Path]) -> list[dict[str, str]]:
+    """Date, machine and command of the comparisons whose `results.json` lie in `dirs` (for a rebuilt report)."""
+    out = []
+    for d in dirs:
+        path = Path(d) / "results.json"
+        if path.is_file():
+            data = _read_json(path)
+            if data.get("origin"):  # itself a rebuilt report: name the comparisons it came from
+                out.extend(data["origin"])
+            else:
+                out.append({k: str(data.get(k, "?")) for k in ("created", "machine", "command")})
+    return out
+
+
+def write_all(out: Path, runs: list[dict[str, Any]], *, command: str, order: list[str] | None = None,
+              origin: list[dict[str, str]] | None = None) -> None:
+    """Write results.json, report.md and curves.png into `out`; `origin` names the comparisons whose runs a
+    rebuilt report (`--from`) shows."""
     runs = sort_runs(runs)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = {"created": created, "machine": machine(), "command": command}
+    header: dict[str, Any] = {"created": created, "machine": machine(), "command": command}
+    if origin:
+        header["origin"] = origin
     atomic_write_json(out / "results.json", {**header, "runs": runs})
     atomic_write_text(out / "report.md", markdown(runs, header, order))
     png = curves_png(runs, order)
@@ -139,14 +157,16 @@ def markdown(runs: list[dict[str, Any]], header: dict[str, str], order: list[str
     failed = [r for r in runs if r not in completed(runs)]
     lines = ["# Comparison report", "",
              f"Created {header['created']} on {header['machine']}.", "",
-             f"Command: `{header['command']}`", "",
-             (f"{len(runs)} runs, {len(failed)} failed. *Final return*: the mean return of the last greedy "
-             "evaluation of each run (one value per seed). IQM: interquartile mean over seeds, with a 95% "
-             "stratified-bootstrap confidence interval (rliable). *Reached*: runs whose greedy evaluation mean "
-             "reached the env's reward threshold at some evaluation; *ends ≥*: runs whose final evaluation is "
-             "at or above it. Medians to the threshold count runs that never reached it as infinitely late "
-             "(— when fewer than half reached it); *training s* exclude evaluation time. Env steps/s: median "
-             "over seeds of env steps per training second."), ""]
+             f"Command: `{header['command']}`", ""]
+    for o in header.get("origin") or []:
+        lines += [f"Runs made by `{o['command']}`, {o['created']}, on {o['machine']}.", ""]
+    lines += [(f"{len(runs)} runs, {len(failed)} failed. *Final return*: the mean return of the last greedy "
+               "evaluation of each run (one value per seed). IQM: interquartile mean over seeds, with a 95% "
+               "stratified-bootstrap confidence interval (rliable). *Reached*: runs whose greedy evaluation mean "
+               "reached the env's reward threshold at some evaluation; *ends ≥*: runs whose final evaluation is "
+               "at or above it. Medians to the threshold count runs that never reached it as infinitely late "
+               "(— when fewer than half reached it); *training s* exclude evaluation time. Env steps/s: median "
+               "over seeds of env steps per training second."), ""]
     for env in sorted({r["env"] for r in runs}):
         env_runs = [r for r in runs if r["env"] == env]
         agents = _agents(env_runs, order)
