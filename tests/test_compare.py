@@ -47,6 +47,12 @@ def test_report_from_synthetic_run_dirs(tmp_path, capsys):
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((out / "results.json").read_text())
     assert len(results["runs"]) == 7 and results["machine"]
+    again = tmp_path / "again"  # rebuilt from a comparison folder: same tables, and it names where runs came from
+    assert compare.main(["--from", str(out), "--out", str(again)]) == 0
+    rebuilt = (again / "report.md").read_text()
+    assert [line for line in rebuilt.splitlines() if line.startswith("|")] == [
+        line for line in text.splitlines() if line.startswith("|")]
+    assert f"Runs made by `python -m rlagents.compare --from {tmp_path / 'runs'}" in rebuilt
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):

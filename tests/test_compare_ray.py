@@ -31,3 +31,11 @@ def test_ray_backend_matches_local(tmp_path):
     assert key(ray_runs) == key(local)
     assert all(r["status"] == "completed" for r in ray_runs)
     assert (tmp_path / "ray" / "report.md").is_file() and (tmp_path / "ray" / "curves.png").is_file()
+
+
+def test_unreachable_ray_address_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "1", "--steps", "10", "--backend", "ray",
+                      "--address", "127.0.0.1:1", "--out", str(tmp_path), "--no-progress"])
+    assert exc.value.code == 2
+    assert "no Ray cluster reachable" in capsys.readouterr().err
