@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -91,6 +92,7 @@ class Run:
     eval_envs: gym.vector.VectorEnv
     run_dir: Path
     progress: bool = True
+    progress_sink: Callable[[int, float, float | None, float | None], None] | None = None  # instead of the bar
 
     def save(self, name: str, state: LoopState, reason: str, in_flight: dict[str, Any] | None = None) -> None:
         """Write checkpoint `name`: agent, loop state, global RNGs and the episodes in flight (`in_flight`,
@@ -147,7 +149,8 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step + 1 if resume is not None else None)
     if resume is None:
         writer.add_text("hyperparameters", _markdown_table(run), 0)
-    progress = TrainingProgress(f"{run.agent_name} {run.env_id} s{run.seed}", cfg.steps, run.progress)
+    progress = TrainingProgress(f"{run.agent_name} {run.env_id} s{run.seed}", cfg.steps, run.progress,
+                                sink=run.progress_sink)
 
     def greedy(obs: np.ndarray) -> np.ndarray:
         return agent.act(obs, explore=False)
@@ -178,7 +181,8 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
                          earlier_train_time + time.perf_counter() - start - session_eval_time, state.best_eval,
                          state.sessions)
 
-    recordable = getattr(envs, "record_episodes", False)
+    # agents that drive the envs themselves (SB3's) restart their episodes on resume anyway
+    recordable = getattr(envs, "record_episodes", False) and not agent.drives_env
 
     def in_flight() -> dict[str, Any] | None:
         """The running episodes and the not-yet-logged statistics, for an exact resume."""
@@ -198,68 +202,98 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     last_progress_time, last_progress_step = start, step
     status = "completed"
     stop, restore_signals = _stop_on_signals()
-    try:
-        while step < cfg.steps:
-            actions = agent.act(obs, explore=True)
-            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-            step += n_envs
-            ep_return += rewards
-            ep_length += 1
-            if "_final_obs" in infos:
-                done = terminated | truncated
-                real_next = final_observations(next_obs, done, infos)
-                for i in np.flatnonzero(done):
-                    window_returns.append(float(ep_return[i]))
-                    window_lengths.append(int(ep_length[i]))
-                    recent_returns.append(float(ep_return[i]))
-                ep_return[done] = 0.0
-                ep_length[done] = 0
-                episodes += int(done.sum())
-            else:
-                real_next = next_obs
-            agent.observe(obs, actions, rewards, real_next, terminated, truncated)
-            obs = next_obs
-            if step < next_event:
-                continue
 
-            # ---- periodic events, at most once per `next_event`
-            if stop:  # SIGINT / SIGTERM: stop here, between steps, where the agent's state is consistent
-                status = "interrupted"
-                break
-            now = time.perf_counter()
-            train_time = earlier_train_time + now - start - session_eval_time
-            if step >= next_progress:
-                next_progress = step + progress_interval
-                if now - last_progress_time >= PROGRESS_EVERY_S:
-                    speed = (step - last_progress_step) / (now - last_progress_time)
-                    last_progress_time, last_progress_step = now, step
-                    progress.update(step, speed, np.mean(recent_returns) if recent_returns else None,
-                                    last_eval_mean)
-            if step >= next_log:
-                next_log += cfg.log_every * max(1, (step - next_log) // cfg.log_every + 1)
-                _log_training(writer, step, agent, window_returns, window_lengths, step / max(train_time, 1e-9))
-                window_returns.clear()
-                window_lengths.clear()
-            if step >= next_eval:
-                next_eval = next_eval + cfg.eval_every if cfg.eval_every > 0 else cfg.steps
-                t0 = time.perf_counter()
-                result = _evaluate(run, greedy, step, train_time)
-                session_eval_time += time.perf_counter() - t0
-                eval_time += time.perf_counter() - t0
-                evaluations.append(result)
-                last_eval_mean = result["return_mean"]
-                writer.add_scalar("eval/return_mean", result["return_mean"], step)
-                writer.add_scalar("eval/return_std", result["return_std"], step)
-                writer.add_scalar("eval/length_mean", result["length_mean"], step)
-                if solved_at_step is None and threshold is not None and result["return_mean"] >= threshold:
-                    solved_at_step, solved_at_time = step, train_time
-                if state.best_eval is None or result["return_mean"] > state.best_eval:
-                    state.best_eval = result["return_mean"]
-                    run.save(BEST, snapshot(), "best evaluation", in_flight())
-            if step >= next_ckpt:
-                next_ckpt += cfg.checkpoint_every
-                run.save(f"step_{step:012d}", snapshot(), "periodic", in_flight())
-            next_event = min(next_log, next_eval, next_ckpt, next_progress)
+    def end_episodes(done: np.ndarray) -> None:
+        """Bookkeeping for the envs whose episodes ended this step (rare, so not on the per-step path)."""
+        nonlocal episodes
+        for i in np.flatnonzero(done):
+            window_returns.append(float(ep_return[i]))
+            window_lengths.append(int(ep_length[i]))
+            recent_returns.append(float(ep_return[i]))
+        ep_return[done] = 0.0
+        ep_length[done] = 0
+        episodes += int(done.sum())
+
+    def periodic_events() -> bool:
+        """Progress, logging, evaluation and checkpoints due at `step`; False when training must stop."""
+        nonlocal next_log, next_eval, next_ckpt, next_progress, next_event, last_progress_time
+        nonlocal last_progress_step, last_eval_mean, solved_at_step, solved_at_time, session_eval_time
+        nonlocal eval_time, status
+        if stop:  # SIGINT / SIGTERM: stop here, between steps, where the agent's state is consistent
+            status = "interrupted"
+            return False
+        now = time.perf_counter()
+        train_time = earlier_train_time + now - start - session_eval_time
+        if step >= next_progress:
+            next_progress = step + progress_interval
+            if now - last_progress_time >= PROGRESS_EVERY_S:
+                speed = (step - last_progress_step) / (now - last_progress_time)
+                last_progress_time, last_progress_step = now, step
+                progress.update(step, speed, np.mean(recent_returns) if recent_returns else None,
+                                last_eval_mean)
+        if step >= next_log:
+            next_log += cfg.log_every * max(1, (step - next_log) // cfg.log_every + 1)
+            _log_training(writer, step, agent, window_returns, window_lengths, step / max(train_time, 1e-9))
+            window_returns.clear()
+            window_lengths.clear()
+        if step >= next_eval:
+            next_eval = next_eval + cfg.eval_every if cfg.eval_every > 0 else cfg.steps
+            t0 = time.perf_counter()
+            result = _evaluate(run, greedy, step, train_time)
+            session_eval_time += time.perf_counter() - t0
+            eval_time += time.perf_counter() - t0
+            evaluations.append(result)
+            last_eval_mean = result["return_mean"]
+            writer.add_scalar("eval/return_mean", result["return_mean"], step)
+            writer.add_scalar("eval/return_std", result["return_std"], step)
+            writer.add_scalar("eval/length_mean", result["length_mean"], step)
+            if solved_at_step is None and threshold is not None and result["return_mean"] >= threshold:
+                solved_at_step, solved_at_time = step, train_time
+            if state.best_eval is None or result["return_mean"] > state.best_eval:
+                state.best_eval = result["return_mean"]
+                run.save(BEST, snapshot(), "best evaluation", in_flight())
+        if step >= next_ckpt:
+            next_ckpt += cfg.checkpoint_every
+            run.save(f"step_{step:012d}", snapshot(), "periodic", in_flight())
+        next_event = min(next_log, next_eval, next_ckpt, next_progress)
+        return True
+
+    def on_step(rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> bool:
+        """Bookkeeping after one vector step taken by an agent that drives the envs itself."""
+        nonlocal step
+        step += n_envs
+        ep_return[:] += rewards
+        ep_length[:] += 1
+        done = terminated | truncated
+        if done.any():
+            end_episodes(done)
+        if step < next_event:
+            return step < cfg.steps
+        return periodic_events() and step < cfg.steps
+
+    try:
+        if agent.drives_env:  # e.g. the SB3 reference agents: their library steps our envs
+            if step < cfg.steps:
+                agent.drive(envs, obs, cfg.steps - step, on_step)
+        else:
+            while step < cfg.steps:
+                actions = agent.act(obs, explore=True)
+                next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+                step += n_envs
+                ep_return += rewards
+                ep_length += 1
+                if "_final_obs" in infos:
+                    done = terminated | truncated
+                    real_next = final_observations(next_obs, done, infos)
+                    end_episodes(done)
+                else:
+                    real_next = next_obs
+                agent.observe(obs, actions, rewards, real_next, terminated, truncated)
+                obs = next_obs
+                if step < next_event:
+                    continue
+                if not periodic_events():  # ---- periodic events, at most once per `next_event`
+                    break
     except KeyboardInterrupt:
         status = "interrupted"
     except TrainingFault:
@@ -306,6 +340,9 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         "final_eval_returns": final["returns"],
         "device": str(run.device), "versions": library_versions(), "sessions": state.sessions,
     }
+    costs = agent.costs()
+    if costs:
+        summary["costs"] = costs
     writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
     writer.add_hparams(_hparams(run), {"hparam/eval_return_mean": final["return_mean"]}, run_name=".",
                        global_step=step)

@@ -16,11 +16,16 @@ def _bar(*middle: TextColumn) -> Progress:
 
 
 class TrainingProgress:
-    """A compact rich progress bar (fits 80 columns), or nothing when disabled (`--no-progress`)."""
+    """A compact rich progress bar (fits 80 columns), or nothing when disabled (`--no-progress`).
 
-    def __init__(self, description: str, total: int, enabled: bool = True):
-        self.enabled = enabled
-        if not enabled:
+    With a `sink`, updates go to `sink(step, steps_per_s, recent_return, eval_return)` instead of a bar: a
+    comparison's worker processes send them to the one display of all runs.
+    """
+
+    def __init__(self, description: str, total: int, enabled: bool = True, sink=None):
+        self.sink = sink
+        self.enabled = enabled and sink is None
+        if not self.enabled:
             return
         self.progress = _bar(TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[speed]}/s"),
                              TextColumn("ret {task.fields[ret]} eval {task.fields[eval]}"))
@@ -28,6 +33,8 @@ class TrainingProgress:
         self.progress.start()
 
     def update(self, step: int, steps_per_s: float, recent_return: float | None, eval_return: float | None) -> None:
+        if self.sink is not None:
+            self.sink(step, steps_per_s, recent_return, eval_return)
         if not self.enabled:
             return
         self.progress.update(self.task, completed=step, speed=f"{steps_per_s:,.0f}",

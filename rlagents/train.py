@@ -105,6 +105,14 @@ def prepare(args) -> Run:
                envs=envs, eval_envs=eval_envs, run_dir=run_dir, progress=not args.no_progress)
 
 
+def train_new(run: Run) -> dict:
+    """Create the run directory, write the resolved config, and train from scratch; returns the summary."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
+        run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
+    return train(run)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -115,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(known_env_ids()))
         return 0
     run = prepare(args)
-    resume = None
     if args.resume is not None:
         if (run.run_dir / CHECKPOINT_DIR / f"{FINAL}.json").is_file():
             raise UserError(f"run {run.run_dir} already finished ({CHECKPOINT_DIR}/{FINAL}.json): nothing to resume")
@@ -126,11 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         check_spaces(meta, run.envs.single_observation_space, run.envs.single_action_space, candidates[-1])
         if "loop" not in resume:
             raise UserError(f"{candidates[-1]} is not a training checkpoint (no loop state)")
+        summary = train(run, resume)
     else:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
-            run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
-    summary = train(run, resume)
+        summary = train_new(run)
     if summary["status"] == "interrupted":
         print(f"interrupted at step {summary['total_steps']}; a checkpoint was saved. Continue with: "
               f"python -m rlagents.train --resume {run.run_dir}", file=sys.stderr)

@@ -8,6 +8,7 @@ state as nested dicts of tensors, arrays and plain values so checkpoints need no
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,11 +19,18 @@ import torch
 from rlagents.errors import TrainingFault
 
 
+StepCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], bool]
+
+
 class Agent(ABC):
     """Base class of all agents. Subclasses set `name` and `config_class` and implement the methods below."""
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    #: True for agents trained by an outside library's own loop (the SB3 reference agents): the training
+    #: loop then calls `drive` instead of `act`/`observe`, and still owns evaluation, logging, checkpoints,
+    #: progress and the summary through the `on_step` callback.
+    drives_env: ClassVar[bool] = False
 
     def __init__(self, config: Any, obs_space: gym.Space, action_space: gym.Space, *, n_envs: int,
                  total_steps: int, device: torch.device, seed: int):
@@ -63,6 +71,16 @@ class Agent(ABC):
     def drop_episodes(self, envs: np.ndarray) -> None:
         """Forget partial-episode data of the env slots `envs`: their episodes were restarted (a resume that
         could not rebuild them). Agents that keep per-env data between steps must override this."""
+
+    def drive(self, envs: gym.vector.VectorEnv, obs: np.ndarray, steps: int, on_step: StepCallback) -> None:
+        """Train for `steps` env steps by stepping the loop's `envs` (already reset; `obs` are their current
+        observations), calling `on_step(rewards, terminated, truncated)` after every vector step with the
+        raw rewards, and stopping as soon as it returns False. Only for agents with `drives_env = True`."""
+        raise NotImplementedError(f"{self.name} does not drive envs itself")
+
+    def costs(self) -> dict[str, float]:
+        """Per-update or per-decision costs to report in summary.json (e.g. `update_ms`, `planning_ms`)."""
+        return {}
 
     def metrics(self) -> dict[str, float]:
         """Scalars to log (e.g. `losses/td_loss`), aggregated since the previous call."""

@@ -1,0 +1,385 @@
+"""`python -m rlagents.compare --agents dqn,sb3-dqn --env CartPole-v1 --seeds 5`: train every agent × seed
+through the one training loop, in parallel worker processes (or as Ray tasks), and write a statistical
+report (`report.md`), the learning curves (`curves.png`) and every run's summary (`results.json`).
+
+Every run is exactly `python -m rlagents.train --agent A --env E --seed S --run-dir OUT/runs/E__A__sS`, so
+its TensorBoard logs, checkpoints and summary are those of any single run, and all runs' logs sit under
+one folder: `tensorboard --logdir OUT`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+import shlex
+import socket
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rlagents import report
+from rlagents.agents import agent_class, available_agents
+from rlagents.cli import ArgumentParser, default_config_path
+from rlagents.config import parse_overrides, read_config_file, resolve
+from rlagents.errors import UserError, choices, cli_entry
+
+OUT_DIR = Path("runs/compare")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m rlagents.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--agents", help=f"comma-separated agents ({', '.join(available_agents())})")
+    p.add_argument("--env", help="Gymnasium env id (comma-separated for several)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
+    p.add_argument("--steps", type=int, help="env steps per run for every agent (default: each agent's config)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="[AGENT.]KEY=VALUE",
+                   help="override a config key of one agent (AGENT.KEY=VALUE) or of all (KEY=VALUE); repeatable")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+                   help="parallel runs (default: CPU count); each uses one torch thread")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/compare/<time>)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local worker processes, or Ray tasks of one CPU each (pip install -e .[ray])")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--from", dest="from_dirs", nargs="+", type=Path, metavar="DIR",
+                   help="rebuild the report from finished run or comparison folders, without training")
+    p.add_argument("--no-progress", action="store_true", help="no live display (one line per finished run)")
+    return p
+
+
+@dataclass
+class Task:
+    """One training run of the comparison: the argv of `rlagents.train` and where it writes."""
+
+    agent: str
+    env: str
+    seed: int
+    run_dir: Path
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.agent} {self.env} s{self.seed}"
+
+
+def plan(args) -> tuple[list[Task], Path]:
+    """Validate every option and each agent's resolved config before anything runs; returns the runs."""
+    if not args.agents or not args.env:
+        raise UserError(f"--agents and --env are required (or --from DIR); valid agents: "
+                        f"{choices(available_agents())}")
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    envs = [e.strip() for e in args.env.split(",") if e.strip()]
+    for agent in agents:
+        agent_class(agent)  # unknown agent: one-line error with the valid ones
+    if len(set(agents)) != len(agents):
+        raise UserError(f"--agents lists an agent twice: {args.agents}")
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be at least 1, got {args.steps}")
+    per_agent: dict[str, list[str]] = {a: [] for a in agents}
+    for pair in args.overrides:
+        key, sep, value = pair.partition("=")
+        target, dot, name = key.partition(".")
+        if not sep:
+            raise UserError(f"--set expects [AGENT.]KEY=VALUE, got {pair!r}")
+        if dot:
+            if target not in per_agent:
+                raise UserError(f"--set {pair}: agent {target!r} is not in --agents ({', '.join(agents)})")
+            per_agent[target].append(f"{name}={value}")
+        else:
+            for agent in agents:
+                per_agent[agent].append(pair)
+
+    from rlagents.environments import make_env
+
+    out = (args.out or OUT_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
+    if (out / "runs").exists() and any((out / "runs").iterdir()):
+        raise UserError(f"output folder {out} already holds runs; choose another --out")
+    tasks = []
+    for env in envs:
+        probe = make_env(env)  # unknown env: one-line error with close matches
+        spaces = probe.observation_space, probe.action_space
+        probe.close()
+        for agent in agents:
+            cls = agent_class(agent)
+            overrides = parse_overrides(per_agent[agent])
+            if args.steps is not None:
+                overrides["steps"] = args.steps
+            config_path = default_config_path(agent)
+            config = resolve(cls.config_class, read_config_file(config_path), env, overrides,
+                             source=str(config_path))
+            cls.check_spaces(*spaces, config.agent)
+            for seed in range(args.seeds):
+                run_dir = out / "runs" / f"{env.replace('/', '-')}__{agent}__s{seed}"
+                argv = ["--agent", agent, "--env", env, "--seed", str(seed), "--run-dir", str(run_dir),
+                        "--no-progress"]
+                if args.steps is not None:
+                    argv += ["--steps", str(args.steps)]
+                for pair in per_agent[agent]:
+                    argv += ["--set", pair]
+                tasks.append(Task(agent, env, seed, run_dir, argv))
+    return tasks, out
+
+
+# ---------------------------------------------------------------- one run, in a worker
+
+
+_progress_queue: Any = None
+
+
+def _init_worker(progress_queue: Any) -> None:
+    global _progress_queue
+    _progress_queue = progress_queue
+
+
+def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
+    """Train one run in this process with one torch thread; a failure becomes a record with its error."""
+    import torch
+
+    from rlagents.errors import TrainingFault
+    from rlagents.train import build_parser as train_parser
+    from rlagents.train import prepare, train_new
+
+    torch.set_num_threads(1)
+    sink_queue = progress_queue if progress_queue is not None else _progress_queue
+    label = task.label
+
+    def send(message: tuple) -> None:
+        if sink_queue is not None:
+            try:
+                sink_queue.put_nowait(message)
+            except Exception:  # noqa: BLE001, S110 (a full or closed queue must never stop training)
+                pass
+
+    send(("start", label, 0))
+    record: dict[str, Any] = {"agent": task.agent, "env": task.env, "seed": task.seed, "run_dir": str(task.run_dir)}
+    try:
+        run = prepare(train_parser().parse_args(task.argv))
+        run.progress_sink = lambda step, speed, ret, ev: send(("progress", label, step, speed, ret, ev))
+        send(("start", label, run.config.train.steps))
+        summary = train_new(run)
+        run.envs.close()
+        run.eval_envs.close()
+        record.update(summary)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 (any failure is this run's alone)
+        kind = "" if isinstance(exc, (UserError, TrainingFault)) else f"{type(exc).__name__}: "
+        record.update(status="failed", error=kind + " ".join(str(exc).split())[:500])
+        try:
+            task.run_dir.mkdir(parents=True, exist_ok=True)
+            (task.run_dir / "error.txt").write_text(traceback.format_exc())
+        except OSError:
+            pass
+    send(("done", label, record.get("status"), record.get("eval_return_mean"), record.get("error")))
+    return record
+
+
+# ---------------------------------------------------------------- live display
+
+
+class Display:
+    """One rich progress line per run (steps, steps/s, recent return, last eval, state), or finished lines."""
+
+    def __init__(self, tasks: list[Task], enabled: bool):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(file=sys.stderr)
+        self.enabled = enabled
+        self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(bar_width=14),
+                                 TextColumn("{task.completed:>9,.0f} {task.fields[speed]:>6}/s"),
+                                 TextColumn("ret {task.fields[ret]:>7} eval {task.fields[eval]:>7}"),
+                                 TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+                                 console=self.console, refresh_per_second=4, disable=not enabled)
+        self.ids = {t.label: self.progress.add_task(t.label, total=None, start=False, speed="-", ret="-",
+                                                    eval="-", state="waiting") for t in tasks}
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def handle(self, message: tuple) -> None:
+        kind, label = message[0], message[1]
+        task = self.ids.get(label)
+        if task is None:
+            return
+        if kind == "start":
+            self.progress.start_task(task)  # the elapsed-time column counts from here
+            self.progress.update(task, total=message[2] or None, state="running")
+        elif kind == "progress":
+            _, _, step, speed, ret, ev = message
+            self.progress.update(task, completed=step, speed=f"{speed:,.0f}",
+                                 ret="-" if ret is None else f"{ret:.1f}", eval="-" if ev is None else f"{ev:.1f}")
+        elif kind == "done":
+            _, _, status, final, error = message
+            self.progress.stop_task(task)
+            if status == "completed":
+                total = self.progress.tasks[[t.id for t in self.progress.tasks].index(task)].total
+                self.progress.update(task, completed=total or 0, eval=f"{final:.1f}", state="[green]done")
+                line = f"done    {label}: final eval return {final:.1f}"
+            else:
+                self.progress.update(task, state=f"[red]{status}")
+                line = f"{status or 'failed'}  {label}: {error}"
+            self.console.print(line, markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------- backends
+
+
+def run_local(tasks: list[Task], workers: int, display: Display) -> list[dict[str, Any]]:
+    """Run `tasks` in `workers` spawned processes; a worker that dies fails only the runs it had started."""
+    for var in THREAD_VARS:  # one BLAS/OpenMP thread per worker; spawned children inherit this
+        os.environ.setdefault(var, "1")
+    ctx = multiprocessing.get_context("spawn")  # no fork after torch has started threads
+    messages = ctx.Queue()
+    results: dict[str, dict[str, Any]] = {}
+    started: set[str] = set()
+    todo = list(tasks)
+    while todo:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
+                                   initargs=(messages,))
+        futures: dict[Future, Task] = {pool.submit(run_task, t): t for t in todo}
+        pending = set(futures)
+        broken = False
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(messages, display, started)
+            for future in done:
+                task = futures[future]
+                try:
+                    results[task.label] = future.result()
+                except BrokenProcessPool:
+                    broken = True
+        pool.shutdown(wait=True, cancel_futures=True)
+        _drain(messages, display, started)
+        todo = [t for t in todo if t.label not in results]
+        if broken:  # the runs that were running when a worker died fail; the others run in a fresh pool
+            for task in [t for t in todo if t.label in started]:
+                results[task.label] = {"agent": task.agent, "env": task.env, "seed": task.seed,
+                                       "run_dir": str(task.run_dir), "status": "failed",
+                                       "error": "worker process died (killed, out of memory or crashed)"}
+                display.handle(("done", task.label, "failed", None, results[task.label]["error"]))
+            todo = [t for t in todo if t.label not in results]
+    return [results[t.label] for t in tasks]
+
+
+def _drain(messages: Any, display: Display, started: set[str]) -> None:
+    while True:
+        try:
+            message = messages.get_nowait()
+        except (queue_module.Empty, OSError, ValueError):
+            return
+        if message[0] == "start":
+            started.add(message[1])
+        display.handle(message)
+
+
+def run_ray(tasks: list[Task], address: str | None, workers: int, display: Display) -> list[dict[str, Any]]:
+    """Run `tasks` as Ray tasks of one CPU each on the cluster at `address` (default: a local instance with
+    `workers` CPUs). Run directories must be on a filesystem the Ray workers share with this machine."""
+    try:
+        import ray
+        from ray.util.queue import Queue
+    except ImportError:
+        raise UserError("--backend ray needs Ray: pip install -e '.[ray]'") from None
+    if address:
+        _check_reachable(address)
+    env_vars = {var: "1" for var in THREAD_VARS}
+    if "PYTHONPATH" in os.environ:
+        env_vars["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR", configure_logging=False,
+                     runtime_env={"env_vars": env_vars})
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(f"cannot connect to the Ray cluster {address or '(local)'}: {exc}") from None
+    try:
+        messages = Queue()
+        remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
+        refs = {remote.remote(t, messages): t for t in tasks}
+        results: dict[str, dict[str, Any]] = {}
+        started: set[str] = set()
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.2)
+            for item in messages.get_nowait_batch(messages.qsize()) if messages.qsize() else []:
+                if item[0] == "start":
+                    started.add(item[1])
+                display.handle(item)
+            for ref in done:
+                task = refs[ref]
+                try:
+                    results[task.label] = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 (the task's worker died: fail this run only)
+                    results[task.label] = {"agent": task.agent, "env": task.env, "seed": task.seed,
+                                           "run_dir": str(task.run_dir), "status": "failed",
+                                           "error": f"Ray task failed: {' '.join(str(exc).split())[:300]}"}
+                    display.handle(("done", task.label, "failed", None, results[task.label]["error"]))
+        for item in messages.get_nowait_batch(messages.qsize()) if messages.qsize() else []:
+            display.handle(item)
+        return [results[t.label] for t in tasks]
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a Ray address nothing listens on (ray.init would retry for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray cluster reachable there ({exc}); start one with "
+                        f"`ray start --head`, or leave --address out to start a local instance") from None
+
+
+# ---------------------------------------------------------------- entry point
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = "python -m rlagents.compare " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if args.from_dirs:
+        if args.agents or args.env:
+            raise UserError("--from rebuilds a report from finished runs; drop --agents/--env")
+        runs = report.load_runs(args.from_dirs)
+        out = (args.out or OUT_DIR / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}").resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        report.write_all(out, runs, command=command, origin=report.load_headers(args.from_dirs))
+        print(f"{len(runs)} runs; report: {out / 'report.md'}")
+        return 0
+    tasks, out = plan(args)
+    out.mkdir(parents=True, exist_ok=True)
+    order = [a.strip() for a in args.agents.split(",")]
+    t0 = time.perf_counter()
+    with Display(tasks, enabled=not args.no_progress) as display:
+        if args.backend == "ray":
+            runs = run_ray(tasks, args.address, args.workers, display)
+        else:
+            runs = run_local(tasks, args.workers, display)
+    report.write_all(out, runs, command=command, order=order)
+    failed = sum(r.get("status") != "completed" for r in runs)
+    print(f"{len(runs)} runs ({failed} failed) in {time.perf_counter() - t0:.0f} s; report: {out / 'report.md'}; "
+          f"curves: {out / 'curves.png'}; TensorBoard: tensorboard --logdir {out}")
+    return 1 if failed == len(runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""`python -m rlagents.compare`: report from synthetic run directories, failures isolated, a small real compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlagents import compare
+
+
+def _summary(agent: str, seed: int, finals: list[float], solved: int | None) -> dict:
+    steps = [1000 * (i + 1) for i in range(len(finals))]
+    return {"agent": agent, "env": "CartPole-v1", "seed": seed, "status": "completed", "total_steps": steps[-1],
+            "env_steps_per_s": 1000.0 + seed, "train_time_s": steps[-1] / 1000, "eval_return_mean": finals[-1],
+            "eval_return_std": 0.0, "eval_episodes": 20, "reward_threshold": 475.0, "solved_at_step": solved,
+            "solved_at_time_s": None if solved is None else solved / 1000,
+            "evaluations": [{"step": s, "train_time_s": s / 1000, "return_mean": r} for s, r in zip(steps, finals)]}
+
+
+def _write_runs(root: Path) -> None:
+    runs = {("good", 0): ([100.0, 500.0], 2000), ("good", 1): ([480.0, 490.0], 1000),
+            ("good", 2): ([20.0, 30.0], None),
+            ("weak", 0): ([10.0, 10.0], None), ("weak", 1): ([20.0, 20.0], None), ("weak", 2): ([30.0, 30.0], None)}
+    for (agent, seed), (finals, solved) in runs.items():
+        run_dir = root / f"CartPole-v1__{agent}__s{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text(json.dumps(_summary(agent, seed, finals, solved)))
+    failed = root / "CartPole-v1__weak__s3"
+    failed.mkdir()
+    (failed / "summary.json").write_text(json.dumps({"agent": "weak", "env": "CartPole-v1", "seed": 3,
+                                                     "status": "failed", "total_steps": 10}))
+
+
+def test_report_from_synthetic_run_dirs(tmp_path, capsys):
+    _write_runs(tmp_path / "runs")
+    out = tmp_path / "report"
+    assert compare.main(["--from", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    # good: finals 500, 490, 30 -> IQM of 3 values trims nothing: 340.0; weak: 10, 20, 30 -> 20.0
+    assert "| good | 3 | 340.0 [" in text
+    assert "| weak | 3 (1 failed) | 20.0 [" in text
+    assert "| 2/3 | 2/3 | 2,000 | 2.00 | 1,001 |" in text  # reached, ends >=, median steps, seconds, steps/s
+    assert "| good | weak | 0.94 [" in text  # 8 of 9 pairs won, one tie (30 = 30) counts half
+    assert "weak on CartPole-v1, seed 3: status failed" in text
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 7 and results["machine"]
+    again = tmp_path / "again"  # rebuilt from a comparison folder: same tables, and it names where runs came from
+    assert compare.main(["--from", str(out), "--out", str(again)]) == 0
+    rebuilt = (again / "report.md").read_text()
+    assert [line for line in rebuilt.splitlines() if line.startswith("|")] == [
+        line for line in text.splitlines() if line.startswith("|")]
+    assert f"Runs made by `python -m rlagents.compare --from {tmp_path / 'runs'}" in rebuilt
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    for argv, needle in ((["--agents", "dqn,nope", "--env", "CartPole-v1"], "unknown agent 'nope'"),
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--set", "sb3-dqn.lr=1"], "not in --agents"),
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--set", "dqn.nope=1"], "unknown key 'nope'"),
+                         (["--agents", "dqn", "--env", "Pendulum-v1"], "Discrete action space"),
+                         (["--from", str(tmp_path)], "no results.json")):
+        with pytest.raises(SystemExit) as exc:
+            compare.main(argv + ["--out", str(tmp_path / "out")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1
+
+
+def test_failing_run_does_not_sink_the_comparison(tmp_path):
+    good = compare.Task("dqn", "CartPole-v1", 0, tmp_path / "good",
+                        ["--agent", "dqn", "--env", "CartPole-v1", "--seed", "0", "--steps", "200", "--eval-episodes",
+                         "2", "--no-progress", "--run-dir", str(tmp_path / "good")])
+    bad = compare.Task("dqn", "CartPole-v1", 1, tmp_path / "bad", good.argv[:-1] + [str(tmp_path / "bad"),
+                                                                                     "--set", "lr=-1"])
+    with compare.Display([bad, good], enabled=False) as display:
+        results = compare.run_local([bad, good], workers=1, display=display)
+    assert results[0]["status"] == "failed" and "lr" in results[0]["error"]
+    assert (tmp_path / "bad" / "error.txt").is_file()
+    assert results[1]["status"] == "completed" and results[1]["total_steps"] == 200
+
+
+def test_small_local_compare(tmp_path):
+    """Two agents (ours and the SB3 reference) x two seeds, through worker processes, into one folder."""
+    out = tmp_path / "cmp"
+    code = compare.main(["--agents", "dqn,sb3-dqn", "--env", "CartPole-v1", "--seeds", "2", "--steps", "400",
+                         "--set", "eval_every=200", "--set", "eval_episodes=2", "--set", "sb3-dqn.learning_starts=100",
+                         "--workers", "2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["agent"], r["seed"], r["status"]) for r in results] == [
+        ("dqn", 0, "completed"), ("dqn", 1, "completed"), ("sb3-dqn", 0, "completed"), ("sb3-dqn", 1, "completed")]
+    assert all([e["step"] for e in r["evaluations"]] == [200, 400] for r in results)  # the same schedule
+    assert results[2]["costs"]["update_ms"] > 0
+    for r in results:  # every run's TensorBoard logs under the one output folder
+        assert list(Path(r["run_dir"]).glob("events.out.tfevents.*"))
+        assert Path(r["run_dir"]).parent == out / "runs"
+    text = (out / "report.md").read_text()
+    assert "## CartPole-v1" in text and "| dqn | 2 |" in text and "| sb3-dqn | 2 |" in text
+    assert "| dqn | sb3-dqn |" in text
+    assert (out / "curves.png").is_file()
