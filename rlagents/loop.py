@@ -280,6 +280,7 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         "final_eval_returns": final["returns"],
         "device": str(run.device), "versions": library_versions(), "sessions": state.sessions,
     }
+    summary.update(agent.summary_extras())
     writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
     writer.add_hparams(_hparams(run), {"hparam/eval_return_mean": final["return_mean"]}, run_name=".",
                        global_step=step)
