@@ -48,7 +48,7 @@ class PlannerConfig:
     epsilon_fraction: float = param(0.3, "dyna: fraction of training over which epsilon decays", low=0.0, high=1.0)
     # ---- continuous (Box observations): dynamics ensemble + CEM model-predictive control
     ensemble: int = param(5, "dynamics models in the ensemble", low=1)
-    model_hidden: tuple[int, ...] = param((64, 64), "hidden widths of each dynamics MLP", low=1)
+    model_hidden: tuple[int, ...] = param((32, 32), "hidden widths of each dynamics MLP", low=1)
     model_lr: float = param(1.0e-3, "Adam learning rate of the dynamics models", low=0.0, low_open=True)
     weight_decay: float = param(1.0e-5, "Adam weight decay of the dynamics models", low=0.0)
     model_batch: int = param(128, "transitions per member per gradient step", low=1)
@@ -58,10 +58,15 @@ class PlannerConfig:
     learning_starts: int = param(250, "env steps of random actions before planning starts", low=0)
     buffer_size: int = param(100_000, "transitions kept for model training", low=1)
     holdout_every: int = param(10, "every n-th transition is held out to measure the model", low=2)
-    horizon: int = param(15, "planning horizon in env steps", low=1)
-    candidates: int = param(64, "action sequences sampled per CEM iteration (per env)", low=2)
-    elites: int = param(8, "best sequences that refit the CEM distribution", low=1)
-    cem_iterations: int = param(3, "CEM iterations per env step", low=1)
+    value_steps: int = param(500, "TD steps per training round of the value net used beyond the horizon "
+                             "(0 = no terminal value)", low=0)
+    value_hidden: tuple[int, ...] = param((64, 64), "hidden widths of the value net", low=1)
+    value_lr: float = param(1.0e-3, "Adam learning rate of the value net", low=0.0, low_open=True)
+    value_target_every: int = param(50, "TD steps between copies of the value net's target", low=1)
+    horizon: int = param(12, "planning horizon in env steps", low=1)
+    candidates: int = param(32, "action sequences sampled per CEM iteration (per env)", low=2)
+    elites: int = param(4, "best sequences that refit the CEM distribution", low=1)
+    cem_iterations: int = param(2, "CEM iterations per env step", low=1)
     cem_momentum: float = param(0.1, "weight of the previous distribution in each CEM refit", low=0.0, high=1.0)
     init_std: float = param(0.5, "continuous actions: initial CEM std, in units of half the action range",
                             low=0.0, low_open=True)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rlagents.models.cem import cem_categorical, cem_gaussian
-from rlagents.models.dynamics import DynamicsEnsemble
+from rlagents.models.dynamics import DynamicsEnsemble, ValueNet
 
 
 class TransitionBuffer:
@@ -78,10 +78,12 @@ class MPCPlanner:
         self.rng = np.random.default_rng(seed)
         self.model = DynamicsEnsemble(self.obs_dim, self.action_dim, members=c.ensemble, hidden=c.model_hidden,
                                       lr=c.model_lr, weight_decay=c.weight_decay, generator=self.generator)
+        self.value = ValueNet(self.obs_dim, c.value_hidden, c.value_lr, self.generator) if c.value_steps else None
         self.buffer = TransitionBuffer(c.buffer_size, self.obs_dim, self.action_dim)
         self.discounts = c.gamma ** torch.arange(c.horizon, dtype=torch.float32)
         self.n_envs = n_envs
         self.plans: dict[int, torch.Tensor] = {}  # batch size → warm-start distribution (means or probs)
+        self.rollout = None  # the model's fast planning form, rebuilt after each training round
         self.steps = 0
         self.trained_rounds = 0
         self.next_train = max(c.learning_starts, c.train_every)
@@ -104,23 +106,19 @@ class MPCPlanner:
             return torch.nn.functional.one_hot(seqs, self.n_actions).float()
         return seqs
 
-    @torch.no_grad()
     def score(self, obs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """Predicted discounted return (B, N) of action sequences (B, N, H[, D]) from states (B, d), averaged
         over the ensemble members, each propagating its own trajectory."""
-        feats = self._features(seqs)
-        b, n, h = feats.shape[:3]
-        e = self.model.members
-        state = obs[None, :, None, :].expand(e, b, n, self.obs_dim).reshape(e, b * n, self.obs_dim)
-        feats = feats.reshape(1, b * n, h, -1).expand(e, b * n, h, feats.shape[-1])
-        total = torch.zeros(e, b * n)
-        alive = torch.ones(e, b * n)
-        for t in range(h):
-            state, reward, p_term = self.model.predict(state, feats[:, :, t])
-            total.add_(alive * reward, alpha=float(self.discounts[t]))
-            alive = alive * (1.0 - p_term)
-        return total.mean(dim=0).reshape(b, n)
+        if self.rollout is None:
+            self.rollout = self.model.rollout_net()
+        b, n, h = seqs.shape[:3]
+        part = self.rollout.action_part(self._features(seqs.reshape(b * n, h, *seqs.shape[3:]).transpose(0, 1)))
+        states = obs[:, None, :].expand(b, n, self.obs_dim).reshape(b * n, self.obs_dim)
+        returns = self.rollout.returns(states, part, self.discounts, self.value if self.trained_rounds else None,
+                                       self.config.gamma ** h)
+        return returns.mean(dim=0).reshape(b, n)
 
+    @torch.inference_mode()
     def plan(self, obs: np.ndarray, explore: bool) -> np.ndarray:
         """Env actions for a batch of observations, by CEM from each env's warm-started plan."""
         c = self.config
@@ -197,9 +195,10 @@ class MPCPlanner:
             self.train()
         if (terminated | truncated).any():
             done = np.flatnonzero(terminated | truncated)
-            for key, plan in self.plans.items():  # a new episode starts from a fresh plan
-                if key == b:
-                    plan[done] = 1.0 / self.n_actions if self.discrete else 0.0
+            with torch.inference_mode():  # the plans are inference tensors
+                for key, plan in self.plans.items():  # a new episode starts from a fresh plan
+                    if key == b:
+                        plan[done] = 1.0 / self.n_actions if self.discrete else 0.0
 
     def _split(self) -> tuple[np.ndarray, np.ndarray]:
         rows = np.arange(self.buffer.size)
@@ -217,6 +216,15 @@ class MPCPlanner:
         steps = c.train_steps if self.trained_rounds else c.train_steps * c.first_train_factor
         losses = self.model.train_steps((obs, feats, next_obs, rewards, terminated), steps, c.model_batch)
         self.trained_rounds += 1
+        self.rollout = None
+        if self.value is not None:
+            norm = self.model.in_norm
+            d = self.obs_dim
+            scaled = [(x - norm.mean[:d]) / norm.std[:d] for x in (obs, next_obs)]
+            td = self.value.fit(scaled[0], rewards, scaled[1], terminated, c.gamma,
+                                float(self.model.reward_norm.mean[0]), float(self.model.reward_norm.std[0]),
+                                c.value_steps, c.model_batch, c.value_target_every)
+            self._add_metric("losses/value_td_loss", td)
         for head, value in losses.items():
             self._add_metric(f"model/train_loss_{head}", value)
         if len(held_rows):
@@ -275,12 +283,15 @@ class MPCPlanner:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "buffer": self.buffer.state_dict(),
+                **({"value": self.value.state_dict_all()} if self.value is not None else {}),
                 "counters": {"steps": self.steps, "trained_rounds": self.trained_rounds,
                              "next_train": self.next_train},
                 "rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if self.value is not None:
+            self.value.load_state_dict_all(state["value"])
         self.buffer.load_state_dict(state["buffer"])
         counters = state["counters"]
         self.steps, self.trained_rounds = int(counters["steps"]), int(counters["trained_rounds"])
@@ -288,3 +299,4 @@ class MPCPlanner:
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8))
         self.plans.clear()
+        self.rollout = None
