@@ -82,7 +82,7 @@ class MPCPlanner:
         self.buffer = TransitionBuffer(c.buffer_size, self.obs_dim, self.action_dim)
         self.discounts = c.gamma ** torch.arange(c.horizon, dtype=torch.float32)
         self.n_envs = n_envs
-        self.plans: dict[int, torch.Tensor] = {}  # batch size → warm-start distribution (means or probs)
+        self.plans: dict[int, Any] = {}  # batch size (negative: evaluation) → warm start of the next plan
         self.rollout = None  # the model's fast planning form, rebuilt after each training round
         self.steps = 0
         self.trained_rounds = 0
@@ -135,12 +135,14 @@ class MPCPlanner:
                       momentum=c.cem_momentum, generator=self.generator)
         if self.discrete:
             prior = torch.full((b, c.horizon, self.n_actions), 1.0 / self.n_actions)
+            keep = None
             if previous is not None:  # shift by one step; the new last step starts uniform
-                prior[:, :-1] = previous[:, 1:]
+                prior[:, :-1] = previous[0][:, 1:]
                 prior = 0.5 * prior + 0.5 / self.n_actions  # keep some doubt, so a stale plan can be dropped
-            probs, best = cem_categorical(scorer, prior, **kwargs)
-            self.plans[key] = probs
-            actions = probs[:, 0].argmax(dim=1).numpy()
+                keep = torch.cat([previous[1][:, 1:], previous[1][:, -1:]], dim=1)
+            probs, best_seq, best = cem_categorical(scorer, prior, keep=keep, **kwargs)
+            self.plans[key] = (probs, best_seq)
+            actions = best_seq[:, 0].numpy()
             if explore and c.epsilon > 0:
                 random = self.rng.random(b) < c.epsilon
                 actions = np.where(random, self.rng.integers(self.n_actions, size=b), actions)
@@ -195,10 +197,8 @@ class MPCPlanner:
             self.train()
         if (terminated | truncated).any():
             done = np.flatnonzero(terminated | truncated)
-            with torch.inference_mode():  # the plans are inference tensors
-                for key, plan in self.plans.items():  # a new episode starts from a fresh plan
-                    if key == b:
-                        plan[done] = 1.0 / self.n_actions if self.discrete else 0.0
+            if b in self.plans:  # a new episode starts from a fresh plan (all envs: rare, and cheap)
+                del self.plans[b]
 
     def _split(self) -> tuple[np.ndarray, np.ndarray]:
         rows = np.arange(self.buffer.size)
