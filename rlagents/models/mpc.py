@@ -107,8 +107,8 @@ class MPCPlanner:
         return seqs
 
     def score(self, obs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        """Predicted discounted return (B, N) of action sequences (B, N, H[, D]) from states (B, d), averaged
-        over the ensemble members, each propagating its own trajectory."""
+        """Predicted discounted return (B, N) of action sequences (B, N, H[, D]) from states (B, d): the mean
+        over the ensemble members, each propagating its own trajectory, minus `risk` times their std."""
         if self.rollout is None:
             self.rollout = self.model.rollout_net()
         b, n, h = seqs.shape[:3]
@@ -116,7 +116,10 @@ class MPCPlanner:
         states = obs[:, None, :].expand(b, n, self.obs_dim).reshape(b * n, self.obs_dim)
         returns = self.rollout.returns(states, part, self.discounts, self.value if self.trained_rounds else None,
                                        self.config.gamma ** h)
-        return returns.mean(dim=0).reshape(b, n)
+        score = returns.mean(dim=0)
+        if self.config.risk and returns.shape[0] > 1:  # pessimism where the members disagree: off the data
+            score = score - self.config.risk * returns.std(dim=0)
+        return score.reshape(b, n)
 
     @torch.inference_mode()
     def plan(self, obs: np.ndarray, explore: bool) -> np.ndarray:
