@@ -198,6 +198,7 @@ class TabularPlanner:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "q": self.q.copy(), "v": self.v.copy(),
+                "tiebreak": self.tiebreak.copy(),
                 "counters": {"steps": self.steps, "since_replan": self.since_replan},
                 "rng": self.rng.bit_generator.state}
 
@@ -205,6 +206,7 @@ class TabularPlanner:
         self.model.load_state_dict(state["model"])
         self.q = np.asarray(state["q"], dtype=np.float64).copy()
         self.v = np.asarray(state["v"], dtype=np.float64).copy()
+        self.tiebreak = np.asarray(state["tiebreak"], dtype=np.float64).copy()
         if self.q.shape != (self.n_states, self.n_actions):
             raise ValueError(f"checkpoint Q has shape {self.q.shape}, need {(self.n_states, self.n_actions)}")
         self.steps = int(state["counters"]["steps"])
