@@ -21,6 +21,9 @@ from rlagents.models.cem import cem_categorical, cem_gaussian
 from rlagents.models.dynamics import DynamicsEnsemble, ValueNet
 
 
+PLAN_CHECK_EVERY = 10  # training steps between planned-vs-realised return checks
+
+
 class TransitionBuffer:
     """Preallocated arrays of (obs, action features, reward, next obs, terminated); grows until full."""
 
@@ -145,6 +148,7 @@ class MPCPlanner:
                 keep = torch.cat([previous[1][:, 1:], previous[1][:, -1:]], dim=1)
             probs, best_seq, best = cem_categorical(scorer, prior, keep=keep, **kwargs)
             self.plans[key] = (probs, best_seq)
+            chosen = best_seq
             actions = best_seq[:, 0].numpy()
             if explore and c.epsilon > 0:
                 random = self.rng.random(b) < c.epsilon
@@ -157,6 +161,7 @@ class MPCPlanner:
             std = torch.full_like(mean, c.init_std)
             mean, _, best = cem_gaussian(scorer, mean, std, **kwargs)
             self.plans[key] = mean
+            chosen = mean
             action = mean[:, 0].numpy().astype(np.float64)
             if explore and c.action_noise > 0:
                 action = np.clip(action + c.action_noise * self.rng.standard_normal(action.shape), -1.0, 1.0)
@@ -165,9 +170,16 @@ class MPCPlanner:
         mode = "train" if explore else "eval"
         self.plan_time[mode] += time.perf_counter() - t0
         self.plan_steps[mode] += b
-        if explore:
-            self._last_planned = best.numpy().astype(np.float64)
+        if explore:  # sampled: the check costs one more rollout
+            self._last_planned = (self.predicted_rewards(x, chosen).numpy().astype(np.float64)
+                                  if self.steps % PLAN_CHECK_EVERY == 0 else np.full(b, np.nan))
         return env_actions
+
+    def predicted_rewards(self, obs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        """The model's H-step discounted reward sum (B,) of one sequence per state, members' mean, without
+        the value beyond the horizon: what the realised H-step return is compared with."""
+        part = self.rollout.action_part(self._features(seqs).transpose(0, 1))
+        return self.rollout.returns(obs, part, self.discounts).mean(dim=0)
 
     def random_actions(self, b: int) -> np.ndarray:
         if self.discrete:
