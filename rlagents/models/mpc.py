@@ -3,7 +3,8 @@
 Every env step, CEM searches action sequences of `horizon` steps for all envs of the batch at once; each
 candidate is rolled out through every ensemble member (particles), its score is the members' mean of the
 discounted predicted return, with predicted rewards weighted by the predicted probability of not having
-terminated yet. The first action is executed; the distribution is shifted by one step to warm-start the
+terminated yet, plus a learned value of the last state (`value_steps` > 0), minus `risk` times the members'
+spread. The first action is executed; the distribution is shifted by one step to warm-start the
 next plan. Transitions go to a preallocated buffer (every `holdout_every`-th one held out to measure the
 model); the ensemble retrains every `train_every` env steps.
 """
