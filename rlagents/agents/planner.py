@@ -206,7 +206,8 @@ class TabularPlanner:
         self.model.load_state_dict(state["model"])
         self.q = np.asarray(state["q"], dtype=np.float64).copy()
         self.v = np.asarray(state["v"], dtype=np.float64).copy()
-        self.tiebreak = np.asarray(state["tiebreak"], dtype=np.float64).copy()
+        if "tiebreak" in state:  # absent from checkpoints of the first version: keep this seed's table
+            self.tiebreak = np.asarray(state["tiebreak"], dtype=np.float64).copy()
         if self.q.shape != (self.n_states, self.n_actions):
             raise ValueError(f"checkpoint Q has shape {self.q.shape}, need {(self.n_states, self.n_actions)}")
         self.steps = int(state["counters"]["steps"])
