@@ -19,6 +19,7 @@ from rlagents.errors import UnsupportedSpaceError
 from rlagents.models.cem import cem_categorical, cem_gaussian
 from rlagents.models.dynamics import DynamicsEnsemble
 from rlagents.models.tabular import CountModel, dense_to_sparse, value_iteration
+from rlagents.evaluate import main as evaluate_main
 from rlagents.train import main as train_main
 
 
@@ -190,10 +191,14 @@ def run(tmp_path: Path, env: str, *args: str) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def test_learns_frozenlake_with_value_iteration(tmp_path: Path):
+def test_learns_frozenlake_with_value_iteration(tmp_path: Path, capsys):
     summary = run(tmp_path, "FrozenLake-v1", "--steps", "5000", "--eval-every", "0", "--eval-episodes", "500")
     assert summary["eval_return_mean"] >= 0.65  # the optimum is about 0.74; random play about 0.015
     assert summary["plan_ms_per_step"] is not None and summary["plan_ms_per_step"] > 0
+    capsys.readouterr()
+    assert evaluate_main([str(tmp_path / "FrozenLake-v1"), "--episodes", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "learned model: 5,000 transitions" in out and "greedy policy:" in out
 
 
 def test_dyna_mode_learns_frozenlake(tmp_path: Path):

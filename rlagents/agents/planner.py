@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -23,6 +24,7 @@ from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.models.mpc import MPCPlanner
 from rlagents.models.tabular import CountModel, dyna_updates, value_iteration
 from rlagents.schedules import LinearSchedule
+from rlagents.tabular_views import describe_table
 
 MAX_MODEL_ENTRIES = 20_000_000  # states x actions table entries
 
@@ -259,6 +261,15 @@ class PlannerAgent(Agent):
 
     def metrics(self) -> dict[str, float]:
         return self.impl.metrics()
+
+    def inspect(self, env: gym.Env, out_dir: Path) -> list[str]:
+        if isinstance(self.impl, TabularPlanner):  # the greedy policy of the learned model, as qlearning shows it
+            q = self.impl.q if self.config.mode == "dyna" else self.impl.solve_greedy()
+            known = (self.impl.model.visits >= self.config.rmax_visits).mean()
+            return [f"learned model: {self.impl.model.visits.sum():,} transitions, {known:.0%} of state-action "
+                    f"pairs known"] + describe_table(q, env, out_dir)
+        return [f"learned model: {self.impl.buffer.size:,} transitions, {self.impl.trained_rounds} training rounds, "
+                f"{self.impl.model.members} members"]
 
     def summary_extras(self) -> dict[str, Any]:
         return self.impl.plan_ms()
