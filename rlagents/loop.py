@@ -340,9 +340,10 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         "final_eval_returns": final["returns"],
         "device": str(run.device), "versions": library_versions(), "sessions": state.sessions,
     }
-    costs = agent.costs()
-    if costs:
+    costs = {key: value for key, value in agent.costs().items() if value is not None}
+    if costs:  # comparable costs, which the compare report tabulates
         summary["costs"] = costs
+    summary.update(agent.summary_extras())
     writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
     writer.add_hparams(_hparams(run), {"hparam/eval_return_mean": final["return_mean"]}, run_name=".",
                        global_step=step)

@@ -9,7 +9,7 @@ import pytest
 
 from rlagents.train import main as train_main
 
-TIMING_TAGS = {"charts/steps_per_s"}
+TIMING_TAGS = {"charts/steps_per_s", "timing/plan_ms_per_step"}
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -24,7 +24,8 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 @pytest.mark.parametrize("agent, env, steps", [("dqn", "CartPole-v1", 2000), ("reinforce", "CartPole-v1", 4000),
                                                ("reinforce", "Pendulum-v1", 2000),
                                                ("qlearning", "FrozenLake-v1", 5000),
-                                               ("qlearning", "CartPole-v1", 3000)])
+                                               ("qlearning", "CartPole-v1", 3000),
+                                               ("planner", "FrozenLake-v1", 3000), ("planner", "CartPole-v1", 600)])
 def test_same_seed_same_numbers(agent, env, steps, tmp_path: Path):
     runs = []
     for name in ("a", "b"):

@@ -86,6 +86,10 @@ class Agent(ABC):
         """Scalars to log (e.g. `losses/td_loss`), aggregated since the previous call."""
         return {}
 
+    def summary_extras(self) -> dict[str, Any]:
+        """Extra keys for the run's summary.json (e.g. the planner's `plan_ms_per_step`); JSON values only."""
+        return {}
+
     def inspect(self, env: gym.Env, out_dir: Path) -> list[str]:
         """Lines showing what was learned (printed by `rlagents.evaluate`); may write images into `out_dir`."""
         return []

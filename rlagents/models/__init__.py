@@ -1,0 +1,1 @@
+"""Learned environment models and the planners that use them (the `planner` agent's building blocks)."""
