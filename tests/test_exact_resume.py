@@ -34,6 +34,8 @@ def rewind_to(run_dir: Path, keep: Path) -> None:
     ("dqn", "CartPole-v1", 3000, ["checkpoint_replay=true", "learning_starts=300", "n_step=3"]),
     ("reinforce", "CartPole-v1", 4000, []),
     ("qlearning", "FrozenLake-v1", 6000, ["n_envs=2"]),
+    ("planner", "FrozenLake-v1", 3000, []),
+    ("planner", "CartPole-v1", 600, []),
 ])
 def test_resumed_run_matches_the_uninterrupted_one(agent, env, steps, sets, tmp_path: Path):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"

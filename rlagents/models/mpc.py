@@ -302,7 +302,11 @@ class MPCPlanner:
                 **({"value": self.value.state_dict_all()} if self.value is not None else {}),
                 "counters": {"steps": self.steps, "trained_rounds": self.trained_rounds,
                              "next_train": self.next_train},
-                "rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}
+                "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
+                # warm starts and open planned-vs-realised records, so a resumed run plans exactly as before
+                "plans": [[key, list(plan) if isinstance(plan, tuple) else [plan]] for key, plan in self.plans.items()],
+                "open": {"planned": self._open_planned.copy(), "realised": self._open_realised.copy(),
+                         "age": self._open_age.copy(), "slot": self._slot, "last_planned": self._last_planned.copy()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -314,5 +318,10 @@ class MPCPlanner:
         self.next_train = int(counters["next_train"])
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8))
-        self.plans.clear()
+        self.plans = {int(key): (tuple(plan) if len(plan) == 2 else plan[0]) for key, plan in state.get("plans", [])}
+        if "open" in state and np.shape(state["open"]["age"]) == self._open_age.shape:
+            opened = state["open"]
+            self._open_planned, self._open_realised = np.array(opened["planned"]), np.array(opened["realised"])
+            self._open_age, self._slot = np.array(opened["age"]), int(opened["slot"])
+            self._last_planned = np.array(opened["last_planned"])
         self.rollout = None
