@@ -61,3 +61,27 @@ def test_a_backbone_that_does_not_fit_is_a_one_line_error(classifier_run: Path, 
         train_main(["--agent", "dqn", "--env", "CartPole-v1", "--steps", "100", "--run-dir", str(tmp_path / "r2"),
                     "--no-progress", "--set", f"backbone={classifier_run}"])
     assert "exactly one image (CNN) branch" in capsys.readouterr().err
+
+
+READER_CNN = ["--set", "cnn_channels=16,32,32", "--set", "cnn_features=64"]
+
+
+@pytest.fixture(scope="module")
+def digit_reader(tmp_path_factory) -> Path:
+    """A small classifier that reads the digits well (test accuracy 0.96 with these settings; a few seconds)."""
+    run_dir = tmp_path_factory.mktemp("reader") / "run"
+    assert classify_main(["--run-dir", str(run_dir), "--no-progress", "--seed", "0", "--set", "epochs=15",
+                          "--set", "lr=4.0e-3", "--set", "ema=0.98", *READER_CNN]) == 0
+    return run_dir
+
+
+def test_dqn_learns_digitlock_with_a_pretrained_frozen_backbone(digit_reader: Path, tmp_path: Path):
+    # The default DigitLock config on a 6,000-step budget. Without reading the digit the best greedy return
+    # is -0.3 (never open: 30 turns); opening blind averages -0.8. Measured: 0.47 (the full config reaches
+    # 0.9 within 20,000 steps, README "Backbone transfer").
+    assert train_main(["--agent", "dqn", "--env", "DigitLock-v0", "--steps", "6000", "--seed", "0",
+                       "--eval-every", "0", "--run-dir", str(tmp_path / "run"), "--no-progress",
+                       "--set", f"backbone={digit_reader}", *READER_CNN]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["eval_episodes"] == 100
+    assert summary["eval_return_mean"] > 0.3
