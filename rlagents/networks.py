@@ -189,8 +189,16 @@ class DictBackbone(nn.Module):
         self.fusion = nn.Sequential(*layers)
         self.features_dim = joined
 
-    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.fusion(torch.cat([self.branches[key].forward(obs[key]) for key in self.keys], dim=1))
+    def forward(self, obs: dict[str, torch.Tensor], features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Joined features; `features` supplies some branches' outputs already computed (frozen branches)."""
+        if features is None:
+            return self.fusion(torch.cat([self.branches[key].forward(obs[key]) for key in self.keys], dim=1))
+        return self.fusion(torch.cat([features[key] if key in features else self.branches[key].forward(obs[key])
+                                      for key in self.keys], dim=1))
+
+    def frozen_keys(self) -> list[str]:
+        """Keys whose branch has no trainable parameters (a frozen pretrained backbone)."""
+        return [key for key, branch in self.branches.items() if not any(p.requires_grad for p in branch.parameters())]
 
 
 def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: tuple[int, ...] = (64, 64),
@@ -239,8 +247,11 @@ class Net(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head.forward(self.backbone.forward(obs))
+    def forward(self, obs: torch.Tensor | dict[str, torch.Tensor],
+                features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        if features is None:
+            return self.head.forward(self.backbone.forward(obs))
+        return self.head.forward(self.backbone.forward(obs, features))  # precomputed branch features (Dict)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -22,7 +22,7 @@ from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.frame_replay import FrameReplayBuffer
-from rlagents.networks import Net, QHead, load_pretrained_backbone, make_backbone, numpy_greedy_scores
+from rlagents.networks import DictBackbone, Net, QHead, load_pretrained_backbone, make_backbone, numpy_greedy_scores
 from rlagents.replay import Batch, NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
 from rlagents.schedules import LinearSchedule
 
@@ -138,7 +138,11 @@ class DQNAgent(Agent):
         self.q = Net(backbone, QHead(backbone.features_dim, self.n_actions, c.dueling)).to(self.device)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.params = [p for p in self.q.parameters() if p.requires_grad]  # a frozen backbone is not trained
-        self.target_params = list(self.target.parameters())
+        target_named = dict(self.target.named_parameters())  # the target's counterparts of the trained params
+        self.target_params = [target_named[n] for n, p in self.q.named_parameters() if p.requires_grad]
+        # Dict branches without trainable weights (a frozen pretrained CNN) are the same in the online and the
+        # target network: `_update` computes their features once per batch, without autograd, for both.
+        self.frozen_keys = backbone.frozen_keys() if isinstance(backbone, DictBackbone) else []
         self._numpy_scores = numpy_greedy_scores(self.q)  # fast acting on CPU; None for CNNs and GPUs
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.params, lr=c.lr, eps=c.adam_eps, fused=fused)
@@ -243,12 +247,17 @@ class DQNAgent(Agent):
         as_tensor = (lambda a: batches.to_tensor(a, self.device))
         obs, next_obs = as_tensor(batch.obs), as_tensor(batch.next_obs)
         actions = as_tensor(batch.actions).long().unsqueeze(1)
+        features = next_features = None
         with torch.no_grad():
-            next_q_online = self.q(next_obs) if c.double else None
-            next_values = next_state_values(self.target(next_obs), next_q_online)
+            if self.frozen_keys:
+                branches = self.q.backbone.branches
+                features = {key: branches[key](obs[key]) for key in self.frozen_keys}
+                next_features = {key: branches[key](next_obs[key]) for key in self.frozen_keys}
+            next_q_online = self.q(next_obs, next_features) if c.double else None
+            next_values = next_state_values(self.target(next_obs, next_features), next_q_online)
             targets = td_targets(as_tensor(batch.rewards), next_values, as_tensor(batch.terminated),
                                  as_tensor(batch.discounts))
-        q_taken = self.q(obs).gather(1, actions).squeeze(1)
+        q_taken = self.q(obs, features).gather(1, actions).squeeze(1)
         loss_fn = nn.functional.smooth_l1_loss if c.loss == "huber" else nn.functional.mse_loss
         if batch.weights is not None:  # importance-sampling weights of prioritized replay
             loss = (loss_fn(q_taken, targets, reduction="none") * as_tensor(batch.weights)).mean()
