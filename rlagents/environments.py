@@ -195,13 +195,16 @@ class SyncVecEnv(gym.vector.VectorEnv):
         observations = []
         for i, (env, s) in enumerate(zip(self.envs, seeds)):
             if self.record_episodes:
-                self._note_episode_start(i, s if options is None else None)
+                self._note_episode_start(i, s, replayable=options is None)
             observations.append(env.reset(seed=s, options=options)[0])
         return self._stack(observations), {}
 
-    def _note_episode_start(self, i: int, seed: int | None) -> None:
-        # A reset with options cannot be replayed (options are arbitrary objects): it is marked unknown.
-        start = {"seed": seed} if seed is not None else {"rng": self.envs[i].np_random.bit_generator.state}
+    def _note_episode_start(self, i: int, seed: int | None, *, replayable: bool = True) -> None:
+        # A reset with options cannot be replayed (options are arbitrary objects): it is marked unknown (None).
+        if not replayable:
+            start = None
+        else:
+            start = {"seed": seed} if seed is not None else {"rng": self.envs[i].np_random.bit_generator.state}
         self._episode_starts[i] = start
         self._episode_actions[i] = []
 
