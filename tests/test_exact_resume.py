@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,9 @@ def test_resumed_run_matches_the_uninterrupted_one(agent, env, steps, sets, tmp_
     shutil.copytree(whole, resumed)
     first = step_checkpoints(resumed)[0]
     rewind_to(resumed, first)
+    # TensorBoard reads a run's event files in name order, and a name starts with its creation second: a
+    # resume within the same second as the original run's start (only possible in a test) could sort first.
+    time.sleep(1.1)
     assert train_main(["--resume", str(resumed), "--no-progress"]) == 0
 
     a = json.loads((whole / "summary.json").read_text())
