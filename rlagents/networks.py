@@ -75,7 +75,29 @@ class MLPBackbone(nn.Module):
         return x
 
 
-class ConvBackbone(nn.Module):
+class _ImageBody(nn.Module):
+    """What every image backbone shares: `convs` followed by one dense ReLU layer sized by a dry forward pass,
+    uint8 pixels scaled inside the network, and channel-last inputs permuted here."""
+
+    def _finish(self, obs_space: gym.spaces.Box, convs: nn.Sequential, features_dim: int) -> None:
+        c, h, w = self.input_chw
+        self.scale = 1.0 / 255.0 if obs_space.dtype == np.uint8 else 1.0
+        self.convs = convs
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
+        self.dense = nn.Sequential(nn.Linear(flat, features_dim), nn.ReLU())
+        self.features_dim = features_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() * self.scale
+        if x.dim() == 3:  # (B, H, W) single-channel images
+            x = x.unsqueeze(1)
+        elif self.channel_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.dense(self.convs(x))
+
+
+class ConvBackbone(_ImageBody):
     """The classic classifier shape: conv–pool–conv–pool–conv, then one dense layer.
 
     3×3 convolutions keep the spatial size, so the same backbone serves 8×8 digits and 84×84 frames; the
@@ -92,28 +114,15 @@ class ConvBackbone(nn.Module):
             raise UnsupportedSpaceError(f"CNN backbone takes three conv widths, got {channels}")
         (c, h, w), self.channel_last = image_layout(tuple(obs_space.shape), channel_order)
         self.input_chw = (c, h, w)
-        self.scale = 1.0 / 255.0 if obs_space.dtype == np.uint8 else 1.0
         c1, c2, c3 = channels
-        self.convs = nn.Sequential(
+        self._finish(obs_space, nn.Sequential(
             nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
             nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(), nn.Flatten(),
-        )
-        with torch.no_grad():
-            flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
-        self.dense = nn.Sequential(nn.Linear(flat, features_dim), nn.ReLU())
-        self.features_dim = features_dim
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() * self.scale
-        if x.dim() == 3:  # (B, H, W) single-channel images
-            x = x.unsqueeze(1)
-        elif self.channel_last:
-            x = x.permute(0, 3, 1, 2)
-        return self.dense(self.convs(x))
+        ), features_dim)
 
 
-class NatureCNN(nn.Module):
+class NatureCNN(_ImageBody):
     """The Nature-DQN network's body (Mnih et al. 2015): conv 32 8×8 stride 4, conv 64 4×4 stride 2, conv 64
     3×3 stride 1, then a dense layer of 512 — for 84×84 Atari frame stacks (`network: nature`).
 
@@ -129,24 +138,11 @@ class NatureCNN(nn.Module):
             raise UnsupportedSpaceError(f"Nature CNN needs images of at least 36×36 pixels, got {h}×{w} "
                                         f"(use network cnn for small images)")
         self.input_chw = (c, h, w)
-        self.scale = 1.0 / 255.0 if obs_space.dtype == np.uint8 else 1.0
-        self.convs = nn.Sequential(
+        self._finish(obs_space, nn.Sequential(
             nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
-        )
-        with torch.no_grad():
-            flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
-        self.dense = nn.Sequential(nn.Linear(flat, features_dim), nn.ReLU())
-        self.features_dim = features_dim
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() * self.scale
-        if x.dim() == 3:
-            x = x.unsqueeze(1)
-        elif self.channel_last:
-            x = x.permute(0, 3, 1, 2)
-        return self.dense(self.convs(x))
+        ), features_dim)
 
 
 BackboneKind = Literal["auto", "mlp", "cnn", "nature"]

@@ -12,6 +12,7 @@ never written or read.
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -137,13 +138,13 @@ class SB3Agent(Agent):
             raise UnsupportedSpaceError(f"{cls.name} uses SB3's MlpPolicy: it needs flat Box or Discrete "
                                         f"observations, got {obs_space}")
 
+    @abstractmethod
     def algorithm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the SB3 algorithm's constructor, from `self.config`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def algorithm(self):
         """The SB3 algorithm class."""
-        raise NotImplementedError
 
     def __init__(self, config: Any, obs_space: gym.Space, action_space: gym.Space, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
