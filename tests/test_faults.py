@@ -90,8 +90,8 @@ def test_nonfinite_weights_are_never_checkpointed(tmp_path: Path, monkeypatch, c
 
     original = DQNAgent._update
 
-    def update_then_break(self, batch):
-        original(self, batch)
+    def update_then_break(self, batch, *args):
+        original(self, batch, *args)
         if self.updates == 40:  # fault injection: as if this step's gradient had been infinite
             with torch.no_grad():
                 next(self.q.parameters()).fill_(float("inf"))

@@ -109,7 +109,7 @@ def test_clip_grad_norm_matches_torch():
     a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3, 3))
     (a.sum() * 7 + (b ** 2).sum() * 3).backward()
     ref = [p.grad.clone() for p in (a, b)]
-    norm = clip_grad_norm([a, b], 1.0)
+    norm = clip_grad_norm([a.grad, b.grad], 1.0)
     ref_norm = torch.nn.utils.clip_grad_norm_([torch.nn.Parameter(torch.zeros(1))], 1.0)  # API sanity
     total = torch.sqrt(sum((g ** 2).sum() for g in ref))
     assert norm.item() == pytest.approx(total.item(), rel=1e-5) and ref_norm.item() == 0.0

@@ -22,6 +22,7 @@ from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.frame_replay import FrameReplayBuffer
+from rlagents.manual_mlp import ManualMLP, adam_step
 from rlagents.networks import DictBackbone, Net, QHead, load_pretrained_backbone, make_backbone, numpy_greedy_scores
 from rlagents.replay import Batch, NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
 from rlagents.schedules import LinearSchedule
@@ -99,16 +100,21 @@ def next_state_values(next_q_target: torch.Tensor, next_q_online: torch.Tensor |
     return next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
 
 
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Scale gradients so their global L2 norm is at most `max_norm`; returns the norm before clipping.
+def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale `grads` in place so their global L2 norm is at most `max_norm`; returns the norm before clipping.
 
     Same maths as `torch.nn.utils.clip_grad_norm_`, without its per-call grouping of tensors by device and
     dtype, which costs more than the arithmetic for small networks.
     """
-    grads = [p.grad for p in params if p.grad is not None]
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
     return total
+
+
+def td_loss(errors: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean Huber (δ = 1) or squared loss over the last axis of TD errors (Q(s, a) − target)."""
+    loss_fn = nn.functional.smooth_l1_loss if kind == "huber" else nn.functional.mse_loss
+    return loss_fn(errors, torch.zeros_like(errors), reduction="none").mean(dim=-1)
 
 
 class DQNAgent(Agent):
@@ -144,6 +150,10 @@ class DQNAgent(Agent):
         # target network: `_update` computes their features once per batch, without autograd, for both.
         self.frozen_keys = backbone.frozen_keys() if isinstance(backbone, DictBackbone) else []
         self._numpy_scores = numpy_greedy_scores(self.q)  # fast acting on CPU; None for CNNs and GPUs
+        # Plain MLP Q-networks with uniform replay learn through hand-written gradients (bit-identical to
+        # autograd's, ~30% cheaper); everything else through autograd.
+        manual = ManualMLP.applies_to(self.q) and not c.prioritized
+        self._manual = (ManualMLP(self.q), ManualMLP(self.target)) if manual else None
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.params, lr=c.lr, eps=c.adam_eps, fused=fused)
         self.lr_schedule = LinearSchedule(c.lr, c.lr if c.lr_final is None else c.lr_final, self.total_steps)
@@ -178,7 +188,9 @@ class DQNAgent(Agent):
         self.skipped_updates = 0
         self.next_train = max(c.learning_starts, c.train_every)
         self.next_target = c.target_update_every
+        self._target_synced_at = -1  # `updates` at the last hard target copy (-1: none yet this session)
         self._losses: list[torch.Tensor] = []
+        self._errors: list[torch.Tensor] = []  # TD errors of manual updates: their loss is reduced when logged
         self._q_values: list[torch.Tensor] = []
 
     # ------------------------------------------------------------ acting
@@ -238,11 +250,31 @@ class DQNAgent(Agent):
             return
         batch = self.buffer.sample(c.batch_size * n_updates, self.rng)
         tensors = [batches.to_tensor(a, self.device) for a in batch[:6]]
+        round_next_q = round_targets = None
+        if self._manual is not None:
+            # The target network is fixed during a training round, so one large forward pass gives every
+            # step's target Q-values (row for row the same numbers as one pass per batch), and without double
+            # DQN every step's TD targets.
+            target = self._manual[1]
+            with torch.no_grad():
+                round_next_q = target.outputs(target.inputs(tensors[3]))
+                if not c.double:
+                    round_targets = td_targets(tensors[2], next_state_values(round_next_q, None), tensors[4],
+                                               tensors[5])
         for i in range(n_updates):
             rows = slice(i * c.batch_size, (i + 1) * c.batch_size)
-            self._update(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=None))
+            self._update(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=None),
+                         None if round_next_q is None else round_next_q[rows],
+                         None if round_targets is None else round_targets[rows])
 
-    def _update(self, batch: Batch) -> None:
+    def _update(self, batch: Batch, next_q_target: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> None:
+        """One gradient step on `batch` (tensors). `next_q_target` (the target network's Q(s', ·)) and the TD
+        `targets` are computed here unless given."""
+        if self._manual is not None:
+            with torch.no_grad():
+                self._manual_update(batch, next_q_target, targets)
+            return
         c = self.config
         as_tensor = (lambda a: batches.to_tensor(a, self.device))
         obs, next_obs = as_tensor(batch.obs), as_tensor(batch.next_obs)
@@ -270,7 +302,7 @@ class DQNAgent(Agent):
             p.grad = None
         loss.backward()
         if c.max_grad_norm is not None:
-            clip_grad_norm(self.params, c.max_grad_norm)
+            clip_grad_norm([p.grad for p in self.params if p.grad is not None], c.max_grad_norm)
         self.optimizer.step()
         if isinstance(self.buffer, PrioritizedReplayBuffer):
             self.buffer.update_priorities(batch.indices, (targets - q_taken).detach().cpu().numpy())
@@ -279,11 +311,45 @@ class DQNAgent(Agent):
         self._q_values.append(q_taken.detach())
         self.updates += 1
 
+    def _manual_update(self, batch: Batch, next_q_target: torch.Tensor | None, targets: torch.Tensor | None) -> None:
+        """`_update`'s maths for a plain MLP with hand-written gradients, op for op what autograd computes."""
+        c = self.config
+        online, target = self._manual
+        obs, actions = online.inputs(batch.obs), batch.actions.long().unsqueeze(1)
+        if targets is None:
+            if next_q_target is None:
+                next_q_target = target.outputs(target.inputs(batch.next_obs))
+            next_q_online = online.outputs(online.inputs(batch.next_obs)) if c.double else None
+            targets = td_targets(batch.rewards, next_state_values(next_q_target, next_q_online), batch.terminated,
+                                 batch.discounts)
+        q, activations = online.forward(obs)
+        q_taken = q.gather(1, actions).squeeze(1)
+        errors = q_taken - targets
+        if not torch.isfinite(errors.sum()):  # the loss is finite exactly when every TD error is
+            if nonfinite_loss(td_loss(errors, c.loss), "TD loss", c.nonfinite, self.updates + 1, self.steps):
+                self.skipped_updates += 1
+                return
+        # d(mean loss)/d(q_taken), as smooth_l1_loss / mse_loss backward compute it (1/n folded in first)
+        scale = 1.0 / errors.numel()
+        grad_taken = errors.clamp(-1.0, 1.0).mul_(scale) if c.loss == "huber" else errors.mul(2.0 * scale)
+        grad_q = torch.zeros_like(q).scatter_add_(1, actions, grad_taken.unsqueeze(1))  # gather's backward
+        grads = online.backward(activations, grad_q)
+        if c.max_grad_norm is not None:
+            clip_grad_norm(grads, c.max_grad_norm)
+        adam_step(self.optimizer, self.params, grads)
+        self._errors.append(errors)
+        self._q_values.append(q_taken)
+        self.updates += 1
+
     @torch.no_grad()
     def _update_target(self, periods: int = 1) -> None:
         """Hard copy, or `periods` soft updates at once: θ' ← θ' + (1 − (1 − τ)^periods)(θ − θ')."""
         if self.config.tau >= 1.0:
-            self.target.load_state_dict(self.q.state_dict())
+            # A copy is only needed when the online network changed since the last one (with train_every
+            # above target_update_every most copies would repeat the previous one).
+            if self.updates != self._target_synced_at:
+                torch._foreach_copy_(self.target_params, self.params)
+                self._target_synced_at = self.updates
         else:
             weight = 1.0 - (1.0 - self.config.tau) ** periods
             torch._foreach_lerp_(self.target_params, self.params, weight)
@@ -291,6 +357,9 @@ class DQNAgent(Agent):
     def metrics(self) -> dict[str, float]:
         out = {"charts/epsilon": self.epsilon(self.steps), "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
                "charts/updates": float(self.updates), "charts/skipped_updates": float(self.skipped_updates)}
+        if self._errors:
+            self._losses.extend(td_loss(torch.stack(self._errors), self.config.loss).unbind())
+            self._errors.clear()
         if self._losses:
             out["losses/td_loss"] = torch.stack(self._losses).mean().item()
             out["values/mean_q"] = torch.cat(self._q_values).mean().item()
@@ -312,6 +381,7 @@ class DQNAgent(Agent):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.q.load_state_dict(state["q"])
         self.target.load_state_dict(state["target"])
+        self._target_synced_at = -1
         self.optimizer.load_state_dict(state["optimizer"])
         counters = state["counters"]
         self.steps, self.updates = int(counters["steps"]), int(counters["updates"])

@@ -1,0 +1,93 @@
+"""The hand-written MLP gradients and Adam step must be bit-identical to autograd and `Optimizer.step`."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlagents.agents.dqn import DQNAgent, DQNConfig
+from rlagents.manual_mlp import ManualMLP, adam_step
+from rlagents.networks import MLPBackbone, Net, QHead
+
+
+def q_net(obs_space: gym.Space, hidden=(32, 16), n_actions=3, dueling=False) -> Net:
+    torch.manual_seed(0)
+    backbone = MLPBackbone(obs_space, hidden)
+    return Net(backbone, QHead(backbone.features_dim, n_actions, dueling))
+
+
+@pytest.mark.parametrize("obs_space", [gym.spaces.Box(-1, 1, (3, 2), np.float32), gym.spaces.Discrete(7)],
+                         ids=["box", "discrete"])
+def test_gradients_equal_autograd_bit_for_bit(obs_space):
+    net = q_net(obs_space)
+    obs = torch.as_tensor(np.stack([obs_space.sample() for _ in range(50)]))
+    actions = torch.randint(0, 3, (50, 1))
+    targets = torch.randn(50) * 3
+    q_taken = net(obs).gather(1, actions).squeeze(1)
+    torch.nn.functional.smooth_l1_loss(q_taken, targets).backward()
+    manual = ManualMLP(net)
+    with torch.no_grad():
+        q, activations = manual.forward(manual.inputs(obs))
+        errors = q.gather(1, actions).squeeze(1) - targets
+        grad_q = torch.zeros_like(q).scatter_add_(1, actions, errors.clamp(-1, 1).mul_(1 / 50).unsqueeze(1))
+        grads = manual.backward(activations, grad_q)
+    assert torch.equal(q, net(obs))
+    assert len(grads) == len(list(net.parameters()))
+    for g, p in zip(grads, net.parameters()):
+        assert torch.equal(g, p.grad)
+
+
+def test_applies_only_to_plain_mlp_q_networks():
+    box = gym.spaces.Box(-1, 1, (4,), np.float32)
+    assert ManualMLP.applies_to(q_net(box))
+    assert not ManualMLP.applies_to(q_net(box, dueling=True))
+
+
+def test_adam_step_equals_optimizer_step():
+    torch.manual_seed(0)
+    a, b = (torch.nn.Linear(4, 5), torch.nn.Linear(4, 5))
+    b.load_state_dict(a.state_dict())
+    opt_a = torch.optim.Adam(a.parameters(), lr=1e-2, fused=True)
+    opt_b = torch.optim.Adam(b.parameters(), lr=1e-2, fused=True)
+    for _ in range(3):  # the first step creates the state through step(), the rest call the kernel directly
+        grads = [torch.randn_like(p) for p in a.parameters()]
+        for p, g in zip(a.parameters(), grads):
+            p.grad = g.clone()
+        opt_a.step()
+        adam_step(opt_b, list(b.parameters()), [g.clone() for g in grads])
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert opt_a.state_dict()["state"][0]["step"] == opt_b.state_dict()["state"][0]["step"] == 3
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(double=False, gradient_steps=4, loss="mse", batch_size=100),
+                                      dict(max_grad_norm=None, n_step=3)], ids=["double", "burst-mse", "noclip"])
+def test_dqn_manual_updates_equal_autograd_updates(settings):
+    """The same agent trained through the manual path and through autograd ends with identical weights."""
+    obs_space, action_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2)
+    agents = []
+    for manual in (True, False):
+        torch.manual_seed(0)
+        config = DQNConfig(hidden=(64, 64), learning_starts=100, train_every=4, **settings)
+        agent = DQNAgent(config, obs_space, action_space, n_envs=1, total_steps=2_000,
+                         device=torch.device("cpu"), seed=0)
+        assert agent._manual is not None
+        if not manual:
+            agent._manual = None
+        rng = np.random.default_rng(0)
+        obs = rng.normal(size=(1, 4)).astype(np.float32)
+        for step in range(600):
+            next_obs = rng.normal(size=(1, 4)).astype(np.float32)
+            agent.observe(obs, agent.act(obs, explore=True), np.array([1.0]), next_obs,
+                          np.array([step % 50 == 49]), np.array([False]))
+            obs = next_obs
+        agents.append(agent)
+    manual, autograd = agents
+    assert manual.updates == autograd.updates > 100
+    for pm, pa in zip(manual.q.parameters(), autograd.q.parameters()):
+        assert torch.equal(pm, pa)
+    metrics_m, metrics_a = manual.metrics(), autograd.metrics()
+    assert metrics_m["losses/td_loss"] == pytest.approx(metrics_a["losses/td_loss"], rel=1e-5)
+    assert metrics_m["values/mean_q"] == metrics_a["values/mean_q"]
