@@ -62,8 +62,8 @@ def test_adam_step_equals_optimizer_step():
     assert opt_a.state_dict()["state"][0]["step"] == opt_b.state_dict()["state"][0]["step"] == 3
 
 
-@pytest.mark.parametrize("settings", [dict(), dict(double=False, gradient_steps=4, loss="mse", batch_size=100),
-                                      dict(max_grad_norm=None, n_step=3)], ids=["double", "burst-mse", "noclip"])
+@pytest.mark.parametrize("settings", [{}, {"double": False, "gradient_steps": 4, "loss": "mse", "batch_size": 100},
+                                      {"max_grad_norm": None, "n_step": 3}], ids=["double", "burst-mse", "noclip"])
 def test_dqn_manual_updates_equal_autograd_updates(settings):
     """The same agent trained through the manual path and through autograd ends with identical weights."""
     obs_space, action_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2)

@@ -23,8 +23,20 @@ from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.frame_replay import FrameReplayBuffer
 from rlagents.manual_mlp import ManualMLP, adam_step
-from rlagents.networks import DictBackbone, Net, QHead, load_pretrained_backbone, make_backbone, numpy_greedy_scores
-from rlagents.replay import Batch, NStepAccumulator, PrioritizedReplayBuffer, ReplayBuffer
+from rlagents.networks import (
+    DictBackbone,
+    Net,
+    QHead,
+    load_pretrained_backbone,
+    make_backbone,
+    numpy_greedy_scores,
+)
+from rlagents.replay import (
+    Batch,
+    NStepAccumulator,
+    PrioritizedReplayBuffer,
+    ReplayBuffer,
+)
 from rlagents.schedules import LinearSchedule
 
 
@@ -325,10 +337,11 @@ class DQNAgent(Agent):
         q, activations = online.forward(obs)
         q_taken = q.gather(1, actions).squeeze(1)
         errors = q_taken - targets
-        if not torch.isfinite(errors.sum()):  # the loss is finite exactly when every TD error is
-            if nonfinite_loss(td_loss(errors, c.loss), "TD loss", c.nonfinite, self.updates + 1, self.steps):
-                self.skipped_updates += 1
-                return
+        # the loss is finite exactly when every TD error is; its value is only needed for the message
+        if not torch.isfinite(errors.sum()) and nonfinite_loss(td_loss(errors, c.loss), "TD loss", c.nonfinite,
+                                                               self.updates + 1, self.steps):
+            self.skipped_updates += 1
+            return
         # d(mean loss)/d(q_taken), as smooth_l1_loss / mse_loss backward compute it (1/n folded in first)
         scale = 1.0 / errors.numel()
         grad_taken = errors.clamp(-1.0, 1.0).mul_(scale) if c.loss == "huber" else errors.mul(2.0 * scale)
