@@ -88,15 +88,15 @@ def test_nonfinite_weights_are_never_checkpointed(tmp_path: Path, monkeypatch, c
     checkpoint, even under nonfinite=skip, and the last good checkpoint stays the newest."""
     from rlagents.agents.dqn import DQNAgent
 
-    original = DQNAgent._update
+    original = DQNAgent._train
 
-    def update_then_break(self, batch, *args):
-        original(self, batch, *args)
+    def train_then_break(self, n_updates):
+        original(self, n_updates)
         if self.updates == 40:  # fault injection: as if this step's gradient had been infinite
             with torch.no_grad():
                 next(self.q.parameters()).fill_(float("inf"))
 
-    monkeypatch.setattr(DQNAgent, "_update", update_then_break)
+    monkeypatch.setattr(DQNAgent, "_train", train_then_break)
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
         train_main(["--agent", "dqn", "--env", "CartPole-v1", "--steps", "3000", "--eval-every", "0", "--run-dir",

@@ -91,3 +91,29 @@ def test_dqn_manual_updates_equal_autograd_updates(settings):
     metrics_m, metrics_a = manual.metrics(), autograd.metrics()
     assert metrics_m["losses/td_loss"] == pytest.approx(metrics_a["losses/td_loss"], rel=1e-5)
     assert metrics_m["values/mean_q"] == metrics_a["values/mean_q"]
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_nonfinite_td_errors_inside_a_round(policy):
+    """A NaN reward in one step's batch of a multi-step round: `stop` raises naming that step, `skip` drops it."""
+    from rlagents.errors import TrainingFault
+
+    torch.manual_seed(0)
+    config = DQNConfig(hidden=(16,), batch_size=8, buffer_size=64, learning_starts=0, nonfinite=policy)
+    agent = DQNAgent(config, gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.Discrete(2), n_envs=1,
+                     total_steps=1_000, device=torch.device("cpu"), seed=0)
+    for k in range(64):
+        agent.buffer.add(np.zeros(2, np.float32), 0, float("nan") if k == 5 else 1.0, np.zeros(2, np.float32),
+                         False, 0.99)
+    agent._train(3)  # first round: the fused Adam's state is created through step()
+    good = [p.clone() for p in agent.params]
+    if policy == "stop":
+        with pytest.raises(TrainingFault, match=r"non-finite TD loss \(nan\) at update \d+"):
+            for _ in range(20):  # some round's batches draw row 5
+                agent._train(4)
+    else:
+        for _ in range(20):
+            agent._train(4)
+        assert agent.skipped_updates > 0 and agent.updates + agent.skipped_updates == 3 + 80
+        assert all(torch.isfinite(p).all() for p in agent.params)
+        assert not all(torch.equal(p, g) for p, g in zip(agent.params, good))

@@ -262,31 +262,16 @@ class DQNAgent(Agent):
             return
         batch = self.buffer.sample(c.batch_size * n_updates, self.rng)
         tensors = [batches.to_tensor(a, self.device) for a in batch[:6]]
-        round_next_q = round_targets = None
         if self._manual is not None:
-            # The target network is fixed during a training round, so one large forward pass gives every
-            # step's target Q-values (row for row the same numbers as one pass per batch), and without double
-            # DQN every step's TD targets.
-            target = self._manual[1]
             with torch.no_grad():
-                round_next_q = target.outputs(target.inputs(tensors[3]))
-                if not c.double:
-                    round_targets = td_targets(tensors[2], next_state_values(round_next_q, None), tensors[4],
-                                               tensors[5])
+                self._manual_round(*tensors[:6], n_updates)
+            return
         for i in range(n_updates):
             rows = slice(i * c.batch_size, (i + 1) * c.batch_size)
-            self._update(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=None),
-                         None if round_next_q is None else round_next_q[rows],
-                         None if round_targets is None else round_targets[rows])
+            self._update(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=None))
 
-    def _update(self, batch: Batch, next_q_target: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None) -> None:
-        """One gradient step on `batch` (tensors). `next_q_target` (the target network's Q(s', ·)) and the TD
-        `targets` are computed here unless given."""
-        if self._manual is not None:
-            with torch.no_grad():
-                self._manual_update(batch, next_q_target, targets)
-            return
+    def _update(self, batch: Batch) -> None:
+        """One gradient step on `batch` through autograd."""
         c = self.config
         as_tensor = (lambda a: batches.to_tensor(a, self.device))
         obs, next_obs = as_tensor(batch.obs), as_tensor(batch.next_obs)
@@ -323,36 +308,70 @@ class DQNAgent(Agent):
         self._q_values.append(q_taken.detach())
         self.updates += 1
 
-    def _manual_update(self, batch: Batch, next_q_target: torch.Tensor | None, targets: torch.Tensor | None) -> None:
-        """`_update`'s maths for a plain MLP with hand-written gradients, op for op what autograd computes."""
-        c = self.config
+    def _manual_round(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
+                      terminated: torch.Tensor, discounts: torch.Tensor, n_updates: int) -> None:
+        """`n_updates` of `_update`'s gradient steps (rows [i·B, (i+1)·B) of the tensors are step i's batch) for a
+        plain MLP, with hand-written gradients: op for op what autograd computes, so the same numbers.
+
+        What does not change during a round is computed once for all its steps: the target network's Q(s', ·)
+        (the target is only updated between rounds; row for row the same numbers as one pass per batch) and,
+        without double DQN, the TD targets. With double DQN each step runs the online network once over its
+        s and s' rows together.
+        """
+        c, size = self.config, self.config.batch_size
         online, target = self._manual
-        obs, actions = online.inputs(batch.obs), batch.actions.long().unsqueeze(1)
-        if targets is None:
-            if next_q_target is None:
-                next_q_target = target.outputs(target.inputs(batch.next_obs))
-            next_q_online = online.outputs(online.inputs(batch.next_obs)) if c.double else None
-            targets = td_targets(batch.rewards, next_state_values(next_q_target, next_q_online), batch.terminated,
-                                 batch.discounts)
-        q, activations = online.forward(obs)
-        q_taken = q.gather(1, actions).squeeze(1)
-        errors = q_taken - targets
-        # the loss is finite exactly when every TD error is; its value is only needed for the message
-        if not torch.isfinite(errors.sum()) and nonfinite_loss(td_loss(errors, c.loss), "TD loss", c.nonfinite,
-                                                               self.updates + 1, self.steps):
-            self.skipped_updates += 1
-            return
-        # d(mean loss)/d(q_taken), as smooth_l1_loss / mse_loss backward compute it (1/n folded in first)
-        scale = 1.0 / errors.numel()
-        grad_taken = errors.clamp(-1.0, 1.0).mul_(scale) if c.loss == "huber" else errors.mul(2.0 * scale)
-        grad_q = torch.zeros_like(q).scatter_add_(1, actions, grad_taken.unsqueeze(1))  # gather's backward
-        grads = online.backward(activations, grad_q)
-        if c.max_grad_norm is not None:
-            clip_grad_norm(grads, c.max_grad_norm)
-        adam_step(self.optimizer, self.params, grads)
-        self._errors.append(errors)
-        self._q_values.append(q_taken)
-        self.updates += 1
+        x, actions = online.inputs(obs), actions.long().unsqueeze(1)
+        next_q_target = target.outputs(target.inputs(next_obs))
+        if c.double:  # [s rows; s' rows] of each step, contiguous
+            width = x.shape[1]
+            pairs = torch.stack([x.view(n_updates, size, width), online.inputs(next_obs).view(n_updates, size, width)],
+                                dim=1).view(n_updates, 2 * size, width)
+        else:
+            all_targets = td_targets(rewards, next_state_values(next_q_target, None), terminated, discounts)
+        check_each = c.nonfinite == "skip"  # "stop" checks once per round: nothing is saved after a failure
+        scale = 1.0 / size
+        round_errors = []
+        for i in range(n_updates):
+            rows = slice(i * size, (i + 1) * size)
+            if c.double:
+                q_both, activations = online.forward(pairs[i])
+                q, activations = q_both[:size], [a[:size] for a in activations]
+                targets = td_targets(rewards[rows], next_state_values(next_q_target[rows], q_both[size:]),
+                                     terminated[rows], discounts[rows])
+            else:
+                q, activations = online.forward(x[rows])
+                targets = all_targets[rows]
+            taken = actions[rows]
+            q_taken = q.gather(1, taken).squeeze(1)
+            errors = q_taken - targets
+            if check_each and self._nonfinite_errors(errors):
+                continue
+            # d(mean loss)/d(q_taken) as smooth_l1_loss / mse_loss backward compute it (1/n folded in first)
+            grad_taken = errors.clamp(-1.0, 1.0).mul_(scale) if c.loss == "huber" else errors.mul(2.0 * scale)
+            grad_q = torch.zeros_like(q).scatter_add_(1, taken, grad_taken.unsqueeze(1))  # gather's backward
+            grads = online.backward(activations, grad_q)
+            if c.max_grad_norm is not None:
+                clip_grad_norm(grads, c.max_grad_norm)
+            adam_step(self.optimizer, self.params, grads)
+            round_errors.append(errors)
+            self._q_values.append(q_taken)
+            self.updates += 1
+        if not check_each and round_errors:
+            stacked = torch.stack(round_errors)
+            if not torch.isfinite(stacked.sum()):
+                first_bad = int(torch.isfinite(stacked).all(dim=1).logical_not().nonzero()[0])
+                self.updates -= len(round_errors) - first_bad  # the message names the failing step
+                self._nonfinite_errors(round_errors[first_bad])
+        self._errors.extend(round_errors)
+
+    def _nonfinite_errors(self, errors: torch.Tensor) -> bool:
+        """Whether TD errors (hence the loss) are non-finite: raises under nonfinite=stop, counts a skip else."""
+        if torch.isfinite(errors.sum()):
+            return False
+        nonfinite_loss(td_loss(errors, self.config.loss), "TD loss", self.config.nonfinite, self.updates + 1,
+                       self.steps)  # raises under "stop"
+        self.skipped_updates += 1
+        return True
 
     @torch.no_grad()
     def _update_target(self, periods: int = 1) -> None:
