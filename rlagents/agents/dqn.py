@@ -99,10 +99,15 @@ class DQNConfig:
 # ---------------------------------------------------------------- pure maths
 
 
+def bootstrap_weights(terminated: torch.Tensor, discounts: torch.Tensor) -> torch.Tensor:
+    """γ^k · (1 − terminated): the weight of V(s') in a TD target (0 past a terminal state)."""
+    return discounts * (1.0 - terminated)
+
+
 def td_targets(rewards: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,
                discounts: torch.Tensor) -> torch.Tensor:
     """r + γ^k · V(s') · (1 − terminated): no bootstrap past a terminal state, bootstrap past truncation."""
-    return torch.addcmul(rewards, discounts * (1.0 - terminated), next_values)
+    return torch.addcmul(rewards, bootstrap_weights(terminated, discounts), next_values)
 
 
 def next_state_values(next_q_target: torch.Tensor, next_q_online: torch.Tensor | None) -> torch.Tensor:
@@ -119,7 +124,9 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     dtype, which costs more than the arithmetic for small networks.
     """
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
+    # On a CPU, reading the norm is free: far below max_norm the scale is exactly 1 and the multiply is skipped.
+    if total.device.type != "cpu" or float(total) >= 0.999 * max_norm:
+        torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
     return total
 
 
@@ -326,6 +333,7 @@ class DQNAgent(Agent):
             width = x.shape[1]
             pairs = torch.stack([x.view(n_updates, size, width), online.inputs(next_obs).view(n_updates, size, width)],
                                 dim=1).view(n_updates, 2 * size, width)
+            weights = bootstrap_weights(terminated, discounts)
         else:
             all_targets = td_targets(rewards, next_state_values(next_q_target, None), terminated, discounts)
         check_each = c.nonfinite == "skip"  # "stop" checks once per round: nothing is saved after a failure
@@ -336,8 +344,8 @@ class DQNAgent(Agent):
             if c.double:
                 q_both, activations = online.forward(pairs[i])
                 q, activations = q_both[:size], [a[:size] for a in activations]
-                targets = td_targets(rewards[rows], next_state_values(next_q_target[rows], q_both[size:]),
-                                     terminated[rows], discounts[rows])
+                targets = torch.addcmul(rewards[rows], weights[rows],
+                                        next_state_values(next_q_target[rows], q_both[size:]))  # td_targets
             else:
                 q, activations = online.forward(x[rows])
                 targets = all_targets[rows]
