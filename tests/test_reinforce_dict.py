@@ -10,22 +10,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_CNN
 
 from rlagents.agents.reinforce import ReinforceAgent, ReinforceConfig
 from rlagents.checkpoint import read_checkpoint
-from rlagents.classify import main as classify_main
 from rlagents.environments import make_vec_env
 from rlagents.networks import DictBackbone
 from rlagents.train import main as train_main
-
-SMALL_CNN = ["--set", "cnn_channels=4,8,8", "--set", "cnn_features=16"]
-
-
-@pytest.fixture(scope="module")
-def classifier_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("classify") / "run"
-    assert classify_main(["--run-dir", str(run_dir), "--no-progress", "--set", "epochs=1", *SMALL_CNN]) == 0
-    return run_dir
 
 
 def reinforce_on_digitlock(run_dir: Path, *extra: str, steps: int = 600) -> dict:

@@ -8,19 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_CNN
 
 from rlagents.checkpoint import read_checkpoint
 from rlagents.classify import main as classify_main
 from rlagents.train import main as train_main
-
-SMALL_CNN = ["--set", "cnn_channels=4,8,8", "--set", "cnn_features=16"]
-
-
-@pytest.fixture(scope="module")
-def classifier_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("classify") / "run"
-    assert classify_main(["--run-dir", str(run_dir), "--no-progress", "--set", "epochs=2", *SMALL_CNN]) == 0
-    return run_dir
 
 
 def dqn_on_digitlock(run_dir: Path, *extra: str) -> dict:
