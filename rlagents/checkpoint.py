@@ -171,6 +171,15 @@ def check_spaces(meta: dict[str, Any], observation_space: Any, action_space: Any
                                   f"{space!r}")
 
 
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temp files a killed writer left in a run's checkpoint folder (`atomic_write_bytes` renames
+    its temp file only once it is complete, so a leftover one is never part of a checkpoint); returns them."""
+    stale = sorted((Path(run_dir) / CHECKPOINT_DIR).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def step_checkpoints(run_dir: Path) -> list[Path]:
     """The periodic (and interrupted-run) checkpoints of a run, oldest first."""
     return sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.json"))

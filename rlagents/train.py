@@ -8,10 +8,11 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from rlagents.agents import agent_class, available_agents
 from rlagents.checkpoint import (CHECKPOINT_DIR, FINAL, atomic_write_text, check_spaces, read_checkpoint,
-                                 step_checkpoints)
+                                 remove_stale_temp_files, step_checkpoints)
 from rlagents.cli import ArgumentParser, default_config_path, resolve_device
 from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
 from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, known_env_ids, make_vec_env
@@ -90,6 +91,7 @@ def prepare(args) -> Run:
     envs = make_vec_env(env_id, config.train.n_envs, training=True, record_episodes=True)  # resumable episodes
     eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes), step_cap=EVAL_STEP_CAP)
     torch.set_num_threads(config.train.torch_threads)
+    threadpool_limits(config.train.torch_threads, user_api="blas")  # NumPy's BLAS (DQN's MLP updates) alike
     seed_everything(seed)
     agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,
                         n_envs=envs.num_envs, seed=seed, device=device)
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume is not None:
         if (run.run_dir / CHECKPOINT_DIR / f"{FINAL}.json").is_file():
             raise UserError(f"run {run.run_dir} already finished ({CHECKPOINT_DIR}/{FINAL}.json): nothing to resume")
+        remove_stale_temp_files(run.run_dir)  # a run killed mid-write (SIGKILL, power loss) leaves one
         candidates = step_checkpoints(run.run_dir)
         if not candidates:
             raise UserError(f"no checkpoint to resume from in {run.run_dir / CHECKPOINT_DIR}")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from rlagents.agents.dqn import DQNAgent, DQNConfig
-from rlagents.checkpoint import (atomic_write_bytes, flatten_state, read_checkpoint, save_checkpoint,
-                                 unflatten_state)
+from rlagents.checkpoint import (CHECKPOINT_DIR, atomic_write_bytes, flatten_state, read_checkpoint,
+                                 remove_stale_temp_files, save_checkpoint, unflatten_state)
 from rlagents.errors import CheckpointError
 
 
@@ -133,6 +133,15 @@ def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path: Path, monkeyp
         atomic_write_bytes(target, b"half")
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path: Path):
+    folder = tmp_path / CHECKPOINT_DIR
+    atomic_write_bytes(folder / "step_000000000500.json", b"{}")
+    (folder / ".step_000000001000.json.x1y2z3.tmp").write_bytes(b"half a checkpoint")
+    removed = remove_stale_temp_files(tmp_path)
+    assert [p.name for p in removed] == [".step_000000001000.json.x1y2z3.tmp"]
+    assert [p.name for p in folder.iterdir()] == ["step_000000000500.json"]
 
 
 def test_checkpoint_for_other_spaces_is_refused(saved: Path):

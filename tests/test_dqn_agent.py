@@ -85,3 +85,28 @@ def test_soft_updates_owed_over_several_periods_compound():
             p.fill_(0.0)
     agent._update_target(periods=2)  # two periods of tau = 0.5 close 75% of the gap
     assert all(torch.allclose(p, torch.full_like(p, 0.75)) for p in agent.target.parameters())
+
+
+def test_tau_final_anneals_the_soft_update_rate():
+    cfg = DQNConfig(hidden=(4,), tau=0.5, tau_final=0.1)
+    agent = DQNAgent(cfg, gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.Discrete(2), n_envs=1,
+                     total_steps=100, device=torch.device("cpu"), seed=0)
+    agent.steps = 100  # the end of training: tau has reached tau_final
+    with torch.no_grad():
+        for p in agent.q.parameters():
+            p.fill_(1.0)
+        for p in agent.target.parameters():
+            p.fill_(0.0)
+    agent._update_target()
+    assert all(torch.allclose(p, torch.full_like(p, 0.1)) for p in agent.target.parameters())
+    assert agent.tau(0) == 0.5 and agent.tau(50) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("pair", [("tau=1.0", "tau_final=0.1"), ("tau=0.1", "tau_final=1.0")])
+def test_tau_final_needs_soft_updates(tmp_path: Path, capsys, pair):
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--agent", "dqn", "--env", "CartPole-v1", "--run-dir", str(tmp_path / "run"), "--no-progress",
+                    "--set", pair[0], "--set", pair[1]])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "tau_final" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

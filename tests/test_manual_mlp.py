@@ -1,4 +1,5 @@
-"""The hand-written MLP gradients and Adam step must be bit-identical to autograd and `Optimizer.step`."""
+"""The hand-written NumPy MLP gradients must equal autograd's to float32 precision, and `adam_step` must be
+`Optimizer.step` bit for bit."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def q_net(obs_space: gym.Space, hidden=(32, 16), n_actions=3, dueling=False) -> 
 
 @pytest.mark.parametrize("obs_space", [gym.spaces.Box(-1, 1, (3, 2), np.float32), gym.spaces.Discrete(7)],
                          ids=["box", "discrete"])
-def test_gradients_equal_autograd_bit_for_bit(obs_space):
+def test_gradients_equal_autograd(obs_space):
     net = q_net(obs_space)
     obs = torch.as_tensor(np.stack([obs_space.sample() for _ in range(50)]))
     actions = torch.randint(0, 3, (50, 1))
@@ -28,15 +29,33 @@ def test_gradients_equal_autograd_bit_for_bit(obs_space):
     q_taken = net(obs).gather(1, actions).squeeze(1)
     torch.nn.functional.smooth_l1_loss(q_taken, targets).backward()
     manual = ManualMLP(net)
-    with torch.no_grad():
-        q, activations = manual.forward(manual.inputs(obs))
-        errors = q.gather(1, actions).squeeze(1) - targets
-        grad_q = torch.zeros_like(q).scatter_add_(1, actions, errors.clamp(-1, 1).mul_(1 / 50).unsqueeze(1))
-        grads = manual.backward(activations, grad_q)
-    assert torch.equal(q, net(obs))
+    q, activations = manual.forward(manual.inputs(obs.numpy()))
+    rows, taken = np.arange(50), actions.numpy().reshape(-1)
+    errors = q[rows, taken] - targets.numpy()
+    grad_q = np.zeros_like(q)
+    grad_q[rows, taken] = np.clip(errors, -1, 1) / 50
+    grads = manual.backward(activations, grad_q)
+    np.testing.assert_allclose(q, net(obs).detach().numpy(), rtol=1e-5, atol=1e-6)
     assert len(grads) == len(list(net.parameters()))
     for g, p in zip(grads, net.parameters()):
-        assert torch.equal(g, p.grad)
+        np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert all(g.dtype == np.float32 for g in grads)
+
+
+def test_clip_gradients_equals_torch_clip_grad_norm():
+    net = q_net(gym.spaces.Box(-1, 1, (4,), np.float32))
+    manual = ManualMLP(net)
+    rng = np.random.default_rng(0)
+    for g, p in zip(manual.grads, net.parameters()):
+        g[...] = rng.normal(size=g.shape) * 3
+        p.grad = torch.tensor(g)
+    expected_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 2.0)
+    assert manual.clip_gradients(2.0) == pytest.approx(float(expected_norm), rel=1e-5)
+    for g, p in zip(manual.grads, net.parameters()):
+        np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-5, atol=1e-7)
+    before = [g.copy() for g in manual.grads]
+    assert manual.clip_gradients(100.0) < 100.0  # far below the limit: left unchanged
+    assert all(np.array_equal(a, b) for a, b in zip(before, manual.grads))
 
 
 def test_applies_only_to_plain_mlp_q_networks():
@@ -65,7 +84,8 @@ def test_adam_step_equals_optimizer_step():
 @pytest.mark.parametrize("settings", [{}, {"double": False, "gradient_steps": 4, "loss": "mse", "batch_size": 100},
                                       {"max_grad_norm": None, "n_step": 3}], ids=["double", "burst-mse", "noclip"])
 def test_dqn_manual_updates_equal_autograd_updates(settings):
-    """The same agent trained through the manual path and through autograd ends with identical weights."""
+    """The same agent trained through the manual path and through autograd ends with the same weights, up to
+    float32 rounding (the two sum matrix products in different orders)."""
     obs_space, action_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2)
     agents = []
     for manual in (True, False):
@@ -87,10 +107,10 @@ def test_dqn_manual_updates_equal_autograd_updates(settings):
     manual, autograd = agents
     assert manual.updates == autograd.updates > 100
     for pm, pa in zip(manual.q.parameters(), autograd.q.parameters()):
-        assert torch.equal(pm, pa)
+        torch.testing.assert_close(pm, pa, rtol=1e-5, atol=1e-6)
     metrics_m, metrics_a = manual.metrics(), autograd.metrics()
     assert metrics_m["losses/td_loss"] == pytest.approx(metrics_a["losses/td_loss"], rel=1e-5)
-    assert metrics_m["values/mean_q"] == metrics_a["values/mean_q"]
+    assert metrics_m["values/mean_q"] == pytest.approx(metrics_a["values/mean_q"], rel=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])

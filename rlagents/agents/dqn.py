@@ -75,6 +75,8 @@ class DQNConfig:
     target_update_every: int = param(1_000, "env steps between target network updates", low=1)
     tau: float = param(1.0, "target update rate: 1 copies (hard), <1 is Polyak averaging (soft)",
                        low=0.0, high=1.0, low_open=True)
+    tau_final: float | None = param(None, "soft target update rate at the end, annealed linearly from tau "
+                                    "(null = constant)", low=0.0, high=1.0, low_open=True)
     epsilon_start: float = param(1.0, "initial exploration rate", low=0.0, high=1.0)
     epsilon_end: float = param(0.05, "final exploration rate", low=0.0, high=1.0)
     epsilon_fraction: float = param(0.1, "fraction of training over which epsilon decays", low=0.0, high=1.0)
@@ -91,6 +93,9 @@ class DQNConfig:
             raise ConfigError(f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size})")
         if self.network == "cnn" and len(self.cnn_channels) != 3:
             raise ConfigError(f"cnn_channels: the CNN takes three conv widths, got {self.cnn_channels}")
+        if self.tau_final is not None and max(self.tau, self.tau_final) >= 1.0:
+            raise ConfigError(f"tau_final anneals soft target updates: tau ({self.tau}) and tau_final "
+                              f"({self.tau_final}) must both be below 1 (or set tau_final: null)")
         if self.frame_stack and (self.n_step > 1 or self.prioritized):
             raise ConfigError("frame_stack replay supports 1-step uniform replay only: set n_step=1 and "
                               "prioritized=false, or frame_stack=0")
@@ -169,16 +174,17 @@ class DQNAgent(Agent):
         # target network: `_update` computes their features once per batch, without autograd, for both.
         self.frozen_keys = backbone.frozen_keys() if isinstance(backbone, DictBackbone) else []
         self._numpy_scores = numpy_greedy_scores(self.q)  # fast acting on CPU; None for CNNs and GPUs
-        # Plain MLP Q-networks with uniform replay learn on a CPU through hand-written gradients (bit-identical
-        # to autograd's, ~30% cheaper); everything else through autograd (on a GPU the per-op overhead this
-        # saves is hidden behind asynchronous kernel launches, and that path is not tested here).
-        manual = ManualMLP.applies_to(self.q) and not c.prioritized and self.device.type == "cpu"
+        # Plain MLP Q-networks with uniform replay learn on a CPU through hand-written NumPy gradients (autograd's
+        # maths at about half the cost per update); everything else through autograd (on a GPU the per-op
+        # overhead this saves is hidden behind asynchronous kernel launches).
+        manual = ManualMLP.applies_to(self.q) and not c.prioritized
         self._manual = (ManualMLP(self.q), ManualMLP(self.target)) if manual else None
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.params, lr=c.lr, eps=c.adam_eps, fused=fused)
         self.lr_schedule = LinearSchedule(c.lr, c.lr if c.lr_final is None else c.lr_final, self.total_steps)
         self.epsilon = LinearSchedule(c.epsilon_start, c.epsilon_end, int(c.epsilon_fraction * self.total_steps))
         self.beta = LinearSchedule(c.per_beta, 1.0, self.total_steps)
+        self.tau = LinearSchedule(c.tau, c.tau if c.tau_final is None else c.tau_final, self.total_steps)
 
         dict_space = obs_space if isinstance(obs_space, gym.spaces.Dict) else None
         obs_shape = () if isinstance(obs_space, (gym.spaces.Discrete, gym.spaces.Dict)) else tuple(obs_space.shape)
@@ -210,7 +216,7 @@ class DQNAgent(Agent):
         self.next_target = c.target_update_every
         self._target_synced_at = -1  # `updates` at the last hard target copy (-1: none yet this session)
         self._losses: list[torch.Tensor] = []
-        self._errors: list[torch.Tensor] = []  # TD errors of manual updates: their loss is reduced when logged
+        self._errors: list[np.ndarray] = []  # TD errors of manual updates: their loss is reduced when logged
         self._q_values: list[torch.Tensor] = []
 
     # ------------------------------------------------------------ acting
@@ -269,11 +275,11 @@ class DQNAgent(Agent):
                 self._update(self.buffer.sample(c.batch_size, self.rng, beta=self.beta(self.steps)))
             return
         batch = self.buffer.sample(c.batch_size * n_updates, self.rng)
-        tensors = [batches.to_tensor(a, self.device) for a in batch[:6]]
         if self._manual is not None:
-            with torch.no_grad():
-                self._manual_round(*tensors[:6], n_updates)
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite values are reported by the round
+                self._manual_round(batch, n_updates)
             return
+        tensors = [batches.to_tensor(a, self.device) for a in batch[:6]]
         for i in range(n_updates):
             rows = slice(i * c.batch_size, (i + 1) * c.batch_size)
             self._update(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=None))
@@ -316,69 +322,72 @@ class DQNAgent(Agent):
         self._q_values.append(q_taken.detach())
         self.updates += 1
 
-    def _manual_round(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
-                      terminated: torch.Tensor, discounts: torch.Tensor, n_updates: int) -> None:
-        """`n_updates` of `_update`'s gradient steps (rows [i·B, (i+1)·B) of the tensors are step i's batch) for a
-        plain MLP, with hand-written gradients: op for op what autograd computes, so the same numbers.
+    def _manual_round(self, batch: Batch, n_updates: int) -> None:
+        """`n_updates` of `_update`'s gradient steps (rows [i·B, (i+1)·B) of `batch` are step i's) for a plain MLP,
+        in NumPy with hand-written gradients (`ManualMLP`): autograd's maths, a fraction of its overhead.
 
         What does not change during a round is computed once for all its steps: the target network's Q(s', ·)
-        (the target is only updated between rounds; row for row the same numbers as one pass per batch) and,
-        without double DQN, the TD targets. With double DQN each step runs the online network once over its
-        s and s' rows together.
+        (the target is only updated between rounds) and, without double DQN, the TD targets. With double DQN
+        each step runs the online network once over its s and s' rows together.
         """
         c, size = self.config, self.config.batch_size
         online, target = self._manual
-        x, actions = online.inputs(obs), actions.long().unsqueeze(1)
-        next_q_target = target.outputs(target.inputs(next_obs))
+        x = online.inputs(batch.obs)
+        next_x = online.inputs(batch.next_obs)
+        actions = batch.actions.astype(np.int64, copy=False).reshape(-1)
+        weights = batch.discounts * (1.0 - batch.terminated)  # bootstrap_weights
+        next_q_target = target.outputs(next_x)
         if c.double:  # [s rows; s' rows] of each step, contiguous
             width = x.shape[1]
-            pairs = torch.stack([x.view(n_updates, size, width), online.inputs(next_obs).view(n_updates, size, width)],
-                                dim=1).view(n_updates, 2 * size, width)
-            weights = bootstrap_weights(terminated, discounts)
+            pairs = np.stack([x.reshape(n_updates, size, width), next_x.reshape(n_updates, size, width)],
+                             axis=1).reshape(n_updates, 2 * size, width)
         else:
-            all_targets = td_targets(rewards, next_state_values(next_q_target, None), terminated, discounts)
+            all_targets = batch.rewards + weights * next_q_target.max(axis=1)
         check_each = c.nonfinite == "skip"  # "stop" checks once per round: nothing is saved after a failure
+        rows_of_step = np.arange(size)
         scale = 1.0 / size
+        grad_q = np.zeros((size, self.n_actions), np.float32)
         round_errors = []
         for i in range(n_updates):
             rows = slice(i * size, (i + 1) * size)
             if c.double:
                 q_both, activations = online.forward(pairs[i])
                 q, activations = q_both[:size], [a[:size] for a in activations]
-                targets = torch.addcmul(rewards[rows], weights[rows],
-                                        next_state_values(next_q_target[rows], q_both[size:]))  # td_targets
+                best_next = q_both[size:].argmax(axis=1)
+                targets = batch.rewards[rows] + weights[rows] * next_q_target[rows][rows_of_step, best_next]
             else:
                 q, activations = online.forward(x[rows])
                 targets = all_targets[rows]
             taken = actions[rows]
-            q_taken = q.gather(1, taken).squeeze(1)
+            q_taken = q[rows_of_step, taken]
             errors = q_taken - targets
             if check_each and self._nonfinite_errors(errors):
                 continue
-            # d(mean loss)/d(q_taken) as smooth_l1_loss / mse_loss backward compute it (1/n folded in first)
-            grad_taken = errors.clamp(-1.0, 1.0).mul_(scale) if c.loss == "huber" else errors.mul(2.0 * scale)
-            grad_q = torch.zeros_like(q).scatter_add_(1, taken, grad_taken.unsqueeze(1))  # gather's backward
-            grads = online.backward(activations, grad_q)
+            # d(mean loss)/d(q_taken) as smooth_l1_loss / mse_loss backward compute it; only the taken action's
+            # Q-value gets a gradient
+            grad_q.fill(0.0)
+            grad_q[rows_of_step, taken] = np.clip(errors, -1.0, 1.0) * scale if c.loss == "huber" else errors * (2.0 * scale)
+            online.backward(activations, grad_q)
             if c.max_grad_norm is not None:
-                clip_grad_norm(grads, c.max_grad_norm)
-            adam_step(self.optimizer, self.params, grads)
+                online.clip_gradients(c.max_grad_norm)
+            adam_step(self.optimizer, self.params, online.grad_tensors)
             round_errors.append(errors)
-            self._q_values.append(q_taken)
+            self._q_values.append(torch.from_numpy(q_taken))
             self.updates += 1
         if not check_each and round_errors:
-            stacked = torch.stack(round_errors)
-            if not torch.isfinite(stacked.sum()):
-                first_bad = int(torch.isfinite(stacked).all(dim=1).logical_not().nonzero()[0])
+            stacked = np.stack(round_errors)
+            if not np.isfinite(stacked.sum()):
+                first_bad = int(np.flatnonzero(~np.isfinite(stacked).all(axis=1))[0])
                 self.updates -= len(round_errors) - first_bad  # the message names the failing step
                 self._nonfinite_errors(round_errors[first_bad])
         self._errors.extend(round_errors)
 
-    def _nonfinite_errors(self, errors: torch.Tensor) -> bool:
+    def _nonfinite_errors(self, errors: np.ndarray) -> bool:
         """Whether TD errors (hence the loss) are non-finite: raises under nonfinite=stop, counts a skip else."""
-        if torch.isfinite(errors.sum()):
+        if np.isfinite(errors.sum()):
             return False
-        nonfinite_loss(td_loss(errors, self.config.loss), "TD loss", self.config.nonfinite, self.updates + 1,
-                       self.steps)  # raises under "stop"
+        nonfinite_loss(td_loss(torch.from_numpy(errors), self.config.loss), "TD loss", self.config.nonfinite,
+                       self.updates + 1, self.steps)  # raises under "stop"
         self.skipped_updates += 1
         return True
 
@@ -392,14 +401,14 @@ class DQNAgent(Agent):
                 torch._foreach_copy_(self.target_params, self.params)
                 self._target_synced_at = self.updates
         else:
-            weight = 1.0 - (1.0 - self.config.tau) ** periods
+            weight = 1.0 - (1.0 - self.tau(self.steps)) ** periods
             torch._foreach_lerp_(self.target_params, self.params, weight)
 
     def metrics(self) -> dict[str, float]:
         out = {"charts/epsilon": self.epsilon(self.steps), "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
                "charts/updates": float(self.updates), "charts/skipped_updates": float(self.skipped_updates)}
         if self._errors:
-            self._losses.extend(td_loss(torch.stack(self._errors), self.config.loss).unbind())
+            self._losses.extend(td_loss(torch.from_numpy(np.stack(self._errors)), self.config.loss).unbind())
             self._errors.clear()
         if self._losses:
             out["losses/td_loss"] = torch.stack(self._losses).mean().item()
