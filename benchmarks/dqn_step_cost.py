@@ -12,13 +12,11 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from rlagents.agents.dqn import DQNAgent, DQNConfig
 from rlagents.config import build
 
 torch.set_num_threads(1)
-threadpool_limits(1, user_api="blas")
 overrides = dict(a.split("=", 1) for a in sys.argv[1:])
 cfg = build(DQNConfig, overrides, source="cli")
 obs_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)

@@ -47,7 +47,7 @@ class TrainConfig:
     checkpoint_every: int = param(10_000, "env steps between resumable checkpoints (0 = only the final one)",
                                   low=0)
     keep_checkpoints: int = param(3, "periodic checkpoints kept on disk (the newest ones)", low=1)
-    torch_threads: int = param(1, "CPU threads of torch and NumPy's BLAS; small networks are fastest on one", low=1)
+    torch_threads: int = param(1, "torch CPU threads; small networks are fastest on one", low=1)
 
 
 # ---------------------------------------------------------------- typing-driven coercion

@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from threadpoolctl import threadpool_limits
 
 from rlagents.agents import agent_class, available_agents
 from rlagents.checkpoint import (CHECKPOINT_DIR, FINAL, atomic_write_text, check_spaces, read_checkpoint,
@@ -91,7 +90,6 @@ def prepare(args) -> Run:
     envs = make_vec_env(env_id, config.train.n_envs, training=True, record_episodes=True)  # resumable episodes
     eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes), step_cap=EVAL_STEP_CAP)
     torch.set_num_threads(config.train.torch_threads)
-    threadpool_limits(config.train.torch_threads, user_api="blas")  # NumPy's BLAS (DQN's MLP updates) alike
     seed_everything(seed)
     agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,
                         n_envs=envs.num_envs, seed=seed, device=device)

@@ -58,6 +58,15 @@ def test_clip_gradients_equals_torch_clip_grad_norm():
     assert all(np.array_equal(a, b) for a, b in zip(before, manual.grads))
 
 
+def test_blas_runs_on_one_thread_once_a_manual_network_exists():
+    """More BLAS threads than one fight torch's OpenMP threads (a 25x slowdown measured at torch_threads=2)."""
+    from threadpoolctl import threadpool_info
+
+    ManualMLP(q_net(gym.spaces.Box(-1, 1, (4,), np.float32)))
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert blas and all(lib["num_threads"] == 1 for lib in blas)
+
+
 def test_applies_only_to_plain_mlp_q_networks():
     box = gym.spaces.Box(-1, 1, (4,), np.float32)
     assert ManualMLP.applies_to(q_net(box))
