@@ -1,8 +1,9 @@
 """Forward and backward of an MLP Q-network written out by hand in NumPy, for fast TD updates on a CPU.
 
-A DQN gradient step on a 2×128 MLP with batch 64 costs ~110 µs of matrix arithmetic on this CPU; through
-torch (autograd, or the same ops called one by one) it costs ~430 µs, because each of its ~40 small ops
-pays torch's dispatch overhead (3–8 µs). The same maths in NumPy pays ~1 µs per op: ~230 µs a step.
+A double-DQN gradient step on a 2×128 MLP with batch 64 is ~110 µs of matrix arithmetic on this CPU; through
+autograd it costs ~600 µs, and the same ops called one by one through torch ~430 µs, because each of its ~40
+small ops pays torch's dispatch overhead (3–8 µs). The same maths in NumPy pays ~1 µs per op: ~260 µs a step
+(`benchmarks/dqn_step_cost.py`).
 
 `ManualMLP` works on NumPy views of the network's own parameter storage, so its updates are the network's,
 and `load_state_dict`, checkpoints and acting see them at once. Gradients are written into preallocated
@@ -21,7 +22,6 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from rlagents.networks import MLPBackbone, Net, QHead
-
 
 _blas_pinned = False
 

@@ -366,7 +366,8 @@ class DQNAgent(Agent):
             # d(mean loss)/d(q_taken) as smooth_l1_loss / mse_loss backward compute it; only the taken action's
             # Q-value gets a gradient
             grad_q.fill(0.0)
-            grad_q[rows_of_step, taken] = np.clip(errors, -1.0, 1.0) * scale if c.loss == "huber" else errors * (2.0 * scale)
+            huber = c.loss == "huber"
+            grad_q[rows_of_step, taken] = np.clip(errors, -1.0, 1.0) * scale if huber else errors * (2.0 * scale)
             online.backward(activations, grad_q)
             if c.max_grad_norm is not None:
                 online.clip_gradients(c.max_grad_norm)
