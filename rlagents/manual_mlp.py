@@ -48,6 +48,8 @@ class ManualMLP:
         pin_blas_to_one_thread()
         backbone = net.backbone
         self.one_hot = backbone.one_hot
+        # one-hot rows of Discrete observations are looked up, not rebuilt each round
+        self._one_hot_rows = np.eye(self.one_hot, dtype=np.float32) if self.one_hot is not None else None
         linears = [*backbone.linears, net.head.advantage]
         self.layers = [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in linears]
         self.grads = [np.zeros_like(a) for weight, bias in self.layers for a in (weight, bias)]
@@ -64,7 +66,7 @@ class ManualMLP:
     def inputs(self, obs: np.ndarray) -> np.ndarray:
         """The first layer's input, as `MLPBackbone.forward` builds it: float32 rows, one-hot for Discrete."""
         if self.one_hot is not None:
-            return np.eye(self.one_hot, dtype=np.float32)[np.asarray(obs, dtype=np.int64).reshape(-1)]
+            return self._one_hot_rows[np.asarray(obs, dtype=np.int64).reshape(-1)]
         return np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -104,8 +104,8 @@ class DQNConfig:
 # ---------------------------------------------------------------- pure maths
 
 
-def bootstrap_weights(terminated: torch.Tensor, discounts: torch.Tensor) -> torch.Tensor:
-    """γ^k · (1 − terminated): the weight of V(s') in a TD target (0 past a terminal state)."""
+def bootstrap_weights(terminated, discounts):
+    """γ^k · (1 − terminated): the weight of V(s') in a TD target (0 past a terminal state); tensors or arrays."""
     return discounts * (1.0 - terminated)
 
 
@@ -335,7 +335,7 @@ class DQNAgent(Agent):
         x = online.inputs(batch.obs)
         next_x = online.inputs(batch.next_obs)
         actions = batch.actions.astype(np.int64, copy=False).reshape(-1)
-        weights = batch.discounts * (1.0 - batch.terminated)  # bootstrap_weights
+        weights = bootstrap_weights(batch.terminated, batch.discounts)
         next_q_target = target.outputs(next_x)
         if c.double:  # [s rows; s' rows] of each step, contiguous
             width = x.shape[1]
