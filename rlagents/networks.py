@@ -327,6 +327,7 @@ def load_pretrained_backbone(backbone: nn.Module, path: str, freeze: bool) -> No
 
     from rlagents.checkpoint import read_checkpoint
     from rlagents.errors import CheckpointError
+    from rlagents.state_check import load_module_state
 
     target = image_branch(backbone)
     file = Path(path)
@@ -336,10 +337,6 @@ def load_pretrained_backbone(backbone: nn.Module, path: str, freeze: bool) -> No
     weights = state.get("backbone") if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise CheckpointError(f"{file} holds no 'backbone' weights (write one with python -m rlagents.classify)")
-    try:
-        target.load_state_dict(weights)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"backbone {file} does not fit this network's image branch: {first}") from None
+    load_module_state(target, weights, file, "backbone", into="this network's image branch")
     if freeze:
         target.requires_grad_(False)

@@ -146,6 +146,7 @@ class DQNAgent(Agent):
 
     name = "dqn"
     config_class = DQNConfig
+    recorded_state = frozenset({"replay", "nstep"})
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: DQNConfig) -> None:

@@ -225,6 +225,7 @@ class PlannerAgent(Agent):
 
     name = "planner"
     config_class = PlannerConfig
+    recorded_state = frozenset({"buffer", "open"})
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: PlannerConfig) -> None:
