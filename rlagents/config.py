@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -122,8 +123,11 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
 def _coerce_int(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
-    if isinstance(value, int):
-        number: float | int = value
+    number: float | int
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,100}", value.strip().replace("_", "")):
+        number = int(value.strip().replace("_", ""))  # exactly, not through a float
+    elif isinstance(value, int):
+        number = value
     else:
         try:
             number = float(value.replace("_", "")) if isinstance(value, str) else value

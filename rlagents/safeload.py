@@ -62,7 +62,7 @@ def read_bounded(path: Path, limit: int, what: str, error: type[UserError] = Use
     if not stat.S_ISREG(info.st_mode):
         raise error(f"{what} {path} is not a regular file (a device, FIFO or socket)")
     if info.st_size > limit:
-        raise error(f"{what} {path} is {info.st_size:,} bytes; a {what} may have at most {limit:,}")
+        raise error(f"{what} {path} is {info.st_size:,} bytes; a {what} may have at most {limit:,} bytes")
     try:
         with open(path, "rb") as fh:
             data = fh.read(info.st_size + 1)  # read(n) allocates n bytes: never more than the file's size
