@@ -175,9 +175,16 @@ def read_checkpoint(json_file: Path, *, agent: str | None = None, env: str | Non
         raise CheckpointError(f"checkpoint tensor file {tensor_file} is corrupt (SHA-256 mismatch)")
     try:
         tensors = load_tensors(blob)
+    except (SafetensorError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint tensor file {tensor_file} is corrupt: {clip(str(exc))}") from None
+    try:
         state = unflatten_state(record["state"], tensors)
-    except (SafetensorError, KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {json_file} is corrupt: {shown(str(exc), 160)}") from None
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint {json_file} is corrupt: its state names tensor {shown(exc.args[0])}, "
+                              f"which {tensor_file.name} does not hold") from None
+    except (ValueError, TypeError) as exc:  # a malformed __items__ list or reference
+        raise CheckpointError(f"checkpoint {json_file} is corrupt: its state tree is malformed ({clip(str(exc))})"
+                              ) from None
     meta = {k: v for k, v in record.items() if k != "state"}
     return state, meta
 
@@ -206,7 +213,8 @@ def check_record(record: Any, json_file: Path) -> None:
         value = record.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
             raise CheckpointError(f"checkpoint {json_file}: {key} must be {expected}, got {shown(value)}")
-    if "versions" in record and not all(isinstance(v, str) for v in record["versions"].values()):
+    versions = record.get("versions")
+    if versions is not None and not all(isinstance(v, str) for v in versions.values()):
         raise CheckpointError(f"checkpoint {json_file}: versions must map names to version strings")
     for key, high in (("seed", SEED_MAX), ("step", None), ("episodes", None)):
         value = record.get(key)
