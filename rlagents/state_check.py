@@ -48,13 +48,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
-def check_state(loaded: Any, reference: Any, *, where: str, recorded: Collection[str] = (), path: str = "") -> None:
+def check_state(loaded: Any, reference: Any, *, where: str, recorded: Collection[str] = ()) -> None:
     """Raise CheckpointError (naming `where` and the key path) where `loaded` does not fit `reference`;
     `recorded` lists top-level keys whose floating values may be non-finite."""
-    stack = [(loaded, reference, path, path.split(".", 1)[0] in recorded)]
+    stack = [(loaded, reference, "", False)]
     while stack:
         value, ref, key, free = stack.pop()
-        here = f"{where}: {key or 'the state'}"
+        here = f"{where}: {clip(key, 120) or 'the state'}"
         if isinstance(value, (torch.Tensor, np.ndarray)):
             if not free and _kind(value) in ("floating", "complex") and not _finite(value):
                 raise CheckpointError(f"{here} holds NaN or infinite values")

@@ -240,7 +240,8 @@ def test_sha256_of_the_damaged_files_is_checked_first(run: Path, capsys):
 
 
 @pytest.mark.parametrize("agent, env, extra", [
-    ("qlearning", "FrozenLake-v1", ["--set", "update=sarsa"]), ("reinforce", "Pendulum-v1", ["--set", "normalize_obs=true"]),
+    ("qlearning", "FrozenLake-v1", ["--set", "update=sarsa"]),
+    ("reinforce", "Pendulum-v1", ["--set", "normalize_obs=true"]),
     ("planner", "FrozenLake-v1", []), ("dqn", "CartPole-v1", ["--set", "checkpoint_replay=true", "--set", "n_step=3",
                                                               "--n-envs", "2", "--set", "learning_starts=100"]),
     ("sb3-ppo", "Pendulum-v1", ["--set", "normalize=true", "--set", "n_steps=64"]),
@@ -272,3 +273,24 @@ def test_the_audit_hook_sees_what_is_opened(tmp_path: Path):
         assert str(tmp_path / "x.json") in OPENED  # so the "nothing outside" assertions above can fail
     finally:
         OPENED = None
+
+
+def test_a_pretrained_backbone_with_nan_weights_is_refused(classifier_run: Path, tmp_path: Path, capsys):
+    from conftest import SMALL_CNN
+
+    from rlagents.train import main as train_main
+
+    backbone = Path(shutil.copytree(classifier_run, tmp_path / "classifier"))
+    state, meta = read_checkpoint(backbone / "backbone.json")
+    first = next(iter(state["backbone"]))
+    state["backbone"][first] = torch.full_like(state["backbone"][first], torch.nan)
+    save_checkpoint(backbone, "backbone", state, {k: v for k, v in meta.items()
+                                                  if k not in ("format_version", "versions", "tensor_file",
+                                                               "tensor_sha256")})
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--agent", "dqn", "--env", "DigitLock-v0", "--steps", "100", "--run-dir", str(tmp_path / "r"),
+                    "--no-progress", "--set", f"backbone={backbone}", *SMALL_CNN])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert f"backbone {backbone / 'backbone.json'} does not fit this network's image branch: {first} holds NaN" in err
+    assert not (tmp_path / "r").exists()
