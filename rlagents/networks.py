@@ -9,6 +9,7 @@ same backbone classes, so a trained backbone's `state_dict` loads unchanged into
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import gymnasium as gym
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlagents.errors import UnsupportedSpaceError
+from rlagents.config import param
+from rlagents.errors import ConfigError, UnsupportedSpaceError
 
 ChannelOrder = Literal["auto", "first", "last"]
 _CHANNEL_COUNTS = (1, 2, 3, 4)
@@ -215,6 +217,41 @@ def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: 
     if kind == "nature":
         return NatureCNN(obs_space, channel_order=channel_order)
     return MLPBackbone(obs_space, hidden)
+
+
+@dataclass
+class NetworkConfig:
+    """The network settings every deep agent shares; an agent's config dataclass inherits them, so a new
+    kind of network is added here and in `build_backbone`, not in every agent."""
+
+    network: BackboneKind = param("auto", "network body; auto picks cnn for images (and one body per key for "
+                                  "Dict observations); nature is the Nature-DQN CNN for Atari frames")
+    backbone: str | None = param(None, "pretrained CNN backbone to load into the image branch: a classifier "
+                                 "run directory or checkpoint JSON (python -m rlagents.classify)")
+    freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
+    fusion: tuple[int, ...] = param((256,), "Dict observations: ReLU layers over the joined per-key features",
+                                    low=1)
+    hidden: tuple[int, ...] = param((64, 64), "MLP hidden layer widths", low=1)
+    cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
+    cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
+    channel_order: ChannelOrder = param("auto", "image channel axis")
+
+    def validate(self) -> None:
+        if self.network == "cnn" and len(self.cnn_channels) != 3:
+            raise ConfigError(f"cnn_channels: the CNN takes three conv widths, got {self.cnn_channels}")
+
+
+def build_backbone(config: NetworkConfig, obs_space: gym.Space) -> nn.Module:
+    """The backbone `config` describes for `obs_space`, with the pretrained CNN loaded (and frozen) if given.
+
+    Each call builds fresh weights, so networks that must not share a backbone (a policy and its critic)
+    call it once each."""
+    body = make_backbone(obs_space, config.network, hidden=config.hidden, cnn_channels=config.cnn_channels,
+                         cnn_features=config.cnn_features, channel_order=config.channel_order,
+                         fusion=config.fusion)
+    if config.backbone is not None:
+        load_pretrained_backbone(body, config.backbone, config.freeze_backbone)
+    return body
 
 
 class QHead(nn.Module):

@@ -23,14 +23,7 @@ from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.frame_replay import FrameReplayBuffer
 from rlagents.manual_mlp import ManualMLP, adam_step
-from rlagents.networks import (
-    DictBackbone,
-    Net,
-    QHead,
-    load_pretrained_backbone,
-    make_backbone,
-    numpy_greedy_scores,
-)
+from rlagents.networks import DictBackbone, Net, NetworkConfig, QHead, build_backbone, numpy_greedy_scores
 from rlagents.replay import (
     Batch,
     NStepAccumulator,
@@ -41,21 +34,11 @@ from rlagents.schedules import LinearSchedule
 
 
 @dataclass
-class DQNConfig:
-    """DQN hyperparameters. Step counts are env steps summed over vector envs."""
+class DQNConfig(NetworkConfig):
+    """DQN hyperparameters (after the shared network settings). Step counts are env steps summed over vector
+    envs."""
 
-    network: Literal["auto", "mlp", "cnn", "nature"] = param("auto", "network body; auto picks cnn for images "
-                                                             "(and one body per key for Dict observations); "
-                                                             "nature is the Nature-DQN CNN for Atari frames")
-    backbone: str | None = param(None, "pretrained CNN backbone to load into the image branch: a classifier "
-                                 "run directory or checkpoint JSON (python -m rlagents.classify)")
-    freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
-    fusion: tuple[int, ...] = param((256,), "Dict observations: ReLU layers over the joined per-key features",
-                                    low=1)
     hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1)
-    cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
-    cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
-    channel_order: Literal["auto", "first", "last"] = param("auto", "image channel axis")
     dueling: bool = param(False, "dueling value/advantage head")
     double: bool = param(True, "double DQN targets (online net picks, target net values)")
     n_step: int = param(1, "n-step returns", low=1, high=100)
@@ -89,10 +72,9 @@ class DQNConfig:
                              "frame once and rebuilds stacks by index (0: store whole observations)", low=0)
 
     def validate(self) -> None:
+        super().validate()
         if self.batch_size > self.buffer_size:
             raise ConfigError(f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size})")
-        if self.network == "cnn" and len(self.cnn_channels) != 3:
-            raise ConfigError(f"cnn_channels: the CNN takes three conv widths, got {self.cnn_channels}")
         if self.tau_final is not None and max(self.tau, self.tau_final) >= 1.0:
             raise ConfigError(f"tau_final anneals soft target updates: tau ({self.tau}) and tau_final "
                               f"({self.tau_final}) must both be below 1 (or set tau_final: null)")
@@ -162,10 +144,7 @@ class DQNAgent(Agent):
         super().__init__(config, obs_space, action_space, **kwargs)
         c = config
         self.n_actions = int(action_space.n)
-        backbone = make_backbone(obs_space, c.network, hidden=c.hidden, cnn_channels=c.cnn_channels,
-                                 cnn_features=c.cnn_features, channel_order=c.channel_order, fusion=c.fusion)
-        if c.backbone is not None:
-            load_pretrained_backbone(backbone, c.backbone, c.freeze_backbone)
+        backbone = build_backbone(c, obs_space)
         self.q = Net(backbone, QHead(backbone.features_dim, self.n_actions, c.dueling)).to(self.device)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.params = [p for p in self.q.parameters() if p.requires_grad]  # a frozen backbone is not trained

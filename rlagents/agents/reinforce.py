@@ -26,25 +26,13 @@ from rlagents import obs as batches
 from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
-from rlagents.networks import load_pretrained_backbone, make_backbone, numpy_mlp_forward
+from rlagents.networks import NetworkConfig, build_backbone, numpy_mlp_forward
 
 
 @dataclass
-class ReinforceConfig:
-    """REINFORCE hyperparameters."""
+class ReinforceConfig(NetworkConfig):
+    """REINFORCE hyperparameters (after the shared network settings)."""
 
-    network: Literal["auto", "mlp", "cnn", "nature"] = param("auto", "network body; auto picks cnn for images "
-                                                             "(and one body per key for Dict observations); "
-                                                             "nature is the Nature-DQN CNN for Atari frames")
-    backbone: str | None = param(None, "pretrained CNN backbone to load into the image branch of the policy "
-                                 "and value networks: a classifier run directory or checkpoint JSON")
-    freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
-    fusion: tuple[int, ...] = param((256,), "Dict observations: ReLU layers over the joined per-key features",
-                                    low=1)
-    hidden: tuple[int, ...] = param((64, 64), "MLP hidden layer widths", low=1)
-    cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
-    cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
-    channel_order: Literal["auto", "first", "last"] = param("auto", "image channel axis")
     gamma: float = param(0.99, "discount factor", low=0.0, high=1.0)
     lr: float = param(1.0e-2, "policy learning rate (Adam)", low=0.0, low_open=True)
     lr_final: float | None = param(None, "policy learning rate at the end, decayed linearly (null = constant)",
@@ -70,6 +58,7 @@ class ReinforceConfig:
                                   "start; ~1 starts state-dependent, which explores sparse tasks", low=0.0)
 
     def validate(self) -> None:
+        super().validate()
         if self.truncation == "bootstrap" and self.baseline != "value":
             raise ConfigError("truncation: bootstrap needs baseline: value (it bootstraps from V)")
 
@@ -177,12 +166,8 @@ class ReinforceAgent(Agent):
         c = config
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
 
-        def backbone() -> nn.Module:
-            body = make_backbone(obs_space, c.network, hidden=c.hidden, cnn_channels=c.cnn_channels,
-                                 cnn_features=c.cnn_features, channel_order=c.channel_order, fusion=c.fusion)
-            if c.backbone is not None:  # policy and value each get their own copy of the pretrained CNN
-                load_pretrained_backbone(body, c.backbone, c.freeze_backbone)
-            return body
+        def backbone() -> nn.Module:  # policy and value each get their own copy (of the pretrained CNN too)
+            return build_backbone(c, obs_space)
 
         if self.discrete:
             self.n_actions = int(action_space.n)
