@@ -89,6 +89,9 @@ def test_every_preallocated_buffer_checks_memory_first(monkeypatch):
     (["--eval-episodes", "10000000"], "eval_episodes: bad value 10000000; must be <= 1,000,000"),
     (["--set", "eval_envs=100000"], "eval_envs: bad value 100000; must be <= 256"),
     (["--set", "hidden=1e30"], "hidden: '1e30' is too large"),
+    (["--set", "hidden=1000000000"], "hidden: bad value (1000000000,); must be <= 65,536"),
+    (["--set", "hidden=65536,65536"], "hidden=65536,65536 (4,294,967,296 weights between its layers, with gradients "
+                                      "and optimizer state) needs 68.7 GB of memory"),
     (["--set", "batch_size=" + "9" * 400], "batch_size: expected an integer, got '9999"),
     (["--set", "lr=1" + "0" * 400], "lr: expected a finite number"),
 ])
@@ -100,10 +103,16 @@ def test_numbers_a_library_rejects_are_one_line_errors_before_anything_is_writte
     assert not (tmp_path / "r").exists()
 
 
-def test_the_planners_buffer_is_checked_too(tmp_path: Path, capsys):
-    err = one_line_error(train_main, ["--agent", "planner", "--env", "Pendulum-v1", "--run-dir", str(tmp_path / "r"),
-                                      "--set", "buffer_size=100000000000", "--no-progress"], capsys)
-    assert "a transition buffer of 100,000,000,000 transitions needs 3.6 TB of memory" in err
+@pytest.mark.parametrize("agent, setting, message", [
+    ("planner", "buffer_size=100000000000", "a transition buffer of 100,000,000,000 transitions needs 3.6 TB"),
+    ("planner", "model_hidden=1000000000", "model_hidden: bad value (1000000000,); must be <= 65,536"),
+    ("sb3-ppo", "net_arch=1000000000", "net_arch: bad value (1000000000,); must be <= 65,536"),
+    ("reinforce", "fusion=1000000000", "fusion: bad value (1000000000,); must be <= 65,536"),
+])
+def test_other_agents_sizes_are_checked_too(tmp_path: Path, capsys, agent, setting, message):
+    err = one_line_error(train_main, ["--agent", agent, "--env", "Pendulum-v1", "--run-dir", str(tmp_path / "r"),
+                                      "--set", setting, "--no-progress"], capsys)
+    assert message in err
 
 
 @pytest.mark.parametrize("argv, message", [
