@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
+import re
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +25,44 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from rlagents.errors import CheckpointError
+from rlagents.safeload import clip, read_bounded, read_json, shown
+from rlagents.validate import SEED_MAX
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 FINAL = "final"
 BEST = "best"
+MAX_TENSOR_BYTES = 1 << 40  # a bound that only a special file could reach; a frame replay is a few GB
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_STRING, _INTEGER, _MAPPING, _NUMBER = ((str,), "a string"), ((int,), "an integer"), ((dict,), "a mapping"), \
+    ((int, float), "a number")
+# metadata fields rlagents writes, with their types; other fields are kept, unread
+_META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "agent": _STRING, "env": _STRING, "reason": _STRING, "observation_space": _STRING, "action_space": _STRING,
+    "versions": _MAPPING, "config": _MAPPING, "seed": _INTEGER, "step": _INTEGER, "episodes": _INTEGER,
+    "test_accuracy": _NUMBER}
 
 
 # ---------------------------------------------------------------- atomic files
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """Create `.<name>.<random>.tmp` beside `path`, exclusively, with mode 0666 less the umask: the mode any
+    other new file gets (`tempfile.mkstemp` would make it 0600, and the rename would keep that)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp file name beside {path}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temp file in the same folder, fsync, then rename over the target."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -129,46 +154,100 @@ def save_checkpoint(folder: Path, name: str, state: dict[str, Any], meta: dict[s
 
 def read_checkpoint(json_file: Path, *, agent: str | None = None, env: str | None = None
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load and verify a checkpoint; returns (state, metadata). Raises CheckpointError saying what is wrong."""
+    """Load and verify a checkpoint; returns (state, metadata). Raises CheckpointError saying what is wrong.
+
+    The JSON is read within `rlagents.safeload`'s bounds and every metadata field's type is checked; the
+    tensor file must be a regular file beside the JSON, named without any folder. Whether the state fits an
+    agent (types, dtypes, finite weights) is `rlagents.state_check`'s job, which knows the agent.
+    """
     json_file = Path(json_file)
-    if not json_file.is_file():
-        raise CheckpointError(f"checkpoint not found: {json_file}")
-    try:
-        record = json.loads(json_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {json_file} is corrupt (not valid JSON: {exc})") from None
-    if not isinstance(record, dict) or "format_version" not in record or "state" not in record:
-        raise CheckpointError(f"{json_file} is not an rlagents checkpoint (no format_version/state)")
-    version = record["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {json_file} has format version {version!r}; this rlagents reads "
-                              f"versions up to {FORMAT_VERSION}: upgrade rlagents")
+    record = read_json(json_file, "checkpoint", CheckpointError)
+    check_record(record, json_file)
     if agent is not None and record.get("agent") != agent:
-        raise CheckpointError(f"checkpoint {json_file} belongs to agent {record.get('agent')!r}, not {agent!r}")
+        raise CheckpointError(f"checkpoint {json_file} belongs to agent {shown(record.get('agent'))}, not {agent!r}")
     if env is not None and record.get("env") != env:
-        raise CheckpointError(f"checkpoint {json_file} was trained on env {record.get('env')!r}, not {env!r}")
-    tensor_file = json_file.parent / str(record.get("tensor_file", ""))
-    if not tensor_file.is_file():
+        raise CheckpointError(f"checkpoint {json_file} was trained on env {shown(record.get('env'))}, not {env!r}")
+    tensor_file = tensor_path(json_file, record["tensor_file"])
+    if not tensor_file.exists():
         raise CheckpointError(f"checkpoint {json_file} is incomplete: tensor file {tensor_file.name} is missing")
-    blob = tensor_file.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != record.get("tensor_sha256"):
+    blob = read_bounded(tensor_file, MAX_TENSOR_BYTES, "checkpoint tensor file", CheckpointError)
+    if hashlib.sha256(blob).hexdigest() != record["tensor_sha256"]:
         raise CheckpointError(f"checkpoint tensor file {tensor_file} is corrupt (SHA-256 mismatch)")
     try:
         tensors = load_tensors(blob)
+    except (SafetensorError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint tensor file {tensor_file} is corrupt: {clip(str(exc))}") from None
+    try:
         state = unflatten_state(record["state"], tensors)
-    except (SafetensorError, KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {json_file} is corrupt: {exc}") from None
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint {json_file} is corrupt: its state names tensor {shown(exc.args[0])}, "
+                              f"which {tensor_file.name} does not hold") from None
+    except (ValueError, TypeError) as exc:  # a malformed __items__ list or reference
+        raise CheckpointError(f"checkpoint {json_file} is corrupt: its state tree is malformed ({clip(str(exc))})"
+                              ) from None
     meta = {k: v for k, v in record.items() if k != "state"}
     return state, meta
+
+
+def check_record(record: Any, json_file: Path) -> None:
+    """Refuse a checkpoint JSON whose format version or metadata fields have the wrong type or range."""
+    if not isinstance(record, dict) or "format_version" not in record or "state" not in record:
+        raise CheckpointError(f"{json_file} is not an rlagents checkpoint (no format_version/state)")
+    version = record["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"checkpoint {json_file}: format_version must be an integer, got {shown(version)}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {json_file} has format version {version}; this rlagents reads "
+                              f"versions up to {FORMAT_VERSION}: upgrade rlagents")
+    if version < 1:
+        raise CheckpointError(f"checkpoint {json_file} has format version {version}; versions start at 1")
+    for key in ("tensor_file", "tensor_sha256"):
+        if key not in record:
+            raise CheckpointError(f"checkpoint {json_file} has no {key}")
+    if not isinstance(record["tensor_sha256"], str) or not _SHA256.fullmatch(record["tensor_sha256"]):
+        raise CheckpointError(f"checkpoint {json_file}: tensor_sha256 must be 64 hex digits, got "
+                              f"{shown(record['tensor_sha256'])}")
+    if not isinstance(record["state"], dict):
+        raise CheckpointError(f"checkpoint {json_file}: state must be a mapping, got {shown(record['state'])}")
+    for key, (types, expected) in _META_TYPES.items():
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            raise CheckpointError(f"checkpoint {json_file}: {key} must be {expected}, got {shown(value)}")
+    versions = record.get("versions")
+    if versions is not None and not all(isinstance(v, str) for v in versions.values()):
+        raise CheckpointError(f"checkpoint {json_file}: versions must map names to version strings")
+    for key, high in (("seed", SEED_MAX), ("step", None), ("episodes", None)):
+        value = record.get(key)
+        if value is not None and (value < 0 or (high is not None and value > high)):
+            raise CheckpointError(f"checkpoint {json_file}: {key} must be from 0 to {high or 'any'}, got {value}")
+
+
+def tensor_path(json_file: Path, name: Any) -> Path:
+    """The tensor file a checkpoint JSON names: a plain `*.safetensors` file name beside the JSON, never a
+    path (which could point anywhere) nor a symlink to another folder."""
+    if (not isinstance(name, str) or not name.endswith(".safetensors") or os.path.basename(name) != name
+            or any(sep in name for sep in ("/", "\\", "\0")) or name.startswith(".")):
+        raise CheckpointError(f"checkpoint {json_file}: tensor_file {shown(name)} must be a *.safetensors file "
+                              f"name beside the JSON, without folders")
+    path = json_file.parent / name
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        if target.parent != Path(os.path.realpath(json_file.parent)):
+            raise CheckpointError(f"checkpoint {json_file}: tensor file {name} is a symlink to {target}, outside "
+                                  f"the checkpoint's folder")
+    return path
 
 
 def check_spaces(meta: dict[str, Any], observation_space: Any, action_space: Any, path: Path) -> None:
     """Refuse a checkpoint whose recorded spaces differ from the env's (a changed env under the same id)."""
     for key, space in (("observation_space", observation_space), ("action_space", action_space)):
         recorded = meta.get(key)
-        if recorded is not None and recorded != repr(space):
-            raise CheckpointError(f"checkpoint {path} was saved for {key} {recorded}, but the env now has "
-                                  f"{space!r}")
+        if not isinstance(recorded, str):
+            raise CheckpointError(f"checkpoint {path} records no {key}: it was not written by rlagents.train, "
+                                  f"or was edited")
+        if recorded != repr(space):
+            raise CheckpointError(f"checkpoint {path} was saved for {key} {clip(recorded, 200)}, but the env now "
+                                  f"has {space!r}")
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:

@@ -26,11 +26,13 @@ from torch import nn
 
 from rlagents.checkpoint import atomic_write_json, atomic_write_text, library_versions, read_checkpoint, save_checkpoint
 from rlagents.cli import ArgumentParser, default_config_path
-from rlagents.config import build, param, parse_overrides, read_config_file
+from rlagents.config import MAX_TORCH_THREADS, build, param, parse_overrides, read_config_file
 from rlagents.digits import N_CLASSES, Digits, Split, canvas_space, load_idx_digits, load_sklearn_digits, split_indices
 from rlagents.errors import ConfigError, UserError, cli_entry
 from rlagents.networks import ConvBackbone, Net
+from rlagents.paths import check_output_dir
 from rlagents.progress import EpochProgress
+from rlagents.validate import SEED_MAX, check_seed
 
 RUNS_DIR = Path("runs")
 WEIGHTS = "backbone"  # <run>/backbone.safetensors + backbone.json
@@ -47,13 +49,14 @@ class ClassifyConfig:
     ema: float = param(0.995, "decay per step of the moving average of weights that is validated and saved "
                        "(0 = the raw weights)", low=0.0, high=0.9999)
     shift: int = param(1, "augmentation: random shifts of up to this many pixels each way (0 = none)", low=0, high=2)
-    split_seed: int = param(0, "seed of the train/validation/test split (DigitLock-v0 uses split_seed 0)", low=0)
+    split_seed: int = param(0, "seed of the train/validation/test split (DigitLock-v0 uses split_seed 0)", low=0,
+                            high=SEED_MAX)
     val_fraction: float = param(0.15, "share of the images held out for validation", low=0.0, high=0.5,
                                 low_open=True)
     test_fraction: float = param(0.2, "share of the images held out for the test", low=0.0, high=0.5, low_open=True)
     cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
     cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
-    torch_threads: int = param(1, "torch CPU threads", low=1)
+    torch_threads: int = param(1, "torch CPU threads", low=1, high=MAX_TORCH_THREADS)
 
     def validate(self) -> None:
         if len(self.cnn_channels) != 3:
@@ -195,7 +198,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, typed by its field (repeatable)")
-    p.add_argument("--run-dir", type=Path, help="output folder (default: runs/digits__classify__<seed>__<time>)")
+    p.add_argument("--run-dir", help="output folder (default: runs/digits__classify__<seed>__<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -225,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args = build_parser().parse_args(argv)
     config, run_meta = resolve_config(args)
-    seed = args.seed if args.seed is not None else int(run_meta.get("seed", 0))
+    seed = check_seed(args.seed if args.seed is not None else run_meta.get("seed", 0))
     data_path = args.data if args.data is not None else (Path(run_meta["data"]) if run_meta.get("data") else None)
-    run_dir = args.run_dir or RUNS_DIR / f"digits__classify__{seed}__{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    run_dir = check_output_dir(args.run_dir if args.run_dir is not None else
+                               RUNS_DIR / f"digits__classify__{seed}__{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir")
     data = load_idx_digits(data_path) if data_path is not None else load_sklearn_digits()

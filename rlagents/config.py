@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -21,8 +22,17 @@ from typing import Any, Literal
 import yaml
 
 from rlagents.errors import ConfigError, choices
+from rlagents.safeload import read_yaml, shown
+from rlagents.validate import SEED_MAX
 
 RESERVED_ENTRIES = ("run", "default")
+MAX_STEPS = 10**11  # env steps of one run: at 100,000 steps/s, 12 days; at rlagents' usual speeds, decades
+MAX_EPISODES = 10**6  # episodes of one evaluation
+# libgomp cannot create tens of thousands of threads and the process then segfaults (65,536 did here);
+# more threads than cores only slow small networks down
+MAX_TORCH_THREADS = 1024
+INT_MAX = 2**63 - 1  # torch and NumPy take no larger integer
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def param(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
@@ -38,16 +48,19 @@ def param(default: Any, doc: str, *, low: float | None = None, high: float | Non
 class TrainConfig:
     """Settings of the training loop, shared by every agent."""
 
-    steps: int = param(100_000, "total env steps (summed over vector envs)", low=1)
+    steps: int = param(100_000, "total env steps (summed over vector envs); at most 1e11, which would take "
+                       "years at any speed rlagents reaches", low=1, high=MAX_STEPS)
     n_envs: int = param(1, "number of training envs stepped together", low=1, high=256)
     eval_every: int = param(2_500, "env steps between greedy evaluations (0 = only at the end)", low=0)
-    eval_episodes: int = param(20, "episodes per greedy evaluation", low=1)
-    eval_envs: int = param(20, "envs stepped together during evaluation (at most eval_episodes)", low=1)
+    eval_episodes: int = param(20, "episodes per greedy evaluation", low=1, high=MAX_EPISODES)
+    eval_envs: int = param(20, "envs stepped together during evaluation (at most eval_episodes)", low=1,
+                           high=256)
     log_every: int = param(1_000, "env steps between TensorBoard scalar writes", low=1)
     checkpoint_every: int = param(10_000, "env steps between resumable checkpoints (0 = only the final one)",
                                   low=0)
     keep_checkpoints: int = param(3, "periodic checkpoints kept on disk (the newest ones)", low=1)
-    torch_threads: int = param(1, "torch CPU threads; small networks are fastest on one", low=1)
+    torch_threads: int = param(1, "torch CPU threads; small networks are fastest on one", low=1,
+                               high=MAX_TORCH_THREADS)
 
 
 # ---------------------------------------------------------------- typing-driven coercion
@@ -69,17 +82,17 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {shown(value)}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: bad value {value!r}; allowed: {choices(args)}")
+            raise ConfigError(f"{key}: bad value {shown(value)}; allowed: {choices(args)}")
         return value
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace("[", "").replace("]", "").replace("(", "").replace(")", "")
                      .split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list like 64,64, got {value!r}")
+            raise ConfigError(f"{key}: expected a list like 64,64, got {shown(value)}")
         inner = args[0] if args else str
         return tuple(coerce(v.strip() if isinstance(v, str) else v, inner, key) for v in value)
     if annotation is bool:
@@ -87,34 +100,44 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
             return value.lower() in ("true", "yes", "on", "1")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {shown(value)}")
     if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        try:
-            number = float(str(value).replace("_", ""))
-        except ValueError:
-            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-        if not number.is_integer():
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return int(number)
+        return _coerce_int(value, key)
     if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}")
         try:
-            number = float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+            number = float(value.replace("_", "")) if isinstance(value, str) else float(value)
+        except (OverflowError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}") from None
         if not math.isfinite(number):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {shown(value)}")
         return number
     if annotation is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {shown(value)}")
         return str(value)
     raise ConfigError(f"{key}: unsupported field type {annotation!r}")
+
+
+def _coerce_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
+    number: float | int
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,100}", value.strip().replace("_", "")):
+        number = int(value.strip().replace("_", ""))  # exactly, not through a float
+    elif isinstance(value, int):
+        number = value
+    else:
+        try:
+            number = float(value.replace("_", "")) if isinstance(value, str) else value
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {shown(value)}") from None
+        if not math.isfinite(number) or not number.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
+    if abs(number) > INT_MAX:  # torch and NumPy overflow (or allocate forever) on larger ones
+        raise ConfigError(f"{key}: {shown(value)} is too large; integers may be at most 2**63 - 1")
+    return int(number)
 
 
 def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
@@ -124,11 +147,15 @@ def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
             continue
         low, high = meta.get("low"), meta.get("high")
         if low is not None and (number <= low if meta.get("low_open") else number < low):
-            bound = f"> {low}" if meta.get("low_open") else f">= {low}"
-            raise ConfigError(f"{key}: bad value {value!r}; must be {bound}" +
-                              (f" and <= {high}" if high is not None else ""))
+            bound = f"> {_number(low)}" if meta.get("low_open") else f">= {_number(low)}"
+            raise ConfigError(f"{key}: bad value {shown(value)}; must be {bound}" +
+                              (f" and <= {_number(high)}" if high is not None else ""))
         if high is not None and number > high:
-            raise ConfigError(f"{key}: bad value {value!r}; must be <= {high}")
+            raise ConfigError(f"{key}: bad value {shown(value)}; must be <= {_number(high)}")
+
+
+def _number(bound: float) -> str:
+    return f"{bound:,}" if isinstance(bound, int) else str(bound)
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -144,7 +171,7 @@ def build(cls: type, values: dict[str, Any], *, source: str) -> Any:
     metas = {f.name: f.metadata for f in fields(cls)}
     for key, raw in values.items():
         if key not in types_:
-            raise ConfigError(f"{source}: unknown key {key!r}; valid keys: {choices(sorted(types_), 60)}")
+            raise ConfigError(f"{source}: unknown key {shown(key)}; valid keys: {choices(sorted(types_), 60)}")
         value = coerce(raw, types_[key], key)
         _check_range(key, value, metas[key])
         kwargs[key] = value
@@ -168,22 +195,36 @@ class ResolvedConfig:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a config YAML safely; every entry must be a mapping."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config file {path} is not valid YAML: {first}") from None
+    """Read a config YAML through the bounded safe loader; every entry must be a mapping, and a `run:`
+    entry (a run directory's resolved config) must hold well-typed values."""
+    data = read_yaml(Path(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of entries (default, <env id>…)")
     for name, entry in data.items():
         if entry is not None and not isinstance(entry, dict):
-            raise ConfigError(f"config file {path}: entry {name!r} must be a mapping of key: value")
+            raise ConfigError(f"config file {path}: entry {shown(name)} must be a mapping of key: value")
+    check_run_entry(data.get("run"), path)
     return data
+
+
+def check_run_entry(run: dict[str, Any] | None, path: Path) -> None:
+    """Refuse a `run:` entry whose agent, env, seed, device or data has the wrong type or range (train,
+    evaluate and classify read these values as they are)."""
+    for key, value in (run or {}).items():
+        if key in ("agent", "env") and not (isinstance(value, str) and value):
+            problem = "a non-empty string"
+        elif key == "seed" and not (isinstance(value, int) and not isinstance(value, bool)
+                                    and 0 <= value <= SEED_MAX):
+            problem = f"an integer from 0 to {SEED_MAX:,}"
+        elif key == "device" and value not in DEVICES:
+            problem = f"one of {', '.join(DEVICES)}"
+        elif key == "data" and value is not None and not (isinstance(value, str) and value):
+            problem = "a folder name, or null"
+        else:
+            continue
+        raise ConfigError(f"config file {path}: run: {key} must be {problem}, got {shown(value)}")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -192,7 +233,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"--set expects KEY=VALUE, got {shown(pair)}")
         out[key.strip()] = value.strip()
     return out
 
@@ -213,10 +254,10 @@ def resolve(agent_config_cls: type, data: dict[str, Any], env_id: str, overrides
     valid = sorted(train_keys | agent_keys)
     for key in merged:
         if key not in train_keys and key not in agent_keys:
-            raise ConfigError(f"{source}: unknown key {key!r}; valid keys: {choices(valid, 60)}")
+            raise ConfigError(f"{source}: unknown key {shown(key)}; valid keys: {choices(valid, 60)}")
     for key in overrides:
         if key not in train_keys and key not in agent_keys:
-            raise ConfigError(f"--set: unknown key {key!r}; valid keys: {choices(valid, 60)}")
+            raise ConfigError(f"--set: unknown key {shown(key)}; valid keys: {choices(valid, 60)}")
     merged.update(overrides)
     train = build(TrainConfig, {k: v for k, v in merged.items() if k in train_keys}, source=source)
     agent = build(agent_config_cls, {k: v for k, v in merged.items() if k in agent_keys}, source=source)

@@ -12,6 +12,7 @@ MNIST-format IDX files a user already has. Nothing is downloaded.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,10 +23,12 @@ import numpy as np
 from PIL import Image
 
 from rlagents.errors import UserError
+from rlagents.safeload import read_bounded
 
 CANVAS = 12  # side of the square canvas, pixels
 DIGIT_SIZE = 8  # side of the digit inside it (load_digits' native size, so its digits are not resampled)
 N_CLASSES = 10
+MAX_IDX_BYTES = 1 << 30  # MNIST's training images are 47 MB
 
 
 def canvas_space() -> gym.spaces.Box:
@@ -75,12 +78,15 @@ def load_sklearn_digits() -> Digits:
 def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (the MNIST format; gzipped or not) of unsigned bytes into an array."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
-        raise UserError(f"cannot read IDX file {path}: {exc}") from None
+    raw = read_bounded(path, MAX_IDX_BYTES, "IDX file")
+    if raw[:2] == b"\x1f\x8b":
+        try:  # bounded: a few MB of gzip can expand to many GB
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
+                raw = fh.read(MAX_IDX_BYTES + 1)
+        except (OSError, EOFError) as exc:
+            raise UserError(f"cannot read IDX file {path}: {exc}") from None
+        if len(raw) > MAX_IDX_BYTES:
+            raise UserError(f"IDX file {path} expands to more than {MAX_IDX_BYTES:,} bytes")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise UserError(f"{path} is not an IDX file (bad magic number)")
     dtype_code, ndim = raw[2], raw[3]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 EXIT_USER_ERROR = 2
+MAX_MESSAGE_CHARS = 1_000  # a last bound on what one error line echoes (the messages bound their values too)
 
 
 class UserError(Exception):
@@ -40,6 +41,13 @@ def choices(values: Iterable[object], limit: int = 12) -> str:
     return shown + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line, at most MAX_MESSAGE_CHARS long, whatever the text held."""
+    text = str(exc)[: 4 * MAX_MESSAGE_CHARS]
+    message = " ".join(text.split())
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
 F = TypeVar("F", bound=Callable[..., int | None])
 
 
@@ -51,11 +59,10 @@ def cli_entry(main: F) -> F:
         try:
             return main(*args, **kwargs)
         except UserError as exc:
-            message = " ".join(str(exc).split())  # one line, whatever the exception text held
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
         except TrainingFault as exc:
-            print(f"error: training stopped: {' '.join(str(exc).split())}", file=sys.stderr)
+            print(f"error: training stopped: {one_line(exc)}", file=sys.stderr)
             raise SystemExit(EXIT_TRAINING_FAULT) from None
 
     return wrapper  # type: ignore[return-value]

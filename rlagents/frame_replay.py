@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlagents.replay import Batch
+from rlagents.replay import Batch, obs_bytes
+from rlagents.validate import require_memory
 
 
 class FrameReplayBuffer:
@@ -38,6 +39,9 @@ class FrameReplayBuffer:
             raise ValueError(f"replay capacity {capacity} is too small for {n_envs} envs with stacks of {stack}: "
                              f"needs at least {2 * (self.stack + 1) * self.n_envs}")
         self.capacity = self.ring * self.n_envs
+        # per slot: the frame, action (8), reward (4), terminal flag (4), back (8), valid (1)
+        require_memory(self.capacity * (obs_bytes(frame_shape, dtype) + 25),
+                       f"a frame replay buffer of {self.capacity:,} slots", "lower buffer_size (--set buffer_size=N)")
         self.frames = np.zeros((self.capacity, *frame_shape), dtype=dtype)
         self.actions = np.zeros(self.capacity, dtype=np.int64)
         self.rewards = np.zeros(self.capacity, dtype=np.float32)

@@ -19,9 +19,13 @@ from torch import nn
 
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.validate import require_memory
 
 ChannelOrder = Literal["auto", "first", "last"]
 _CHANNEL_COUNTS = (1, 2, 3, 4)
+MAX_WIDTH = 65_536  # units of one layer; torch would try to allocate whatever it is asked for
+MAX_CHANNELS = 4_096
+BYTES_PER_PARAMETER = 16  # float32 weights, gradients and two Adam moments
 
 
 def image_layout(shape: tuple[int, ...], order: ChannelOrder = "auto") -> tuple[tuple[int, int, int], bool]:
@@ -230,15 +234,21 @@ class NetworkConfig:
                                  "run directory or checkpoint JSON (python -m rlagents.classify)")
     freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
     fusion: tuple[int, ...] = param((256,), "Dict observations: ReLU layers over the joined per-key features",
-                                    low=1)
-    hidden: tuple[int, ...] = param((64, 64), "MLP hidden layer widths", low=1)
-    cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1)
-    cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1)
+                                    low=1, high=MAX_WIDTH)
+    hidden: tuple[int, ...] = param((64, 64), "MLP hidden layer widths", low=1, high=MAX_WIDTH)
+    cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1, high=MAX_CHANNELS)
+    cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1, high=MAX_WIDTH)
     channel_order: ChannelOrder = param("auto", "image channel axis")
 
     def validate(self) -> None:
         if self.network == "cnn" and len(self.cnn_channels) != 3:
             raise ConfigError(f"cnn_channels: the CNN takes three conv widths, got {self.cnn_channels}")
+        for key in ("hidden", "fusion"):  # layers between widths: refuse what cannot fit before torch tries
+            widths = getattr(self, key)
+            weights = sum(a * b for a, b in zip(widths, widths[1:]))
+            require_memory(weights * BYTES_PER_PARAMETER, f"{key}={','.join(map(str, widths))} ({weights:,} "
+                           "weights between its layers, with gradients and optimizer state)",
+                           f"use narrower layers (--set {key}=…)")
 
 
 def build_backbone(config: NetworkConfig, obs_space: gym.Space) -> nn.Module:
@@ -364,6 +374,7 @@ def load_pretrained_backbone(backbone: nn.Module, path: str, freeze: bool) -> No
 
     from rlagents.checkpoint import read_checkpoint
     from rlagents.errors import CheckpointError
+    from rlagents.state_check import load_module_state
 
     target = image_branch(backbone)
     file = Path(path)
@@ -373,10 +384,6 @@ def load_pretrained_backbone(backbone: nn.Module, path: str, freeze: bool) -> No
     weights = state.get("backbone") if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise CheckpointError(f"{file} holds no 'backbone' weights (write one with python -m rlagents.classify)")
-    try:
-        target.load_state_dict(weights)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"backbone {file} does not fit this network's image branch: {first}") from None
+    load_module_state(target, weights, file, "backbone", into="this network's image branch")
     if freeze:
         target.requires_grad_(False)

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlagents import obs as batches
+from rlagents.validate import require_memory
 
 
 class Batch(NamedTuple):
@@ -29,13 +30,31 @@ class Batch(NamedTuple):
     weights: np.ndarray | None  # importance-sampling weights (prioritized replay only)
 
 
+def _count(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=object))  # Python ints: an absurd shape must not overflow int64
+
+
+def obs_bytes(obs_shape: tuple[int, ...], obs_dtype: np.dtype, obs_space: gym.Space | None = None) -> int:
+    """Bytes of one stored observation (of `obs_space` when it is a Dict, stored per key)."""
+    if isinstance(obs_space, gym.spaces.Dict):
+        return sum(obs_bytes(getattr(sub, "shape", ()) or (), np.int64 if isinstance(sub, gym.spaces.Discrete)
+                             else sub.dtype, sub) for sub in obs_space.spaces.values())
+    return _count(obs_shape) * np.dtype(obs_dtype).itemsize
+
+
 class ReplayBuffer:
     """Uniform replay over a ring buffer of fixed capacity, allocated once."""
+
+    extra_bytes = 0  # per transition, beyond the arrays below (prioritized replay's sum tree)
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
                  action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64,
                  obs_space: gym.spaces.Dict | None = None):
         self.capacity = int(capacity)
+        per_transition = (2 * obs_bytes(obs_shape, obs_dtype, obs_space) + 12 + self.extra_bytes
+                          + _count(action_shape) * np.dtype(action_dtype).itemsize)
+        require_memory(self.capacity * per_transition, f"a replay buffer of {self.capacity:,} transitions",
+                       "lower buffer_size (--set buffer_size=N)")
         if obs_space is not None:  # Dict observations: one array per key
             self.obs = batches.allocate(obs_space, self.capacity)
             self.next_obs = batches.allocate(obs_space, self.capacity)
@@ -143,6 +162,8 @@ class SumTree:
 
 class PrioritizedReplayBuffer(ReplayBuffer):
     """Proportional prioritized replay (Schaul et al. 2016): P(i) ∝ p_i^α, IS weights (N·P(i))^-β / max."""
+
+    extra_bytes = 32  # the sum tree: 2 float64 nodes per leaf, up to twice as many leaves as transitions
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
                  action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import platform
 from collections import defaultdict
@@ -16,6 +15,7 @@ import numpy as np
 from rlagents import stats
 from rlagents.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
 from rlagents.errors import UserError
+from rlagents.safeload import read_json
 
 CURVE_POINTS = 100
 
@@ -62,10 +62,7 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+    data = read_json(path, "summary file" if path.name == "summary.json" else "results file")
     if not isinstance(data, dict):
         raise UserError(f"{path} does not hold a JSON object")
     return data

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import gymnasium as gym
@@ -153,3 +155,18 @@ def test_checkpoint_for_other_spaces_is_refused(saved: Path):
     check_spaces(meta, gym.spaces.Box(-2, 2, (4,), np.float32), gym.spaces.Discrete(3), saved)
     with pytest.raises(CheckpointError, match="saved for action_space Discrete\\(3\\), but the env now has Discrete\\(2\\)"):
         check_spaces(meta, gym.spaces.Box(-2, 2, (4,), np.float32), gym.spaces.Discrete(2), saved)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_users_umask_like_any_new_file(tmp_path: Path, umask: int):
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "atomic.bin", b"x")
+        (tmp_path / "plain.bin").write_bytes(b"x")
+        path = save_checkpoint(tmp_path / "ck", "c", {"w": torch.zeros(2)}, {"agent": "dqn", "env": "E"})
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "atomic.bin", tmp_path / "plain.bin", path,
+                                                             path.with_suffix(".safetensors")]}
+    assert set(modes.values()) == {expected}, modes

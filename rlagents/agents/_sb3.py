@@ -23,6 +23,7 @@ import torch
 from rlagents.agents.base import Agent, StepCallback
 from rlagents.config import param
 from rlagents.errors import UnsupportedSpaceError
+from rlagents.networks import MAX_WIDTH
 
 # SB3 logger keys → our TensorBoard tags (the names our own agents log under).
 TAGS = {"train/loss": "losses/td_loss", "train/policy_gradient_loss": "losses/policy_loss",
@@ -40,7 +41,7 @@ class SB3Config:
     lr_schedule: Literal["constant", "linear"] = param("constant", "learning rate schedule: constant, or "
                                                        "linear to 0 over training (RL Zoo's lin_)")
     gamma: float = param(0.99, "discount factor", low=0.0, high=1.0)
-    net_arch: tuple[int, ...] = param((64, 64), "hidden layer widths of SB3's MLP policy", low=1)
+    net_arch: tuple[int, ...] = param((64, 64), "hidden layer widths of SB3's MLP policy", low=1, high=MAX_WIDTH)
     max_grad_norm: float = param(10.0, "gradient norm clip", low=0.0, low_open=True)
     normalize: bool = param(False, "VecNormalize observations and rewards (RL Zoo's normalize: true)")
 

@@ -31,6 +31,10 @@ class Agent(ABC):
     #: loop then calls `drive` instead of `act`/`observe`, and still owns evaluation, logging, checkpoints,
     #: progress and the summary through the `on_step` callback.
     drives_env: ClassVar[bool] = False
+    #: Top-level keys of `state_dict()` that hold recorded experience (replay, episodes in flight), which may
+    #: legitimately contain non-finite values from the env or NaN markers; every other floating value a
+    #: checkpoint holds must be finite to load (`rlagents.state_check`).
+    recorded_state: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Any, obs_space: gym.Space, action_space: gym.Space, *, n_envs: int,
                  total_steps: int, device: torch.device, seed: int):

@@ -23,7 +23,8 @@ from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.frame_replay import FrameReplayBuffer
 from rlagents.manual_mlp import ManualMLP, adam_step
-from rlagents.networks import DictBackbone, Net, NetworkConfig, QHead, build_backbone, numpy_greedy_scores
+from rlagents.networks import (MAX_WIDTH, DictBackbone, Net, NetworkConfig, QHead, build_backbone,
+                               numpy_greedy_scores)
 from rlagents.replay import (
     Batch,
     NStepAccumulator,
@@ -38,7 +39,7 @@ class DQNConfig(NetworkConfig):
     """DQN hyperparameters (after the shared network settings). Step counts are env steps summed over vector
     envs."""
 
-    hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1)
+    hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1, high=MAX_WIDTH)
     dueling: bool = param(False, "dueling value/advantage head")
     double: bool = param(True, "double DQN targets (online net picks, target net values)")
     n_step: int = param(1, "n-step returns", low=1, high=100)
@@ -128,6 +129,7 @@ class DQNAgent(Agent):
 
     name = "dqn"
     config_class = DQNConfig
+    recorded_state = frozenset({"replay", "nstep"})
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: DQNConfig) -> None:

@@ -23,6 +23,7 @@ from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.models.mpc import MPCPlanner
 from rlagents.models.tabular import CountModel, dyna_updates, value_iteration
+from rlagents.networks import MAX_WIDTH
 from rlagents.schedules import LinearSchedule
 from rlagents.tabular_views import describe_table
 
@@ -50,7 +51,7 @@ class PlannerConfig:
     epsilon_fraction: float = param(0.3, "dyna: fraction of training over which epsilon decays", low=0.0, high=1.0)
     # ---- continuous (Box observations): dynamics ensemble + CEM model-predictive control
     ensemble: int = param(5, "dynamics models in the ensemble", low=1)
-    model_hidden: tuple[int, ...] = param((32, 32), "hidden widths of each dynamics MLP", low=1)
+    model_hidden: tuple[int, ...] = param((32, 32), "hidden widths of each dynamics MLP", low=1, high=MAX_WIDTH)
     model_lr: float = param(1.0e-3, "Adam learning rate of the dynamics models", low=0.0, low_open=True)
     weight_decay: float = param(1.0e-5, "Adam weight decay of the dynamics models", low=0.0)
     model_batch: int = param(128, "transitions per member per gradient step", low=1)
@@ -62,7 +63,7 @@ class PlannerConfig:
     holdout_every: int = param(10, "every n-th transition is held out to measure the model", low=2)
     value_steps: int = param(500, "TD steps per training round of the value net used beyond the horizon "
                              "(0 = no terminal value)", low=0)
-    value_hidden: tuple[int, ...] = param((64, 64), "hidden widths of the value net", low=1)
+    value_hidden: tuple[int, ...] = param((64, 64), "hidden widths of the value net", low=1, high=MAX_WIDTH)
     value_lr: float = param(1.0e-3, "Adam learning rate of the value net", low=0.0, low_open=True)
     value_target_every: int = param(50, "TD steps between copies of the value net's target", low=1)
     risk: float = param(1.0, "plans score mean − risk · std of the members' returns (pessimism off the data)",
@@ -225,6 +226,7 @@ class PlannerAgent(Agent):
 
     name = "planner"
     config_class = PlannerConfig
+    recorded_state = frozenset({"buffer", "open"})
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: PlannerConfig) -> None:

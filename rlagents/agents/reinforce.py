@@ -145,6 +145,7 @@ class ReinforceAgent(Agent):
 
     name = "reinforce"
     config_class = ReinforceConfig
+    recorded_state = frozenset({"trajectories", "batch"})
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: ReinforceConfig) -> None:

@@ -20,6 +20,7 @@ import torch
 
 from rlagents.models.cem import cem_categorical, cem_gaussian
 from rlagents.models.dynamics import DynamicsEnsemble, ValueNet
+from rlagents.validate import require_memory
 
 
 PLAN_CHECK_EVERY = 10  # training steps between planned-vs-realised return checks
@@ -29,6 +30,8 @@ class TransitionBuffer:
     """Preallocated arrays of (obs, action features, reward, next obs, terminated); grows until full."""
 
     def __init__(self, capacity: int, obs_dim: int, action_dim: int):
+        require_memory(capacity * (2 * obs_dim + action_dim + 2) * 4, f"a transition buffer of {capacity:,} "
+                       "transitions", "lower buffer_size (--set buffer_size=N)")
         self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
         self.actions = np.zeros((capacity, action_dim), dtype=np.float32)
         self.rewards = np.zeros(capacity, dtype=np.float32)
