@@ -15,8 +15,8 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,8 +287,10 @@ def write_pair(out: Path, data: bytes, info: dict[str, Any]) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         for target, blob in targets:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            temps.append(tmp)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            # created like any file the user writes (mode from the umask), not mkstemp's owner-only 0600
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            temps.append(str(tmp))
             with os.fdopen(fd, "wb") as fh:
                 fh.write(blob)
                 fh.flush()

@@ -128,6 +128,9 @@ def test_json_describes_inputs_outputs_spaces_and_source(tmp_path):
     assert export_main([str(run_dir)]) == 0
     onnx_file, info = run_dir / "policy.onnx", json.loads((run_dir / "policy.json").read_text())
     assert info["onnx_sha256"] == hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert onnx_file.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not a temp file's 0600
     final = run_dir / "checkpoints" / "final.json"
     assert info["checkpoint"]["sha256"] == hashlib.sha256(final.read_bytes()).hexdigest()
     assert info["checkpoint"]["tensor_sha256"] == json.loads(final.read_text())["tensor_sha256"]
