@@ -35,7 +35,7 @@ from rlagents.environments import EVAL_STEP_CAP, make_env
 from rlagents.errors import ExportError, UserError, cli_entry
 from rlagents.evaluate import spaces_of
 from rlagents.loop import EVAL_SEED_OFFSET
-from rlagents.onnx_policy import ACTION, OnnxPolicy, flatten_obs, sidecar_path
+from rlagents.onnx_policy import ACTION, OnnxPolicy, first_line, flatten_obs, sidecar_path
 from rlagents.runs import LoadedRun, load_run
 
 FORMATS = ("onnx",)
@@ -121,8 +121,9 @@ def input_arrays(obs: Any, inputs: list[GraphInput]) -> list[np.ndarray]:
 def to_onnx(policy: nn.Module, inputs: list[GraphInput], example: Any) -> bytes:
     """The policy as a serialised ONNX model with a dynamic batch axis, traced on the `example` batch.
 
-    torch's TorchScript-based exporter (`dynamo=False`) is used: it exports these graphs in milliseconds and
-    needs only `onnx`, where the torch.export-based one takes seconds per graph and needs onnxscript too.
+    torch's TorchScript-based exporter (`dynamo=False`) is used: it exports these graphs in well under a second
+    and needs only `onnx`, where the torch.export-based one takes seconds per graph and needs onnxscript too
+    (benchmarks/onnx_exporters.py). A module it cannot trace is an `ExportError` naming the first problem.
     """
     module = FlatInputs(policy, [i.path for i in inputs]).eval()
     tensors = tuple(torch.from_numpy(a) for a in input_arrays(example, inputs))
@@ -130,9 +131,13 @@ def to_onnx(policy: nn.Module, inputs: list[GraphInput], example: Any) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer remarks; the check decides
-        torch.onnx.export(module, tensors, buffer, dynamo=False, opset_version=OPSET, input_names=names,
-                          output_names=[ACTION], dynamic_axes={n: {0: "batch"} for n in [*names, ACTION]})
+        try:
+            torch.onnx.export(module, tensors, buffer, dynamo=False, opset_version=OPSET, input_names=names,
+                              output_names=[ACTION], dynamic_axes={n: {0: "batch"} for n in [*names, ACTION]})
+        except Exception as exc:  # the tracer and the op converters raise assorted types
+            raise ExportError(f"torch could not turn the policy into ONNX: {first_line(exc)}") from None
     return buffer.getvalue()
+
 
 
 def with_metadata(data: bytes, metadata: dict[str, str]) -> bytes:
@@ -144,7 +149,10 @@ def with_metadata(data: bytes, metadata: dict[str, str]) -> bytes:
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph is not a valid ONNX model: {first_line(exc)}") from None
     return model.SerializeToString()
 
 

@@ -39,6 +39,12 @@ def import_onnxruntime():
     return onnxruntime
 
 
+def first_line(exc: Exception) -> str:
+    """The first line of an exception's message (its type's name if it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def flatten_obs(obs: Any, prefix: str = "") -> dict[str, Any]:
     """A (nested) dict observation batch as {graph input name: array}; nested keys are joined by dots."""
     out: dict[str, Any] = {}
@@ -63,8 +69,7 @@ class OnnxPolicy:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own assorted types for unreadable models
             name = "the exported graph" if isinstance(model, bytes) else str(model)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{name} is not a loadable ONNX model: {first}") from None
+            raise UserError(f"{name} is not a loadable ONNX model: {first_line(exc)}") from None
         self.inputs = [(i.name, ONNX_DTYPES.get(i.type)) for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if ACTION not in outputs:

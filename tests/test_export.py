@@ -23,6 +23,7 @@ from conftest import SMALL_CNN
 from rlagents import obs as batches
 from rlagents.agents.dqn import DQNAgent, DQNConfig
 from rlagents.environments import EVAL_STEP_CAP, evaluate, make_vec_env
+from rlagents.errors import ExportError
 from rlagents.evaluate import main as evaluate_main
 from rlagents.evaluate import spaces_of
 from rlagents.export import graph_inputs, main as export_main, to_onnx
@@ -166,6 +167,19 @@ def test_image_q_networks_export_with_their_pixel_scaling(space, network):
     policy = OnnxPolicy(to_onnx(agent.export_module(), inputs, obs[:2]))
     assert policy.inputs == [("obs", np.uint8)]
     np.testing.assert_array_equal(policy(obs), agent.act(obs, explore=False))
+
+
+class Untraceable(torch.nn.Module):
+    def forward(self, obs):
+        return torch.special.bessel_j0(obs).argmax(dim=1)  # ONNX has no operator for it
+
+
+def test_a_policy_onnx_cannot_hold_or_a_space_without_graph_inputs_is_an_export_error():
+    space = gym.spaces.Box(-1, 1, (4,), np.float32)
+    with pytest.raises(ExportError, match="torch could not turn the policy into ONNX: .*special_bessel_j0"):
+        to_onnx(Untraceable(), graph_inputs(space), np.zeros((2, 4), np.float32))
+    with pytest.raises(ExportError, match="graph inputs are made for Box, Discrete and Dict spaces"):
+        graph_inputs(gym.spaces.Tuple([space, gym.spaces.Discrete(3)]))
 
 
 # ---------------------------------------------------------------- without torch
