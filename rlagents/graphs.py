@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-# `RunningNorm` in rlagents/agents/reinforce.py divides by sqrt(var + this); the export check catches a drift
+# the agents' `RunningNorm` (REINFORCE's, PPO's) divides by sqrt(var + this); the export check catches a drift
 NORM_EPS = 1e-8
 
 
