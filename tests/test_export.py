@@ -158,7 +158,8 @@ def test_json_describes_inputs_outputs_spaces_and_source(tmp_path):
     (gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), "nature"),  # an Atari frame stack
 ])
 def test_image_q_networks_export_with_their_pixel_scaling(space, network):
-    config = DQNConfig(network=network, cnn_channels=(4, 8, 8), cnn_features=16, dueling=True)
+    config = DQNConfig(network=network, cnn_channels=(4, 8, 8), cnn_features=16, dueling=True, buffer_size=64,
+                       batch_size=32)  # a small replay: 100,000 Atari frame stacks would take seconds to allocate
     agent = DQNAgent(config, space, gym.spaces.Discrete(5), n_envs=1, total_steps=1000, device=torch.device("cpu"),
                      seed=0)
     space.seed(0)
