@@ -27,6 +27,11 @@ class UnsupportedSpaceError(UserError):
     """An agent cannot handle the observation or action space of an environment."""
 
 
+class ExportError(UserError):
+    """A policy cannot be exported (`rlagents.export`): the agent has no greedy graph, or the graph would not
+    act as the agent does."""
+
+
 EXIT_TRAINING_FAULT = 3
 
 

@@ -12,6 +12,7 @@ from rlagents.cli import ArgumentParser, resolve_device
 from rlagents.environments import EVAL_STEP_CAP, evaluate, make_env, make_vec_env
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
+from rlagents.onnx_policy import OnnxPolicy
 from rlagents.runs import LoadedRun, load_run
 
 VIDEO_FORMATS = (".gif",)
@@ -24,6 +25,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the evaluation episodes (default: the run's own, which reproduces its summary)")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint JSON (default: the final one)")
+    p.add_argument("--onnx", type=Path, default=None,
+                   help="play this exported policy (python -m rlagents.export) through onnxruntime instead")
     p.add_argument("--video", type=Path, default=None, help="record one greedy episode to this .gif file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="torch device (default cpu)")
     return p
@@ -78,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     episodes = args.episodes or run.config.train.eval_episodes
     seed = args.seed if args.seed is not None else run.seed + EVAL_SEED_OFFSET
     envs = make_vec_env(run.env_id, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
-    returns, lengths = evaluate(lambda o: run.agent.act(o, explore=False), envs, episodes, seed)
+    if args.onnx is not None:
+        policy = OnnxPolicy.load(args.onnx, env_id=run.env_id)
+        source = policy.source()
+    else:
+        policy = lambda o: run.agent.act(o, explore=False)  # noqa: E731
+        source = f"{run.checkpoint.name}, step {run.meta.get('step')}"
+    returns, lengths = evaluate(policy, envs, episodes, seed)
     envs.close()
-    print(f"{run.agent_name} on {run.env_id} ({run.checkpoint.name}, step {run.meta.get('step')}): "
+    print(f"{run.agent_name} on {run.env_id} ({source}): "
           f"return {returns.mean():.2f} ± {returns.std():.2f} over {episodes} episodes "
           f"(mean length {lengths.mean():.1f})")
     env = make_env(run.env_id)

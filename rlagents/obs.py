@@ -1,16 +1,19 @@
 """Observation batches that are arrays, or dicts of arrays for `Dict` spaces (one array per key).
 
 Agents and buffers go through these few functions so that the same code serves `Box`, `Discrete` and
-`Dict` observations; for plain arrays each is one numpy operation.
+`Dict` observations; for plain arrays each is one numpy operation. Only `to_tensor` needs torch, and imports
+it itself: environments and exported ONNX policies (`rlagents.onnx_policy`) run without torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 Obs = Any  # np.ndarray, or dict[str, np.ndarray] (nested for nested Dict spaces)
 
@@ -62,6 +65,8 @@ def allocate(space: gym.Space, capacity: int) -> Obs:
 
 def to_tensor(obs: Obs, device: torch.device) -> Any:
     """A tensor (or dict of tensors) sharing memory with the numpy batch where the device allows."""
+    import torch  # here, not at the top: see the module docstring (once loaded, this is a dict lookup)
+
     if isinstance(obs, dict):
         return {key: to_tensor(value, device) for key, value in obs.items()}
     if isinstance(obs, torch.Tensor):

@@ -199,6 +199,37 @@ class SB3Agent(Agent):
         actions, _ = self.model.policy.predict(obs, deterministic=not explore)
         return actions
 
+    def export_module(self) -> torch.nn.Module:
+        """Greedy policy for `rlagents.export`, what `act(explore=False)` runs: VecNormalize's observation
+        scaling (when used), SB3's own deterministic `_predict` (argmax of Q-values or logits, or the Gaussian
+        mean; SB3's observation preprocessing is inside it), then `predict`'s clip into Box action bounds."""
+        from rlagents.errors import ExportError
+        from rlagents.graphs import Normalise
+
+        policy = self.model.policy
+        if getattr(policy, "squash_output", False):
+            raise ExportError(f"{self.name} with squash_output cannot be exported: only clipped actions are")
+        box = isinstance(self.action_space, gym.spaces.Box)
+        shape = tuple(self.action_space.shape)
+        low = torch.as_tensor(self.action_space.low) if box else None
+        high = torch.as_tensor(self.action_space.high) if box else None
+        norm = self.vecnorm
+
+        class Greedy(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.policy = policy
+                self.norm = (Normalise(norm.obs_rms.mean, norm.obs_rms.var, norm.clip_obs, norm.epsilon)
+                             if norm is not None else None)
+
+            def forward(self, obs: torch.Tensor) -> torch.Tensor:
+                actions = self.policy._predict(obs if self.norm is None else self.norm(obs), deterministic=True)
+                if not box:
+                    return actions.reshape(-1)
+                return torch.minimum(torch.maximum(actions.reshape(-1, *shape), low), high)
+
+        return Greedy()
+
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
         raise NotImplementedError("SB3 agents learn inside drive(); the loop never calls observe()")
 

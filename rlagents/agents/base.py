@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlagents.errors import TrainingFault
+from rlagents.errors import ExportError, TrainingFault
 
 
 StepCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], bool]
@@ -97,6 +97,19 @@ class Agent(ABC):
     def inspect(self, env: gym.Env, out_dir: Path) -> list[str]:
         """Lines showing what was learned (printed by `rlagents.evaluate`); may write images into `out_dir`."""
         return []
+
+    def export_module(self) -> torch.nn.Module:
+        """The greedy policy as one torch module, for `python -m rlagents.export` (ONNX).
+
+        `forward` takes a batch of raw observations as `act` gets them, as tensors (the space's dtype; int64
+        for `Discrete`; a dict of tensors for a `Dict` space) and returns what `act(obs, explore=False)` returns
+        (int64 actions of shape (batch,), or float32 of shape (batch, action dims)). Any scaling or
+        normalisation of observations happens inside. An agent whose greedy action is no fixed function of
+        the observation raises `ExportError` saying why; that is the default. The module may share the agent's
+        networks: the exporter reads them on the CPU, in eval mode, and changes nothing else.
+        """
+        raise ExportError(f"{self.name} cannot be exported: it has no greedy policy graph (an agent opts in by "
+                          f"implementing export_module)")
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

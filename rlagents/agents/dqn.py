@@ -214,6 +214,12 @@ class DQNAgent(Agent):
             return self._greedy(obs)
         return epsilon_greedy_batch(self._greedy, obs, self.epsilon(self.steps), self.n_actions, self.rng)
 
+    def export_module(self) -> nn.Module:
+        """Greedy policy for `rlagents.export`: the online Q-network (MLP, CNN, Dict, dueling), then argmax."""
+        from rlagents.graphs import Argmax
+
+        return nn.Sequential(self.q, Argmax())
+
     # ------------------------------------------------------------ learning
 
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from rlagents.agents.base import Agent
 from rlagents.config import param
-from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.errors import ConfigError, ExportError, UnsupportedSpaceError
 from rlagents.models.mpc import MPCPlanner
 from rlagents.models.tabular import CountModel, dyna_updates, value_iteration
 from rlagents.networks import MAX_WIDTH
@@ -272,6 +272,20 @@ class PlannerAgent(Agent):
                     f"pairs known"] + describe_table(q, env, out_dir)
         return [f"learned model: {self.impl.buffer.size:,} transitions, {self.impl.trained_rounds} training rounds, "
                 f"{self.impl.model.members} members"]
+
+    def export_module(self):
+        """Greedy policy for `rlagents.export`, tabular model only: the table `act` takes its argmax of (the
+        learned model's greedy solution, or Dyna's Q, plus the fixed tie-break noise). It is solved once from
+        the model and evaluation does not change it, so a table lookup is exactly the greedy policy."""
+        if not isinstance(self.impl, TabularPlanner):
+            raise ExportError("planner cannot be exported with a continuous model: each action is a CEM search "
+                              "over sampled action sequences in the learned model, warm-started from the previous "
+                              "step's plan, so it is no fixed function of the observation that a graph could hold")
+        from rlagents.graphs import table_policy
+
+        impl = self.impl
+        q = impl.q if self.config.mode == "dyna" else impl.solve_greedy()
+        return table_policy(q + impl.tiebreak, obs_start=impl.obs_start, action_start=impl.action_start)
 
     def summary_extras(self) -> dict[str, Any]:
         return self.impl.plan_ms()

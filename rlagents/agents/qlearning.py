@@ -164,6 +164,15 @@ class QLearningAgent(Agent):
             out += self.action_start
         return out
 
+    def export_module(self):
+        """Greedy policy for `rlagents.export`: observation → table row (the discretiser's bins as graph ops, or
+        the discrete state) → argmax of the row (of both tables' sum for double Q-learning, as `act` does)."""
+        from rlagents.graphs import table_policy
+
+        table = np.sum([np.asarray(t, dtype=np.float64) for t in self.tables], axis=0)
+        return table_policy(table, discretiser=self.discretiser, obs_start=self.obs_start,
+                            action_start=self.action_start)
+
     # ------------------------------------------------------------ learning
 
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:

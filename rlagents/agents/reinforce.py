@@ -246,6 +246,13 @@ class ReinforceAgent(Agent):
         self._last_raw = raw.astype(np.float32)
         return self._to_env(raw).astype(np.float32)
 
+    def export_module(self) -> nn.Module:
+        """Greedy policy for `rlagents.export`: [observation normaliser] → policy network → argmax (discrete) or
+        the mean squashed or clipped into the bounds (continuous)."""
+        from rlagents.graphs import greedy_policy
+
+        return greedy_policy(self.policy, self.action_space, squash=self.config.squash, obs_norm=self.obs_norm)
+
     # ------------------------------------------------------------ learning
 
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
