@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import secrets
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +57,9 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"no free temp file name beside {path}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder, fsync, then rename over the target."""
+def write_temp_file(path: Path, data: bytes) -> Path:
+    """Write `data` to a new fsynced temp file beside `path` and return it; the caller renames it into place
+    (`os.replace`) or deletes it. Writers of several files rename them together once all are written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
@@ -68,15 +68,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that renames inside it are durable."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    tmp = write_temp_file(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    sync_folder(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import sys
 import warnings
 from dataclasses import dataclass
@@ -29,13 +28,14 @@ from torch import nn
 
 import rlagents
 from rlagents import obs as batches
-from rlagents.checkpoint import library_versions
+from rlagents.checkpoint import library_versions, sync_folder, write_temp_file
 from rlagents.cli import ArgumentParser
 from rlagents.environments import EVAL_STEP_CAP, make_env
 from rlagents.errors import ExportError, UserError, cli_entry
 from rlagents.evaluate import spaces_of
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.onnx_policy import ACTION, OnnxPolicy, first_line, flatten_obs, sidecar_path
+from rlagents.paths import check_output_file
 from rlagents.runs import LoadedRun, load_run
 
 FORMATS = ("onnx",)
@@ -272,42 +272,29 @@ def describe_export(run: LoadedRun, inputs: list[GraphInput], data: bytes, out: 
 
 
 def check_writable(out: Path) -> None:
-    """Refuse an `--out` that cannot be written, before any work: a folder, another suffix, or a location
-    whose nearest existing folder is not writable."""
+    """Refuse an `--out` that cannot be written, before any work: another suffix, a folder, or a path that
+    `paths.check_output_file` refuses (under a file, unwritable, too long, a device...)."""
     if out.suffix.lower() != ".onnx":
         raise UserError(f"--out {out}: the file name must end in .onnx")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name ending in .onnx")
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"--out {out}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: no permission to write in {folder}")
+    check_output_file(out, "--out")
 
 
 def write_pair(out: Path, data: bytes, info: dict[str, Any]) -> None:
     """Write the ONNX file and its JSON: both to temp files (fsynced) first, then renamed into place, so an
     interrupted export leaves the previous pair or nothing, never a partial file."""
     targets = [(out, data), (sidecar_path(out), (json.dumps(info, indent=2) + "\n").encode())]
-    temps: list[str] = []
+    temps: list[Path] = []
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         for target, blob in targets:
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-            # created like any file the user writes (mode from the umask), not mkstemp's owner-only 0600
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            temps.append(str(tmp))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
+            temps.append(write_temp_file(target, blob))
         for (target, _), tmp in zip(targets, temps):
             os.replace(tmp, target)
+        sync_folder(out.parent)
     except OSError as exc:
         for tmp in temps:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 

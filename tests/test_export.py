@@ -260,7 +260,7 @@ def test_an_unwritable_out_is_refused_before_exporting(short_dqn_run: Path, tmp_
     if os.getuid() == 0:  # root may write anywhere: make the permission check see what a user would
         monkeypatch.setattr("rlagents.export.os.access", lambda path, mode: Path(path) != locked)
     fails([str(short_dqn_run), "--out", str(locked / "sub" / "policy.onnx")], capsys,
-          f"no permission to write in {locked}")
+          f"{locked} is not writable")
     assert nothing_written(tmp_path) and not (locked / "sub").exists()
 
 
