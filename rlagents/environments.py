@@ -25,7 +25,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 from rlagents import envspec
 from rlagents import obs as batches
 from rlagents.envspec import EnvSpec, as_env_spec
-from rlagents.errors import UserError
+from rlagents.errors import TrainingFault, UserError, one_line
 
 
 def _register_project_envs(atari: bool = True) -> None:
@@ -176,13 +176,15 @@ def check_env(env: str | EnvSpec) -> None:
 class SyncVecEnv(gym.vector.VectorEnv):
     """Steps `len(env_fns)` envs in turn, with same-step autoreset and preallocated batch arrays."""
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], *, record_episodes: bool = False):
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], *, record_episodes: bool = False,
+                 label: str | None = None):
         self.envs = [fn() for fn in env_fns]
         self.num_envs = len(self.envs)
         first = self.envs[0]
         self.metadata = dict(first.metadata, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         self.render_mode = first.render_mode
         self.spec = first.spec
+        self.label = label or (first.spec.id if first.spec is not None else type(first.unwrapped).__name__)
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
         self.observation_space = batch_space(first.observation_space, self.num_envs)
@@ -229,21 +231,26 @@ class SyncVecEnv(gym.vector.VectorEnv):
         record = self.record_episodes
         if record and isinstance(actions, np.ndarray) and actions.ndim > 1:
             actions = actions.copy()  # rows are kept in the episode record: no views of the caller's array
-        for i, env in enumerate(self.envs):
-            action = actions[i]
-            obs, rewards[i], terminated[i], truncated[i], _ = env.step(action)
-            if record:
-                self._episode_actions[i].append(action)
-            if terminated[i] or truncated[i]:
-                if not infos:
-                    infos = {"final_obs": np.empty(self.num_envs, dtype=object),
-                             "_final_obs": np.zeros(self.num_envs, dtype=bool)}
-                infos["final_obs"][i] = obs
-                infos["_final_obs"][i] = True
+        i = 0
+        try:  # free in Python 3.11+ unless something raises
+            for i, env in enumerate(self.envs):
+                action = actions[i]
+                obs, rewards[i], terminated[i], truncated[i], _ = env.step(action)
                 if record:
-                    self._note_episode_start(i, None)
-                obs, _ = env.reset()
-            observations.append(obs)
+                    self._episode_actions[i].append(action)
+                if terminated[i] or truncated[i]:
+                    if not infos:
+                        infos = {"final_obs": np.empty(self.num_envs, dtype=object),
+                                 "_final_obs": np.zeros(self.num_envs, dtype=bool)}
+                    infos["final_obs"][i] = obs
+                    infos["_final_obs"][i] = True
+                    if record:
+                        self._note_episode_start(i, None)
+                    obs, _ = env.reset()
+                observations.append(obs)
+        except Exception as exc:  # noqa: BLE001 (an env's own code can raise anything)
+            raise TrainingFault(f"env {self.label!r} (copy {i}): step, or the reset after an episode end, raised "
+                                f"{type(exc).__name__}: {one_line(exc)}") from exc
         return self._stack(observations), rewards, terminated, truncated, infos
 
     def episode_snapshot(self) -> dict[str, Any]:
@@ -331,7 +338,7 @@ def make_vec_env(env: str | EnvSpec, n_envs: int, *, render_mode: str | None = N
     capped = step_cap is not None and limit is None and not is_atari(spec.id)
     kwargs = {"max_episode_steps": step_cap} if capped else {}
     return SyncVecEnv([lambda: make_env(spec, render_mode=render_mode, training=training, **kwargs)
-                       for _ in range(n_envs)], record_episodes=record_episodes)
+                       for _ in range(n_envs)], record_episodes=record_episodes, label=spec.id)
 
 
 def _time_limit(env: gym.Env) -> int | None:
