@@ -16,7 +16,7 @@ from rlagents.cli import ArgumentParser, default_config_path, resolve_device
 from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
 from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, known_env_ids, make_vec_env
 from rlagents.errors import UserError, cli_entry
-from rlagents.loop import Run, seed_everything, train
+from rlagents.loop import Callback, Run, seed_everything, train
 from rlagents.runs import build_agent
 
 RUNS_DIR = Path("runs")
@@ -105,12 +105,13 @@ def prepare(args) -> Run:
                envs=envs, eval_envs=eval_envs, run_dir=run_dir, progress=not args.no_progress)
 
 
-def train_new(run: Run) -> dict:
-    """Create the run directory, write the resolved config, and train from scratch; returns the summary."""
+def train_new(run: Run, callback: Callback | None = None) -> dict:
+    """Create the run directory, write the resolved config, and train from scratch; returns the summary.
+    `callback` is `loop.train`'s: called at log and evaluation events, False stops the run resumably."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
         run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
-    return train(run)
+    return train(run, callback=callback)
 
 
 @cli_entry
