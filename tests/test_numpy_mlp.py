@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from rlagents.agents.dqn import DQNAgent, DQNConfig
-from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_q_network
 from rlagents.networks import MLPBackbone, Net, QHead
+from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_q_network
 
 
 def q_net(obs_space: gym.Space, hidden=(32, 16), n_actions=3, dueling=False) -> Net:
@@ -62,9 +62,9 @@ def test_clip_gradients_equals_torch_clip_grad_norm():
 def test_training_runs_blas_on_one_thread(tmp_path):
     """More BLAS threads than one fight torch's OpenMP threads (a 25x slowdown measured at torch_threads=2):
     training pins every BLAS library loaded, whatever was loaded or set before."""
+    import scipy.linalg  # noqa: F401 (a second BLAS library, loaded late, as other code may)
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    import scipy.linalg  # noqa: F401 (a second BLAS library, loaded late, as other code may)
     from rlagents.train import main
 
     threadpool_limits(2, user_api="blas")
@@ -84,8 +84,8 @@ def test_numpy_applies_only_to_plain_mlp_q_networks():
 @pytest.mark.parametrize("env, settings, message", [
     ("CartPole-v1", {"learner": "numpy", "prioritized": True}, "learner numpy trains plain Q-networks with uniform"),
     ("CartPole-v1", {"learner": "numpy", "dueling": True}, "learner numpy trains plain Q-networks with uniform"),
-    ("DigitLock-v0", {"learner": "numpy"}, "learner numpy trains plain MLP Q-networks on a CPU with every layer "
-                                           "trained; this one is a DictBackbone on cpu"),
+    ("DigitLock-v0", {"learner": "numpy"}, ("learner numpy trains plain MLP Q-networks on a CPU with every layer "
+                                            "trained; this one is a DictBackbone on cpu")),
     ("CartPole-v1", {"learner": "gpu"}, "learner: "),
 ])
 def test_learner_numpy_is_refused_where_it_does_not_apply(tmp_path, capsys, env, settings, message):
