@@ -7,8 +7,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from rlagents.agents import agent_class, available_agents
 from rlagents.checkpoint import (CHECKPOINT_DIR, FINAL, atomic_write_text, check_spaces, read_checkpoint,
                                  remove_stale_temp_files, step_checkpoints)
@@ -18,6 +16,7 @@ from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, know
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import Callback, Run, seed_everything, train
 from rlagents.runs import build_agent
+from rlagents.threads import set_cpu_threads
 
 RUNS_DIR = Path("runs")
 
@@ -89,7 +88,7 @@ def prepare(args) -> Run:
         check_env(env_id)
     envs = make_vec_env(env_id, config.train.n_envs, training=True, record_episodes=True)  # resumable episodes
     eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes), step_cap=EVAL_STEP_CAP)
-    torch.set_num_threads(config.train.torch_threads)
+    set_cpu_threads(config.train.torch_threads)
     seed_everything(seed)
     agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,
                         n_envs=envs.num_envs, seed=seed, device=device)
