@@ -29,10 +29,10 @@ import numpy as np
 from rlagents.checkpoint import (CHECKPOINT_DIR, FINAL, atomic_write_text, check_spaces, read_checkpoint,
                                  remove_stale_temp_files, step_checkpoints)
 from rlagents.errors import CheckpointError, UserError
+from rlagents.loop import Callback
 from rlagents.runs import materialize
 from rlagents.runspec import EnvLike, RunSpec, check_new_run_dir, resolve_spec, spec_of_run
 
-Callback = Callable[[int, dict[str, Any]], "bool | None"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class TrainResult:
 
     run_dir: Path
     summary: dict[str, Any]  # the run's summary.json
-    status: str  # completed, or interrupted (a callback returned False, or SIGINT): resumable
+    status: str  # completed; stopped (the callback returned False) or interrupted (SIGINT/SIGTERM): resumable
     final_return: float | None  # mean return of the final greedy evaluation (None when interrupted)
     solved_at_step: int | None  # first evaluation reaching the env's reward_threshold
     train_seconds: float | None  # training time without evaluations, all sessions
@@ -95,7 +95,7 @@ def train_spec(spec: RunSpec, *, progress: bool = False, callback: Callback | No
     try:
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(spec.run_dir / "config.yaml", dataclasses.replace(spec, device=str(run.device)).config_yaml())
-        summary = train_loop(run, **_callback_kwargs(callback))
+        summary = train_loop(run, callback=callback)
     finally:
         run.envs.close()
         run.eval_envs.close()
@@ -117,16 +117,11 @@ def resume_spec(spec: RunSpec, *, progress: bool = False, callback: Callback | N
     run = materialize(spec, progress=progress, check_env=check_env)
     try:
         state = resume_state(run)
-        summary = train_loop(run, state, **_callback_kwargs(callback))
+        summary = train_loop(run, state, callback=callback)
     finally:
         run.envs.close()
         run.eval_envs.close()
     return TrainResult.of(spec, summary)
-
-
-def _callback_kwargs(callback: Callback | None) -> dict[str, Any]:
-    # TEMPORARY until the loop's callback lands
-    return {"callback": callback} if callback is not None else {}
 
 
 def resume_state(run) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from rlagents import _entry_module
 from rlagents.cli import ArgumentParser, resolve_device
@@ -19,6 +18,7 @@ from rlagents.errors import UserError, cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.onnx_policy import OnnxPolicy
 from rlagents.runs import LoadedRun, load_run
+from rlagents.threads import set_cpu_threads
 
 VIDEO_FORMATS = (".gif",)
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"valid: {', '.join(VIDEO_FORMATS)}")
     if args.episodes is not None and args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
     if args.onnx is not None:
         policy = OnnxPolicy.load(args.onnx, env_id=run.env_id)

@@ -20,6 +20,7 @@ from rlagents.envspec import EnvSpec
 from rlagents.errors import UserError
 from rlagents.loop import Run, seed_everything
 from rlagents.runspec import RunSpec, spec_of_run
+from rlagents.threads import set_cpu_threads
 
 
 def build_agent(agent_name: str, config: ResolvedConfig, obs_space: gym.Space, action_space: gym.Space, *,
@@ -47,7 +48,7 @@ def materialize(spec: RunSpec, *, progress: bool = True, check_env: bool | None 
     envs = make_vec_env(spec.env, config.train.n_envs, training=True, record_episodes=True)  # resumable episodes
     eval_envs = make_vec_env(spec.env, min(config.train.eval_envs, config.train.eval_episodes),
                              step_cap=EVAL_STEP_CAP)
-    torch.set_num_threads(config.train.torch_threads)
+    set_cpu_threads(config.train.torch_threads)
     seed_everything(spec.seed)
     agent = build_agent(spec.agent, config, envs.single_observation_space, envs.single_action_space,
                         n_envs=envs.num_envs, seed=spec.seed, device=device)

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(spec: RunSpec, result: TrainResult) -> int:
     """Print the run's one-line outcome; the exit code (130 when interrupted)."""
     summary = result.summary
-    if result.status == "interrupted":
+    if result.status != "completed":  # interrupted by a signal
         print(f"interrupted at step {summary['total_steps']}; a checkpoint was saved. Continue with: "
               f"python -m rlagents.train --resume {spec.run_dir}", file=sys.stderr)
         return 130
