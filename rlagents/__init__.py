@@ -26,12 +26,12 @@ _LAZY = {
 }
 __all__ = sorted([*_LAZY, *ENTRY_MODULES])
 
-if TYPE_CHECKING:
-    from rlagents.api import CompareResult, EvalResult, Policy, TrainResult, compare, evaluate, load, resume, train
-    from rlagents.envspec import EnvError, EnvSpec
-    from rlagents.errors import (CheckpointError, ConfigError, ExportError, TrainingFault, UnsupportedSpaceError,
+if TYPE_CHECKING:  # for type checkers and editors; the names load lazily (below)
+    from rlagents.api import CompareResult, EvalResult, Policy, TrainResult, compare, evaluate, load, resume, train  # noqa: F401
+    from rlagents.envspec import EnvError, EnvSpec  # noqa: F401
+    from rlagents.errors import (CheckpointError,  # noqa: F401 ConfigError, ExportError, TrainingFault, UnsupportedSpaceError,
                                  UserError)
-    from rlagents.runspec import RunSpec
+    from rlagents.runspec import RunSpec  # noqa: F401
 
 
 class _EntryModule(types.ModuleType):

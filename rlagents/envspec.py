@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ class EnvSpec:
 
     def describe_call(self, extra: Mapping[str, Any] | None = None) -> str:
         """`gym.make('Id', k=v)`, or `mod.make_env(k=v)`, for error messages."""
-        kwargs = {**self.kwargs, **(extra or {})}
+        kwargs = {**self.kwargs, **{k: v for k, v in (extra or {}).items() if v is not None}}
         args = ", ".join(f"{k}={shown(v, 40)}" for k, v in kwargs.items())
         if self.factory is not None or (self.module is not None and self.name not in gym.registry):
             return f"{self.id.replace(':', '.')}({args})"
@@ -206,13 +207,13 @@ def create(spec: EnvSpec, creator: str | Callable[..., gym.Env], extra: dict[str
     """Call the env's constructor with the spec's kwargs and `extra` (render_mode, time limit, Atari frame
     skip); whatever the user's code raises becomes a one-line EnvError naming the call."""
     kwargs = {**spec.kwargs, **extra}
+    if kwargs.get("render_mode") is None:  # an env that renders nothing need not take the argument
+        kwargs.pop("render_mode", None)
     try:
         if isinstance(creator, str):
             # The passive checker wraps every step in extra Python; `--check-env` runs the full checker instead.
             return gym.make(creator, disable_env_checker=True, **kwargs)
         limit = kwargs.pop("max_episode_steps", None)
-        if kwargs.get("render_mode") is None:
-            kwargs.pop("render_mode", None)
         env = creator(**kwargs)
         if not isinstance(env, gym.Env):
             raise EnvError(f"env {spec.id!r}: {spec.describe_call(extra)} returned {type(env).__name__}, "
@@ -236,7 +237,8 @@ def missing_dependency_hint(exc: Exception) -> str:
     text = one_line(exc)
     for marker, extra in PROJECT_EXTRAS.items():
         if marker in text.lower():
-            return f"{text.split('.')[0]}. Install it with: pip install -e \".[{extra}]\" (rlagents' {extra} extra)"
+            first = re.split(r"[,.;]", text)[0]  # Gymnasium's own install line would name its extra, not ours
+            return f"{first}. Install it with: pip install -e \".[{extra}]\" (rlagents' {extra} extra)"
     return text
 
 
