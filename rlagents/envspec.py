@@ -242,6 +242,11 @@ def missing_dependency_hint(exc: Exception) -> str:
     return text
 
 
+def _python(value: Any) -> Any:
+    """NumPy scalars and arrays as Python numbers and lists, for messages (`1`, not `np.int64(1)`)."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
 def probe(env: gym.Env, spec: EnvSpec, seed: int) -> None:
     """Reset `env` with `seed` and take one random step, so that an env which raises in `reset` or `step`
     fails before training, with the call and the exception on one line."""
@@ -254,5 +259,5 @@ def probe(env: gym.Env, spec: EnvSpec, seed: int) -> None:
     try:
         env.step(action)
     except Exception as exc:  # noqa: BLE001
-        raise EnvError(f"env {spec.id!r}: step({shown(action, 40)}) after reset raised {type(exc).__name__}: "
+        raise EnvError(f"env {spec.id!r}: step({shown(_python(action), 40)}) after reset raised {type(exc).__name__}: "
                        f"{one_line(exc)}") from None
