@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rlagents.cli import ArgumentParser, resolve_device
 from rlagents.environments import EVAL_STEP_CAP, evaluate, make_env, make_vec_env
@@ -14,6 +13,7 @@ from rlagents.errors import UserError, cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.onnx_policy import OnnxPolicy
 from rlagents.runs import LoadedRun, load_run
+from rlagents.threads import set_cpu_threads
 
 VIDEO_FORMATS = (".gif",)
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"valid: {', '.join(VIDEO_FORMATS)}")
     if args.episodes is not None and args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
     episodes = args.episodes or run.config.train.eval_episodes
     seed = args.seed if args.seed is not None else run.seed + EVAL_SEED_OFFSET

@@ -22,7 +22,8 @@ from rlagents import obs as batches
 from rlagents.agents.base import Agent
 from rlagents.config import param
 from rlagents.errors import UnsupportedSpaceError
-from rlagents.networks import NetworkConfig, numpy_mlp_forward
+from rlagents.networks import NetworkConfig
+from rlagents.numpy_mlp import numpy_mlp_forward
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # bounds of a learned (state-dependent) log standard deviation
 

@@ -7,8 +7,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from rlagents.agents import agent_class, available_agents
 from rlagents.checkpoint import (CHECKPOINT_DIR, FINAL, atomic_write_text, check_spaces, read_checkpoint,
                                  remove_stale_temp_files, step_checkpoints)
@@ -16,8 +14,9 @@ from rlagents.cli import ArgumentParser, default_config_path, resolve_device
 from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
 from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, known_env_ids, make_vec_env
 from rlagents.errors import UserError, cli_entry
-from rlagents.loop import Run, seed_everything, train
+from rlagents.loop import Callback, Run, seed_everything, train
 from rlagents.runs import build_agent
+from rlagents.threads import set_cpu_threads
 
 RUNS_DIR = Path("runs")
 
@@ -89,7 +88,7 @@ def prepare(args) -> Run:
         check_env(env_id)
     envs = make_vec_env(env_id, config.train.n_envs, training=True, record_episodes=True)  # resumable episodes
     eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes), step_cap=EVAL_STEP_CAP)
-    torch.set_num_threads(config.train.torch_threads)
+    set_cpu_threads(config.train.torch_threads)
     seed_everything(seed)
     agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,
                         n_envs=envs.num_envs, seed=seed, device=device)
@@ -105,12 +104,13 @@ def prepare(args) -> Run:
                envs=envs, eval_envs=eval_envs, run_dir=run_dir, progress=not args.no_progress)
 
 
-def train_new(run: Run) -> dict:
-    """Create the run directory, write the resolved config, and train from scratch; returns the summary."""
+def train_new(run: Run, callback: Callback | None = None) -> dict:
+    """Create the run directory, write the resolved config, and train from scratch; returns the summary.
+    `callback` is `loop.train`'s: called at log and evaluation events, False stops the run resumably."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
         run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
-    return train(run)
+    return train(run, callback=callback)
 
 
 @cli_entry

@@ -29,7 +29,8 @@ from torch import nn
 from rlagents import obs as batches
 from rlagents.agents.base import nonfinite_loss
 from rlagents.config import param
-from rlagents.networks import build_backbone, numpy_mlp_forward, orthogonal_init
+from rlagents.networks import build_backbone, orthogonal_init
+from rlagents.numpy_mlp import numpy_mlp_forward
 from rlagents.policies import Policy, PolicyConfig, PolicyGradientAgent, RunningNorm, explained_variance, normalize
 
 
