@@ -232,3 +232,51 @@ def test_discrete_observations(tmp_path: Path):
     summary = train(tmp_path / "run", "--env", "FrozenLake-v1", "--steps", "1000", "--eval-every", "0",
                     "--eval-episodes", "3", "--set", "n_steps=32")
     assert summary["total_steps"] == 1000 and np.isfinite(summary["eval_return_mean"])
+
+
+# ---------------------------------------------------------------- NumPy learner
+
+
+@pytest.mark.parametrize("space, extra", [
+    (gym.spaces.Discrete(3), {"entropy_coef": 0.05, "clip_range_vf": 0.1}),
+    (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"entropy_coef": 0.01}),
+    (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"squash": "clip", "clip_range_vf": 0.05}),
+])
+def test_numpy_gradients_equal_autograds(space, extra):
+    agents = {}
+    for kind in ("numpy", "torch"):
+        torch.manual_seed(0)  # the same initial weights
+        agents[kind] = make(space, n_envs=4, learner=kind, log_std_init=-0.3, **extra)
+    assert type(agents["numpy"].learner).__name__ == "NumpyLearner"
+    assert type(agents["torch"].learner).__name__ == "TorchLearner"
+    rng = np.random.default_rng(3)
+    obs = rng.uniform(-1, 1, (32, 3)).astype(np.float32)
+    actions = (rng.integers(0, 3, 32) if isinstance(space, gym.spaces.Discrete)
+               else rng.normal(0, 1, (32, 2)).astype(np.float32))
+    advantages, returns = rng.normal(size=32), rng.normal(size=32)
+    noise = [torch.as_tensor(rng.normal(0, 0.3, p.shape), dtype=torch.float32) for p in agents["torch"].net.parameters()]
+    results, grads = {}, {}
+    for kind, agent in agents.items():
+        values, _ = agent.learner.start(obs, actions, obs[:4])
+        agent.learner.set_targets(advantages, returns)
+        with torch.no_grad():  # the policy moves away from the rollout's, so ratios and values get clipped
+            for p, n in zip(agent.net.parameters(), noise):
+                p += n
+        results[kind] = agent.learner.step(np.arange(4, 28), 0.2)
+        if kind == "torch":
+            agent.learner.loss.backward()
+            grads[kind] = {name: p.grad.numpy() for name, p in agent.net.named_parameters()}
+        else:
+            by_id = {id(p): g for p, g in zip(agent.learner.params, agent.learner.gradients())}
+            grads[kind] = {name: by_id[id(p)] for name, p in agent.net.named_parameters()}
+    assert 0.0 < results["torch"]["clip_fraction"] < 1.0
+    for key, value in results["torch"].items():
+        assert results["numpy"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for name, g in grads["torch"].items():
+        assert np.allclose(grads["numpy"][name], g, rtol=1e-4, atol=1e-6), name
+
+
+def test_learner_numpy_is_refused_where_it_does_not_apply():
+    with pytest.raises(ConfigError, match="learner numpy"):
+        make(gym.spaces.Discrete(2), learner="numpy", shared_backbone=True)
+    assert type(make(gym.spaces.Box(-1.0, 1.0, (1,), np.float32), log_std="learned").learner).__name__ == "TorchLearner"

@@ -17,6 +17,7 @@ critic's values and the rollout's log-probabilities are computed once per rollou
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,8 +31,9 @@ from rlagents import obs as batches
 from rlagents.agents.base import nonfinite_loss
 from rlagents.config import param
 from rlagents.networks import build_backbone, orthogonal_init
-from rlagents.numpy_mlp import numpy_mlp_forward
-from rlagents.policies import Policy, PolicyConfig, PolicyGradientAgent, RunningNorm, explained_variance, normalize
+from rlagents.errors import ConfigError
+from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_mlp_forward
+from rlagents.policies import Policy, PolicyConfig, PolicyGradientAgent, RunningNorm, normalize
 
 
 @dataclass
@@ -64,6 +66,10 @@ class PPOConfig(PolicyConfig):
                              "(gain 1), as SB3 and CleanRL; a pretrained backbone keeps its weights")
     normalize_reward: bool = param(False, "divide rewards by the running std of the discounted return "
                                    "(statistics saved in checkpoints)")
+    learner: Literal["auto", "torch", "numpy"] = param(
+        "auto", "how gradient steps are computed: numpy (hand-written gradients; MLP actor and separate critic "
+        "on a CPU, categorical or state-independent-std Gaussian policies), torch (autograd; every network and "
+        "device), auto (numpy where it applies, torch elsewhere)")
     truncation: Literal["bootstrap", "cut"] = param("bootstrap", "an episode cut by a time limit: add γ·V(s_final) "
                                                     "to its last reward, or treat the limit as terminal")
 
@@ -135,6 +141,196 @@ class ActorCritic(nn.Module):
         return self.value_head(backbone(obs)).squeeze(-1)
 
 
+# ---------------------------------------------------------------- learners
+
+
+class TorchLearner:
+    """PPO's minibatch gradient steps through autograd: every network (CNN, `Dict`, shared backbone, learned
+    log-std) on every device."""
+
+    def __init__(self, agent: PPOAgent):
+        self.agent = agent
+
+    def start(self, obs: Any, actions: np.ndarray, next_obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Take a rollout (its observations and actions, and the observations after it): keep its values and
+        log-probabilities under the current policy; return V of the rollout and of `next_obs`."""
+        agent = self.agent
+        self.obs = batches.to_tensor(obs, agent.device)
+        self.actions = torch.as_tensor(actions, device=agent.device)
+        with torch.no_grad():
+            out, self.values = agent.net(self.obs)
+            self.old_log_prob = agent.distribution_terms(out, self.actions)[0]
+            last = agent.net.value(batches.to_tensor(next_obs, agent.device))
+        return self.values.cpu().numpy(), last.cpu().numpy()
+
+    def set_targets(self, advantages: np.ndarray, returns: np.ndarray) -> None:
+        self.advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.agent.device)
+        self.returns = torch.as_tensor(returns, dtype=torch.float32, device=self.agent.device)
+
+    def step(self, rows: np.ndarray, clip: float) -> dict[str, float] | None:
+        """The loss on minibatch `rows` (its gradient is applied by `apply`); None for a non-finite loss under
+        `nonfinite: skip`."""
+        agent, c = self.agent, self.agent.config
+        idx = torch.as_tensor(rows, device=agent.device)
+        out, values = agent.net(batches.take(self.obs, idx))
+        log_prob, entropy = agent.distribution_terms(out, self.actions[idx])
+        adv = normalize(self.advantages[idx]) if c.normalize_advantages else self.advantages[idx]
+        pg_loss, approx_kl, clip_fraction = clipped_surrogate(log_prob, self.old_log_prob[idx], adv, clip)
+        v_loss = value_loss(values, self.values[idx], self.returns[idx], c.clip_range_vf)
+        entropy = entropy.mean()
+        self.loss = pg_loss + c.vf_coef * v_loss - c.entropy_coef * entropy
+        if nonfinite_loss(self.loss, "PPO loss", c.nonfinite, agent.updates + 1, agent.steps):
+            return None
+        return {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
+                "approx_kl": approx_kl.item(), "clip_fraction": clip_fraction.item()}
+
+    def apply(self, max_grad_norm: float | None) -> float:
+        """Step the optimizer on the last `step`'s loss; returns the gradient norm before clipping."""
+        agent = self.agent
+        agent.optimizer.zero_grad(set_to_none=True)
+        self.loss.backward()
+        norm = nn.utils.clip_grad_norm_(agent.params, max_grad_norm if max_grad_norm is not None else float("inf"))
+        agent.optimizer.step()
+        return float(norm)
+
+
+class NumpyLearner:
+    """The same minibatch steps with hand-written gradients in NumPy, for MLP actor and critic networks on a
+    CPU (categorical policies, or Gaussian ones with a state-independent log-std).
+
+    A PPO minibatch step through autograd is ~40 small torch ops, each paying torch's dispatch overhead; the
+    same maths in NumPy (`rlagents.numpy_mlp`) pays ~1 µs an op, and Adam's fused kernel is called directly
+    (`adam_step`), so the optimizer state stays torch's own. Rounding differs from autograd's, not the maths:
+    tests/test_ppo.py checks the gradients against autograd's.
+    """
+
+    def __init__(self, agent: PPOAgent, actor: NumpyMLP, critic: NumpyMLP):
+        self.agent, self.actor, self.critic = agent, actor, critic
+        log_std = agent.policy.log_std
+        self.log_std = None if log_std is None else log_std.detach().numpy()  # a view: Adam's steps show
+        extra = [] if log_std is None else [log_std]
+        self.log_std_grad = np.zeros(0 if log_std is None else len(log_std), np.float32)
+        self.params = [*actor.parameters, *critic.parameters, *extra]
+        self.grads = [*actor.grads, *critic.grads, *([self.log_std_grad] if extra else [])]
+        self.grad_tensors = [torch.from_numpy(g) for g in self.grads]
+        self.tanh = not agent.discrete and agent.config.squash == "tanh"
+
+    @staticmethod
+    def build(agent: PPOAgent) -> NumpyLearner | None:
+        """The NumPy learner of `agent`'s networks, or None where it does not apply."""
+        net = agent.net
+        if (net.critic_backbone is None or agent.device.type != "cpu"
+                or not all(p.requires_grad for p in net.parameters())
+                or (not agent.discrete and agent.config.log_std != "state")):
+            return None
+        actor = NumpyMLP.of(net.policy.backbone, net.policy.head)
+        critic = NumpyMLP.of(net.critic_backbone, net.value_head)
+        return None if actor is None or critic is None else NumpyLearner(agent, actor, critic)
+
+    def start(self, obs: Any, actions: np.ndarray, next_obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        self.x = self.actor.inputs(obs)
+        self.actions = actions
+        if self.tanh:  # log|da/du| of the tanh squash: constant per sample, kept in the log-probabilities
+            u = actions.astype(np.float32)
+            self.correction = (2.0 * (np.log(2.0) - u - np.logaddexp(0.0, -2.0 * u))).sum(axis=1)
+        self.old_log_prob = self._log_prob(self.actor.outputs(self.x), actions, self.correction_of(None))[0]
+        self.values = self.critic.outputs(self.x)[:, 0]
+        return self.values, self.critic.scores(next_obs)[:, 0]
+
+    def correction_of(self, rows: np.ndarray | None) -> np.ndarray | float:
+        if not self.tanh:
+            return 0.0
+        return self.correction if rows is None else self.correction[rows]
+
+    def set_targets(self, advantages: np.ndarray, returns: np.ndarray) -> None:
+        self.advantages = advantages.astype(np.float32)
+        self.returns = returns.astype(np.float32)
+
+    def _log_prob(self, out: np.ndarray, actions: np.ndarray, correction: np.ndarray | float) -> tuple:
+        """log π(a|s), the entropy per row (or one value for a state-independent Gaussian) and what the
+        gradient needs."""
+        if self.agent.discrete:
+            z = out - out.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            total = e.sum(axis=1, keepdims=True)
+            probs = e / total
+            log_probs = z - np.log(total)
+            entropy = -(probs * log_probs).sum(axis=1)
+            return log_probs[np.arange(len(out)), actions], entropy, probs, log_probs
+        std = np.exp(self.log_std)
+        scaled = (actions - out) / std
+        log_prob = (-0.5 * scaled ** 2 - self.log_std - 0.5 * np.log(2 * np.pi)).sum(axis=1) - correction
+        entropy = float((0.5 + 0.5 * np.log(2 * np.pi) + self.log_std).sum())
+        return log_prob, entropy, scaled, std
+
+    def step(self, rows: np.ndarray, clip: float) -> dict[str, float] | None:
+        agent, c = self.agent, self.agent.config
+        x, n = self.x[rows], len(rows)
+        out, self._actor_acts = self.actor.forward(x)
+        v, self._critic_acts = self.critic.forward(x)
+        v = v[:, 0]
+        actions = self.actions[rows]
+        log_prob, entropy, *terms = self._log_prob(out, actions, self.correction_of(rows))
+        adv = self.advantages[rows]
+        if c.normalize_advantages:  # as `normalize`: torch's std is the unbiased one
+            adv = adv - adv.mean()
+            if n > 1:
+                adv = adv / (adv.std(ddof=1) + 1e-8)
+        log_ratio = log_prob - self.old_log_prob[rows]
+        ratio = np.exp(log_ratio)
+        pg_loss = -np.minimum(ratio * adv, np.clip(ratio, 1.0 - clip, 1.0 + clip) * adv).mean()
+        # the gradient is zero where the clipped term is the smaller and its ratio is clipped
+        flat = ((adv > 0) & (ratio > 1.0 + clip)) | ((adv < 0) & (ratio < 1.0 - clip))
+        grad_log_prob = np.where(flat, 0.0, -adv * ratio / n).astype(np.float32)
+        v_loss, grad_v = self._value_terms(v, rows)
+        mean_entropy = float(np.mean(entropy))
+        loss = pg_loss + c.vf_coef * v_loss - c.entropy_coef * mean_entropy
+        if nonfinite_loss(torch.tensor(loss), "PPO loss", c.nonfinite, agent.updates + 1, agent.steps):
+            return None
+        if agent.discrete:
+            probs, log_probs = terms
+            grad_out = probs * -grad_log_prob[:, None]
+            grad_out[np.arange(n), actions] += grad_log_prob
+            if c.entropy_coef:  # dH/dz = −p·(log p + H)
+                grad_out += (c.entropy_coef / n) * probs * (log_probs + entropy[:, None])
+        else:
+            scaled, std = terms
+            grad_out = grad_log_prob[:, None] * scaled / std
+            self.log_std_grad[:] = (grad_log_prob[:, None] * (scaled ** 2 - 1.0)).sum(axis=0) - c.entropy_coef
+        self._grad_out, self._grad_v = grad_out.astype(np.float32), (c.vf_coef * grad_v)[:, None].astype(np.float32)
+        return {"policy_loss": float(pg_loss), "value_loss": float(v_loss), "entropy": mean_entropy,
+                "approx_kl": float(((ratio - 1.0) - log_ratio).mean()),
+                "clip_fraction": float((np.abs(ratio - 1.0) > clip).mean())}
+
+    def _value_terms(self, v: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
+        """`value_loss` and its gradient with respect to v."""
+        n, clip, returns = len(rows), self.agent.config.clip_range_vf, self.returns[rows]
+        error = v - returns
+        if clip is None:
+            return 0.5 * float((error ** 2).mean()), error / n
+        change = v - self.values[rows]
+        clipped = self.values[rows] + np.clip(change, -clip, clip) - returns
+        use_clipped = clipped ** 2 > error ** 2
+        grad = np.where(use_clipped, clipped * (np.abs(change) <= clip), error)
+        return 0.5 * float(np.maximum(error ** 2, clipped ** 2).mean()), grad / n
+
+    def gradients(self) -> list[np.ndarray]:
+        """The last `step`'s loss gradients, in `params` order (written into `grads`)."""
+        self.actor.backward(self._actor_acts, self._grad_out)
+        self.critic.backward(self._critic_acts, self._grad_v)
+        return self.grads
+
+    def apply(self, max_grad_norm: float | None) -> float:
+        self.gradients()
+        norm = math.sqrt(sum(float(np.vdot(g, g)) for g in self.grads))
+        if max_grad_norm is not None and norm > max_grad_norm:  # torch's clip_grad_norm_ rule
+            scale = max_grad_norm / (norm + 1e-6)
+            for g in self.grads:
+                g *= scale
+        adam_step(self.agent.optimizer, self.params, self.grad_tensors)
+        return norm
+
+
 class PPOAgent(PolicyGradientAgent):
     """Clipped-surrogate PPO with GAE over vectorised envs, for discrete and continuous actions."""
 
@@ -164,6 +360,7 @@ class PPOAgent(PolicyGradientAgent):
         self._init_acting()
         critic = self.net.critic_backbone if self.net.critic_backbone is not None else self.policy.backbone
         self._numpy_value = numpy_mlp_forward(critic, self.net.value_head)
+        self.learner = self._build_learner()
         self.reward_norm = RunningNorm((1,)) if c.normalize_reward else None
         self._discounted = np.zeros(self.n_envs)  # running discounted returns, for reward normalisation
         self.rng = np.random.default_rng(self.seed)
@@ -177,6 +374,16 @@ class PPOAgent(PolicyGradientAgent):
         self.skipped_updates = 0
         self._update_seconds = 0.0
         self._metrics: dict[str, list[float]] = {}
+
+    def _build_learner(self) -> TorchLearner | NumpyLearner:
+        """The `learner` config key's learner; auto takes the NumPy one wherever it applies."""
+        numpy_learner = NumpyLearner.build(self) if self.config.learner != "torch" else None
+        if numpy_learner is not None:
+            return numpy_learner
+        if self.config.learner == "numpy":
+            raise ConfigError("learner numpy trains MLP actors with a separate MLP critic on a CPU (categorical, or "
+                              "Gaussian with log_std: state), every layer trained: use learner torch (or auto)")
+        return TorchLearner(self)
 
     def _new_rollout(self) -> dict[str, Any]:
         n, t = self.n_envs, self.config.n_steps
@@ -246,57 +453,33 @@ class PPOAgent(PolicyGradientAgent):
         lr, clip = self._schedule(c.lr, c.lr_final), self._schedule(c.clip_range, c.clip_range_final)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        obs = batches.to_tensor(roll["obs"], self.device)
-        actions = torch.as_tensor(roll["actions"], device=self.device)
-        with torch.no_grad():
-            out, values = self.net(obs)
-            old_log_prob = self.distribution_terms(out, actions)[0]
-            last_values = self.net.value(batches.to_tensor(next_obs, self.device))
-        values_np = values.cpu().numpy().reshape(c.n_steps, self.n_envs)
-        advantages, returns = gae(roll["rewards"], values_np, roll["dones"], last_values.cpu().numpy(), c.gamma,
-                                  c.gae_lambda)
-        advantages = torch.as_tensor(advantages.reshape(-1), device=self.device)
-        returns = torch.as_tensor(returns.reshape(-1), device=self.device)
-        metrics = {"values/explained_variance": explained_variance(values, returns),
-                   "charts/clip_range": clip}
-        stats: dict[str, list[torch.Tensor]] = {"policy_loss": [], "value_loss": [], "entropy": [],
-                                                "approx_kl": [], "clip_fraction": []}
+        values, last_values = self.learner.start(roll["obs"], roll["actions"], next_obs)
+        advantages, returns = gae(roll["rewards"], values.reshape(c.n_steps, self.n_envs), roll["dones"],
+                                  last_values, c.gamma, c.gae_lambda)
+        self.learner.set_targets(advantages.reshape(-1), returns.reshape(-1))
+        var = returns.var()
+        metrics = {"values/explained_variance": float("nan") if var == 0 else
+                   float(1.0 - (returns.reshape(-1) - values).var() / var), "charts/clip_range": clip}
+        stats: dict[str, list[float]] = {}
         size = min(c.batch_size, self.rollout_size)
-        max_norm = c.max_grad_norm if c.max_grad_norm is not None else float("inf")
         stopped = False
         for _ in range(c.n_epochs):
-            order = torch.as_tensor(self.rng.permutation(self.rollout_size), device=self.device)
+            order = self.rng.permutation(self.rollout_size)
             for start in range(0, self.rollout_size, size):
-                idx = order[start:start + size]
-                out, new_values = self.net(batches.take(obs, idx))
-                log_prob, entropy = self.distribution_terms(out, actions[idx])
-                adv = advantages[idx]
-                if c.normalize_advantages:
-                    adv = normalize(adv)
-                pg_loss, approx_kl, clip_fraction = clipped_surrogate(log_prob, old_log_prob[idx], adv, clip)
-                v_loss = value_loss(new_values, values[idx], returns[idx], c.clip_range_vf)
-                entropy = entropy.mean()
-                loss = pg_loss + c.vf_coef * v_loss - c.entropy_coef * entropy
-                if nonfinite_loss(loss, "PPO loss", c.nonfinite, self.updates + 1, self.steps):
+                result = self.learner.step(order[start:start + size], clip)
+                if result is None:  # a non-finite loss under nonfinite: skip
                     self.skipped_updates += 1
                     continue
-                if c.target_kl is not None and approx_kl.item() > 1.5 * c.target_kl:
-                    stopped = True  # this minibatch already moved too far from the rollout's policy
+                if c.target_kl is not None and result["approx_kl"] > 1.5 * c.target_kl:
+                    stopped = True  # this minibatch already moved too far from the rollout's policy: no step
                     break
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
-                self.optimizer.step()
-                for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy),
-                                   ("approx_kl", approx_kl), ("clip_fraction", clip_fraction)):
-                    stats[key].append(value.detach())
-                stats.setdefault("grad_norm", []).append(grad_norm.detach())
+                result["grad_norm"] = self.learner.apply(c.max_grad_norm)
+                for key, value in result.items():
+                    stats.setdefault(key, []).append(value)
             if stopped:
                 break
         self.updates += 1
-        for key, values_ in stats.items():
-            if values_:
-                metrics[f"losses/{key}"] = float(torch.stack(values_).mean())
+        metrics.update({f"losses/{key}": float(np.mean(values_)) for key, values_ in stats.items()})
         metrics["charts/early_stops"] = float(stopped)
         for key, value in metrics.items():
             self._metrics.setdefault(key, []).append(value)
