@@ -280,3 +280,16 @@ def test_learner_numpy_is_refused_where_it_does_not_apply():
     with pytest.raises(ConfigError, match="learner numpy"):
         make(gym.spaces.Discrete(2), learner="numpy", shared_backbone=True)
     assert type(make(gym.spaces.Box(-1.0, 1.0, (1,), np.float32), log_std="learned").learner).__name__ == "TorchLearner"
+
+
+@pytest.mark.parametrize("learner", ["numpy", "torch"])
+def test_a2c_mode_is_one_plain_policy_gradient_step_per_rollout(learner):
+    agent = make(gym.spaces.Discrete(3), mode="a2c", learner=learner, n_epochs=7, batch_size=2)
+    rng = np.random.default_rng(2)
+    for t in range(8):
+        obs = rng.uniform(-1, 1, (2, 3)).astype(np.float32)
+        agent.observe(obs, agent.act(obs, explore=True), rng.normal(size=2), obs, np.zeros(2, bool),
+                      np.zeros(2, bool))
+    metrics = agent.metrics()
+    assert agent.updates == 1 and metrics["losses/clip_fraction"] == 0.0 and metrics["losses/approx_kl"] == 0.0
+    assert agent.optimizer.state[agent.params[0]]["step"].item() == 1  # one step, not 7 epochs of minibatches

@@ -66,6 +66,10 @@ class PPOConfig(PolicyConfig):
                              "(gain 1), as SB3 and CleanRL; a pretrained backbone keeps its weights")
     normalize_reward: bool = param(False, "divide rewards by the running std of the discounted return "
                                    "(statistics saved in checkpoints)")
+    mode: Literal["ppo", "a2c"] = param("ppo", "ppo: n_epochs passes of shuffled minibatches on the clipped "
+                                        "surrogate; a2c: one gradient step per rollout on all of it (the ratio is "
+                                        "then 1, so the loss is A2C's −E[log π·A]; n_epochs, batch_size and "
+                                        "target_kl are unused)")
     learner: Literal["auto", "torch", "numpy"] = param(
         "auto", "how gradient steps are computed: numpy (hand-written gradients; MLP actor and separate critic "
         "on a CPU, categorical or state-independent-std Gaussian policies), torch (autograd; every network and "
@@ -461,10 +465,12 @@ class PPOAgent(PolicyGradientAgent):
         metrics = {"values/explained_variance": float("nan") if var == 0 else
                    float(1.0 - (returns.reshape(-1) - values).var() / var), "charts/clip_range": clip}
         stats: dict[str, list[float]] = {}
-        size = min(c.batch_size, self.rollout_size)
+        a2c = c.mode == "a2c"
+        size = self.rollout_size if a2c else min(c.batch_size, self.rollout_size)
         stopped = False
-        for _ in range(c.n_epochs):
-            order = self.rng.permutation(self.rollout_size)
+        for _ in range(1 if a2c else c.n_epochs):
+            # a2c keeps the rollout's order: the same rows as the old log-probs' pass, so the ratio is exactly 1
+            order = np.arange(self.rollout_size) if a2c else self.rng.permutation(self.rollout_size)
             for start in range(0, self.rollout_size, size):
                 result = self.learner.step(order[start:start + size], clip)
                 if result is None:  # a non-finite loss under nonfinite: skip
