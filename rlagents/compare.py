@@ -29,6 +29,7 @@ from rlagents.agents import agent_class, available_agents
 from rlagents.cli import ArgumentParser, default_config_path
 from rlagents.config import parse_overrides, read_config_file, resolve
 from rlagents.errors import UserError, choices, cli_entry
+from rlagents.validate import parse_seeds
 
 OUT_DIR = Path("runs/compare")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -38,7 +39,8 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m rlagents.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--agents", help=f"comma-separated agents ({', '.join(available_agents())})")
     p.add_argument("--env", help="Gymnasium env id (comma-separated for several)")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
+    p.add_argument("--seeds", default="5", help="seeds: N (0..N-1, default 5), A-B (a range, e.g. 100-104) or A,B,C "
+                   "(e.g. 3,7,11), so a comparison can run on seeds a config was not chosen on")
     p.add_argument("--steps", type=int, help="env steps per run for every agent (default: each agent's config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="[AGENT.]KEY=VALUE",
                    help="override a config key of one agent (AGENT.KEY=VALUE) or of all (KEY=VALUE); repeatable")
@@ -80,8 +82,7 @@ def plan(args) -> tuple[list[Task], Path]:
         agent_class(agent)  # unknown agent: one-line error with the valid ones
     if len(set(agents)) != len(agents):
         raise UserError(f"--agents lists an agent twice: {args.agents}")
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    seeds = parse_seeds(args.seeds)
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.steps is not None and args.steps < 1:
@@ -119,7 +120,7 @@ def plan(args) -> tuple[list[Task], Path]:
             config = resolve(cls.config_class, read_config_file(config_path), env, overrides,
                              source=str(config_path))
             cls.check_spaces(*spaces, config.agent)
-            for seed in range(args.seeds):
+            for seed in seeds:
                 run_dir = out / "runs" / f"{env.replace('/', '-')}__{agent}__s{seed}"
                 argv = ["--agent", agent, "--env", env, "--seed", str(seed), "--run-dir", str(run_dir),
                         "--no-progress"]
