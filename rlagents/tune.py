@@ -24,9 +24,10 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,13 @@ from rlagents.cli import ArgumentParser, default_config_path
 from rlagents.config import parse_overrides, read_config_file, resolve
 from rlagents.errors import ConfigError, UserError, choices, cli_entry, one_line
 from rlagents.paths import check_output_dir
-from rlagents.tune_space import Param, config_values, load_space, parse_space, space_path, suggest
+from rlagents.tune_space import (
+    Param,
+    load_space,
+    parse_space,
+    space_path,
+    suggest,
+)
 from rlagents.validate import parse_seeds
 
 OUT_DIR = Path("runs/tune")
@@ -203,7 +210,7 @@ def open_storage(settings: Settings):
     sqlite = settings.storage.startswith("sqlite:")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        with _creation_lock(settings.out if sqlite else None):
+        with _creation_lock(settings.storage):
             return optuna.storages.RDBStorage(
                 settings.storage, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else None,
                 heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
@@ -212,15 +219,18 @@ def open_storage(settings: Settings):
 
 
 @contextlib.contextmanager
-def _creation_lock(folder: Path | None):
-    """Serialise the creation of a shared SQLite file's tables between processes starting together."""
-    if folder is None:
-        yield
-        return
+def _creation_lock(storage: str):
+    """Serialise the creation of a shared SQLite file's tables (and of the study in it) between processes
+    starting together, with a lock file beside the database; other databases handle that themselves."""
     import fcntl
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".study.lock", "w") as fh:
+    from sqlalchemy.engine import make_url
+
+    database = make_url(storage).database if storage.startswith("sqlite:") else None
+    if not database or database == ":memory:" or not Path(database).parent.is_dir():
+        yield
+        return
+    with open(Path(database).with_name(Path(database).name + ".lock"), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -240,7 +250,7 @@ def load_study(settings: Settings, storage=None):
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
               "halving": optuna.pruners.SuccessiveHalvingPruner(),
               "none": optuna.pruners.NopPruner()}[settings.pruner]
-    with _creation_lock(settings.out if settings.storage.startswith("sqlite:") else None):
+    with _creation_lock(settings.storage):
         study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=settings.study_name,
                                     directions=settings.directions, load_if_exists=True)
         identity = settings.identity()
@@ -397,7 +407,7 @@ def objective_function(settings: Settings) -> Callable[[Any], Any]:
                                     + float(summary["train_time_s"]))
         except (optuna.TrialPruned, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 (the trial fails with its error; the study goes on)
+        except Exception as exc:
             message = one_line(exc)[:500] or type(exc).__name__
             trial.set_user_attr("error", message)
             with contextlib.suppress(OSError):
@@ -490,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     settings = plan(args, argv)
+    if args.storage is None:  # the default database lives in the study folder
+        settings.out.mkdir(parents=True, exist_ok=True)
     study = load_study(settings)
     lost = fail_lost_trials(study)
     if lost:
@@ -500,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_study(settings)
     except KeyboardInterrupt:
-        print(f"interrupted: trials in flight are marked failed; run the same command to continue the study",
+        print("interrupted: trials in flight are marked failed; run the same command to continue the study",
               file=sys.stderr)
         return 130
     study = load_study(settings)

@@ -92,7 +92,8 @@ def entry_yaml(env: str, entry: dict[str, Any], comment: str) -> str:
 
 
 def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str, Any]:
-    """Train the best entry and the current default on the held-out seeds (reusing runs a rerun finds done);
+    """Train the best entry and the current default on the held-out seeds (reusing runs a rerun finds done), the
+    default for the best entry's number of steps;
     returns both sides' final returns, IQM intervals and the probability of improvement."""
     from rlagents.compare import Display, Task, run_local
     from rlagents.tune import format_value
@@ -100,7 +101,10 @@ def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str,
     data = read_config_file(default_config_path(settings.agent))
     current = data.get(settings.env) or {}
     sets = [f"{k}={format_value(v)}" for k, v in entry.items() if current.get(k) != v]
-    sides = {"best": (f"trial{trial.number:04d}", sets), "default": ("default", [])}
+    # the same budget on both sides: a study run with --steps compares configs, not training lengths
+    budget = [f"steps={entry['steps']}"] if "steps" in entry and current.get("steps") != entry["steps"] else []
+    sides = {"best": (f"trial{trial.number:04d}", sets),
+             "default": (f"default_{entry['steps']}steps" if budget else "default", budget)}
     results: dict[str, list[dict[str, Any]]] = {}
     todo = []
     for side, (name, extra) in sides.items():
@@ -349,7 +353,7 @@ def _importance_section(study, settings: Settings) -> list[str]:
 def _holdout_section(check: dict[str, Any], settings: Settings) -> list[str]:
     lines = ["## Held-out check", "",
              f"Best trial {check['best_trial']}'s entry and the current default entry of `configs/{settings.agent}.yaml`, "
-             f"each trained on held-out seeds {_seeds(check['seeds'])} (no trial used them). Final greedy return "
+             f"each trained for the same number of env steps on held-out seeds {_seeds(check['seeds'])} (no trial used them). Final greedy return "
              "per seed; IQM with a 95% stratified-bootstrap CI and the probability that a best-config run ends "
              "above a default run (rliable).", ""]
     if "best" not in check:

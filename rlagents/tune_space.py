@@ -87,7 +87,10 @@ def parse_space(raw: dict[str, Any], agent_config_cls: type, config_data: dict[s
     """Check every key of `raw` against the configs (`config_data` is the agent's config file) and return the
     searched parameters; keys in `fixed` (`--fix`) are left out of the search. Raises ConfigError."""
     types_ = {**field_types(TrainConfig), **field_types(agent_config_cls)}
-    resolve(agent_config_cls, config_data, env_id, fixed, source="--fix")  # the fixed values on their own
+    try:  # the fixed values on their own
+        resolve(agent_config_cls, config_data, env_id, fixed, source="--fix")
+    except ConfigError as exc:
+        raise ConfigError(f"--fix: {str(exc).removeprefix('--set: ')}") from None
     params = []
     for key, spec in raw.items():
         if key not in types_:
