@@ -304,11 +304,27 @@ def counted(trial) -> bool:
         trial.state == TrialState.FAIL and "error" in trial.user_attrs)
 
 
+def enqueue_default(study, settings: Settings) -> dict[str, Any]:
+    """Make a new study's first trial the current default config (the values the space can hold), so the
+    sampler starts from a known point and the report shows the default among the trials."""
+    cls = agent_class(settings.agent)
+    data = read_config_file(default_config_path(settings.agent))
+    config = resolve(cls.config_class, data, settings.env, settings.fixed, source="default config")
+    values = {**vars(config.train), **vars(config.agent)}
+    params = {}
+    for p in settings.params:
+        value = list(values[p.key]) if isinstance(values[p.key], tuple) else values[p.key]
+        if p.kind == "categorical":
+            matches = [label for choice, label in zip(p.choices, p.labels()) if choice == value]
+            if matches:
+                params[p.key] = matches[0]
+        elif value is not None and p.low <= value <= p.high:
+            params[p.key] = value
+    study.enqueue_trial(params, user_attrs={"enqueued": "the current default config"}, skip_if_exists=True)
+    return params
+
+
 # ---------------------------------------------------------------- one trial
-
-
-class Stop(Exception):
-    """Raised out of the training loop by the interim pruning hook (see `run_trial`)."""
 
 
 def format_value(value: Any) -> str:
@@ -323,35 +339,12 @@ def format_value(value: Any) -> str:
 
 
 def run_trial(agent: str, env: str, seed: int, overrides: dict[str, Any], run_dir: Path,
-              callback: Callable[[int, dict[str, float]], bool | None] | None = None) -> dict[str, Any] | None:
-    """Train one run (an ordinary run directory) and return its summary, or None when `callback` stopped it.
+              callback: Callable[[int, dict[str, Any]], bool | None] | None = None) -> dict[str, Any]:
+    """Train one run through the Python API (an ordinary run directory) and return its summary; its status is
+    `stopped` when `callback` (called at every log and evaluation event) returned False."""
+    from rlagents.api import train
 
-    `callback(step, metrics)` sees each periodic evaluation's `eval/return_mean`; returning False stops the run.
-    """
-    from rlagents.train import build_parser as train_parser
-    from rlagents.train import prepare, train_new
-
-    argv = ["--agent", agent, "--env", env, "--seed", str(seed), "--run-dir", str(run_dir), "--no-progress"]
-    for key, value in overrides.items():
-        argv += ["--set", f"{key}={format_value(value)}"]
-    run = prepare(train_parser().parse_args(argv))
-    if callback is not None:
-        seen: list[float | None] = [None]
-
-        def sink(step: int, speed: float, ret: float | None, last_eval: float | None) -> None:
-            if last_eval is not None and last_eval != seen[0]:  # a new evaluation since the last update
-                seen[0] = last_eval
-                if callback(step, {"eval/return_mean": last_eval}) is False:
-                    raise Stop
-
-        run.progress_sink = sink
-    try:
-        return train_new(run)
-    except Stop:
-        return None
-    finally:
-        run.envs.close()
-        run.eval_envs.close()
+    return train(agent, env, seed=seed, config=overrides, run_dir=run_dir, callback=callback).summary
 
 
 def seed_value(summary: dict[str, Any], objective: str, threshold: float | None) -> float:
@@ -394,7 +387,7 @@ def objective_function(settings: Settings) -> Callable[[Any], Any]:
                 trial.set_user_attr("run_dirs", run_dirs)
                 summary = run_trial(settings.agent, settings.env, seed, overrides, run_dir,
                                     _pruning_callback(trial, settings, index))
-                if summary is None:
+                if summary["status"] == "stopped":  # by the pruner
                     trial.set_user_attr("pruned_in_seed", seed)
                     raise optuna.TrialPruned()
                 if summary["status"] == "interrupted":  # Ctrl-C: this trial is lost, the study stops
@@ -508,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{lost} trial(s) left running by a process that no longer exists: marked failed", file=sys.stderr)
     print(f"study {settings.study_name} ({settings.storage}): {sum(counted(t) for t in study.get_trials())} of "
           f"{settings.trials} trials done; folder {settings.out}", flush=True)
+    if not study.get_trials(deepcopy=False):
+        enqueue_default(study, settings)
     t0 = time.perf_counter()
     try:
         run_study(settings)

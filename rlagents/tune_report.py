@@ -83,8 +83,7 @@ def entry_yaml(env: str, entry: dict[str, Any], comment: str) -> str:
     lines = [f"# {line}" if line else "#" for line in comment.splitlines()]
     lines.append(f"{json.dumps(env)}:" if any(ch in env for ch in "*?[]{}:#,&!|>'\"%@`") else f"{env}:")
     for key, value in entry.items():
-        text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-        lines.append(f"  {key}: {text.removesuffix('...').strip()}")
+        lines.append(f"  {key}: {_flow(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -96,13 +95,13 @@ def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str,
     default for the best entry's number of steps;
     returns both sides' final returns, IQM intervals and the probability of improvement."""
     from rlagents.compare import Display, Task, run_local
-    from rlagents.tune import format_value
+    from rlagents.runspec import resolve_spec
 
     data = read_config_file(default_config_path(settings.agent))
     current = data.get(settings.env) or {}
-    sets = [f"{k}={format_value(v)}" for k, v in entry.items() if current.get(k) != v]
+    sets = {k: v for k, v in entry.items() if current.get(k) != v}
     # the same budget on both sides: a study run with --steps compares configs, not training lengths
-    budget = [f"steps={entry['steps']}"] if "steps" in entry and current.get("steps") != entry["steps"] else []
+    budget = {"steps": entry["steps"]} if "steps" in entry and current.get("steps") != entry["steps"] else {}
     sides = {"best": (f"trial{trial.number:04d}", sets),
              "default": (f"default_{entry['steps']}steps" if budget else "default", budget)}
     results: dict[str, list[dict[str, Any]]] = {}
@@ -110,13 +109,12 @@ def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str,
     for side, (name, extra) in sides.items():
         for seed in settings.holdout_seeds:
             run_dir = settings.out / "holdout" / f"{name}__s{seed}"
-            argv = ["--agent", settings.agent, "--env", settings.env, "--seed", str(seed), "--run-dir", str(run_dir),
-                    "--no-progress"] + [a for pair in extra for a in ("--set", pair)]
             done = _finished_summary(run_dir)
             if done is None:
                 if run_dir.exists():  # an interrupted earlier attempt: start it again
                     _clear(run_dir)
-                todo.append((side, Task(side, settings.env, seed, run_dir, argv)))
+                todo.append((side, Task(resolve_spec(settings.agent, settings.env, seed=seed, overrides=extra,
+                                                     run_dir=run_dir))))
             else:
                 results.setdefault(side, []).append(done)
     if todo:
@@ -129,7 +127,8 @@ def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str,
               for side in sides}
     failed = {side: [r.get("error", r.get("status")) for r in results.get(side, []) if r.get("status") != "completed"]
               for side in sides}
-    check: dict[str, Any] = {"seeds": settings.holdout_seeds, "best_trial": trial.number, "sets": sets,
+    check: dict[str, Any] = {"seeds": settings.holdout_seeds, "best_trial": trial.number,
+                             "sets": [f"{k}={_flow(v)}" for k, v in sets.items()],
                              "finals": {k: v.tolist() for k, v in finals.items()}, "failed": failed}
     if len(finals["best"]) and len(finals["default"]):
         for side in sides:
@@ -141,6 +140,10 @@ def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str,
         check["improvement"] = {"point": poi.point, "low": poi.low, "high": poi.high}
         check["beats_default"] = check["best"]["iqm"] > check["default"]["iqm"]
     return check
+
+
+def _flow(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
 
 def _finished_summary(run_dir: Path) -> dict[str, Any] | None:
