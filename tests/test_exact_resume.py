@@ -35,6 +35,7 @@ def rewind_to(run_dir: Path, keep: Path) -> None:
     ("dqn", "CartPole-v1", 3000, ["checkpoint_replay=true", "learning_starts=300", "n_step=3"]),
     ("reinforce", "CartPole-v1", 4000, []),
     ("qlearning", "FrozenLake-v1", 6000, ["n_envs=2"]),
+    ("qlearning", "Blackjack-v1", 6000, ["n_envs=2"]),  # Tuple observations in the in-flight record
     ("planner", "FrozenLake-v1", 3000, []),
     ("planner", "CartPole-v1", 600, []),
 ])

@@ -205,10 +205,13 @@ class MPCPlanner:
         a = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)
         return (2.0 * (a - self.low) / (self.high - self.low) - 1.0).astype(np.float32)
 
-    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated,
+                skip: np.ndarray | None = None) -> None:
+        """Record a vector step (rows where `skip` is true are not learned from) and train when due."""
         b = len(obs)
-        self.buffer.add(obs.reshape(b, -1), self.action_features(actions), rewards, next_obs.reshape(b, -1),
-                        terminated)
+        keep = slice(None) if skip is None or not skip.any() else ~skip
+        self.buffer.add(obs.reshape(b, -1)[keep], self.action_features(actions)[keep], np.asarray(rewards)[keep],
+                        next_obs.reshape(b, -1)[keep], np.asarray(terminated)[keep])
         self._track_returns(rewards, terminated | truncated)
         self.steps += b
         if self.steps >= self.next_train:
