@@ -122,6 +122,24 @@ def test_dynamics_ensemble_fits_a_linear_system():
     torch.testing.assert_close(returns, reward[:, :10] * p_term.new_ones(1), atol=1e-4, rtol=1e-4)
 
 
+def test_novelty_bonus_is_larger_where_the_members_have_seen_nothing():
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randn(1000, 2, generator=g) * 0.3  # the data covers a small region around the origin
+    actions = torch.rand(1000, 1, generator=g) * 2 - 1
+    next_obs = obs * 0.9 + 0.1 * actions
+    rewards, terminated = -(obs ** 2).sum(dim=1), torch.zeros(1000)
+    model = DynamicsEnsemble(2, 1, members=5, hidden=(32, 32), lr=3e-3, weight_decay=0.0, generator=g)
+    model.fit_normalisers(obs, actions, next_obs, rewards)
+    model.train_steps((obs, actions, next_obs, rewards, terminated), 300, 64)
+    rollout = model.rollout_net()
+    starts = torch.tensor([[0.0, 0.0], [3.0, -3.0]])  # seen, and far from anything seen
+    part = rollout.action_part(torch.zeros(4, 2, 1))  # 4 steps of action 0
+    plain = rollout.returns(starts, part, torch.ones(4))
+    bonus = rollout.returns(starts, part, torch.ones(4), novelty=1.0) - plain
+    assert (bonus >= 0).all() and bonus[:, 1].mean() > 5 * bonus[:, 0].mean()
+    torch.testing.assert_close(rollout.returns(starts, part, torch.ones(4), novelty=0.0), plain)
+
+
 # ---------------------------------------------------------------- the agent
 
 

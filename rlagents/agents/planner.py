@@ -76,6 +76,8 @@ class PlannerConfig:
     value_target_every: int = param(50, "TD steps between copies of the value net's target", low=1)
     risk: float = param(1.0, "plans score mean − risk · std of the members' returns (pessimism off the data)",
                         low=0.0)
+    explore_bonus: float = param(0.0, "while training, each planned step earns this times the members' "
+                                 "disagreement about its state change (directed exploration; 0 = off)", low=0.0)
     horizon: int = param(12, "planning horizon in env steps", low=1)
     candidates: int = param(32, "action sequences sampled per CEM iteration (per env)", low=2)
     elites: int = param(4, "best sequences that refit the CEM distribution", low=1)
