@@ -183,6 +183,11 @@ def test_bad_env_is_one_line_before_training(user_folder: Path, capsys, argv, ne
     assert not run_dir.exists()  # nothing written
 
 
+def test_list_envs_shows_the_ids_a_module_registers(user_folder: Path, capsys):
+    assert train_main(["--list-envs", "--env-module", "linegrid"]) == 0
+    assert "Line-v0" in capsys.readouterr().out.split()
+
+
 def test_compare_refuses_a_bad_env_before_any_run(user_folder: Path, capsys):
     with pytest.raises(SystemExit) as exc:
         compare.main(["--agents", "dqn", "--env", "linegrid:Line-v0", "--env-kwargs", "width=3", "--out",
