@@ -23,7 +23,7 @@ import numpy as np
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from rlagents import obs as batches
-from rlagents.errors import UserError
+from rlagents.errors import EnvCallError, UserError
 
 
 def _register_project_envs(atari: bool = True) -> None:
@@ -196,8 +196,14 @@ class SyncVecEnv(gym.vector.VectorEnv):
         for i, (env, s) in enumerate(zip(self.envs, seeds)):
             if self.record_episodes:
                 self._note_episode_start(i, s, replayable=options is None)
-            observations.append(env.reset(seed=s, options=options)[0])
+            try:
+                observations.append(env.reset(seed=s, options=options)[0])
+            except Exception as exc:  # the env's own fault: say which env and call (no cost unless raised)
+                raise EnvCallError(self._env_name(), "reset", exc) from exc
         return self._stack(observations), {}
+
+    def _env_name(self) -> str:
+        return self.spec.id if self.spec is not None else type(self.envs[0].unwrapped).__name__
 
     def _note_episode_start(self, i: int, seed: int | None, *, replayable: bool = True) -> None:
         # A reset with options cannot be replayed (options are arbitrary objects): it is marked unknown (None).
@@ -227,7 +233,10 @@ class SyncVecEnv(gym.vector.VectorEnv):
             actions = actions.copy()  # rows are kept in the episode record: no views of the caller's array
         for i, env in enumerate(self.envs):
             action = actions[i]
-            obs, rewards[i], terminated[i], truncated[i], _ = env.step(action)
+            try:
+                obs, rewards[i], terminated[i], truncated[i], _ = env.step(action)
+            except Exception as exc:  # the env's own fault: say which env and call (no cost unless raised)
+                raise EnvCallError(self._env_name(), "step", exc) from exc
             if record:
                 self._episode_actions[i].append(action)
             if terminated[i] or truncated[i]:
@@ -238,7 +247,10 @@ class SyncVecEnv(gym.vector.VectorEnv):
                 infos["_final_obs"][i] = True
                 if record:
                     self._note_episode_start(i, None)
-                obs, _ = env.reset()
+                try:
+                    obs, _ = env.reset()
+                except Exception as exc:
+                    raise EnvCallError(self._env_name(), "reset", exc) from exc
             observations.append(obs)
         return self._stack(observations), rewards, terminated, truncated, infos
 

@@ -12,6 +12,7 @@ own `drive` (SB3's). The per-step path does only what every step needs; everythi
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import random
 import signal
@@ -20,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json,
                                  step_checkpoints)
 from rlagents.config import ResolvedConfig
 from rlagents.environments import evaluate, final_observations
-from rlagents.errors import TrainingFault
+from rlagents.errors import EnvCallError, TrainingFault, one_line
 from rlagents.progress import TrainingProgress
 
 EVAL_SEED_OFFSET = 1_000_003  # eval episodes never share seeds with training envs
@@ -163,23 +164,30 @@ class TensorBoardLog(LoopListener):
         from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
         self.run = run
-        # everything at the checkpoint step itself was logged before the checkpoint was written: keep it
-        self.writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step + 1 if resumed else None)
-        if not resumed:
-            self.writer.add_text("hyperparameters", _markdown_table(run), 0)
+        with writing("the TensorBoard log", run.run_dir):
+            # everything at the checkpoint step itself was logged before the checkpoint was written: keep it
+            self.writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step + 1 if resumed else None)
+            if not resumed:
+                self.writer.add_text("hyperparameters", _markdown_table(run), 0)
 
     def on_event(self, step: int, metrics: dict[str, Any]) -> None:
-        for tag, value in metrics.items():
-            if "/" in tag:
-                self.writer.add_scalar(tag, value, step)
+        with writing("the TensorBoard log", self.run.run_dir):
+            for tag, value in metrics.items():
+                if "/" in tag:
+                    self.writer.add_scalar(tag, value, step)
 
     def end(self, status: str, summary: dict[str, Any] | None) -> None:
-        if summary is not None:
-            step = summary["total_steps"]
-            self.writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
-            self.writer.add_hparams(_hparams(self.run), {"hparam/eval_return_mean": summary["eval_return_mean"]},
-                                    run_name=".", global_step=step)
-        self.writer.close()
+        if status == "failed":  # best effort: the fault being reported may be this writer's full disk
+            with suppress(Exception):
+                self.writer.close()
+            return
+        with writing("the TensorBoard log", self.run.run_dir):
+            if summary is not None:
+                step = summary["total_steps"]
+                self.writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
+                self.writer.add_hparams(_hparams(self.run), {"hparam/eval_return_mean": summary["eval_return_mean"]},
+                                        run_name=".", global_step=step)
+            self.writer.close()
 
 
 class CallbackListener(LoopListener):
@@ -276,6 +284,18 @@ def _after(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
+@contextmanager
+def writing(what: str, where: Path) -> Iterator[None]:
+    """Turn a full disk while writing `what` into a TrainingFault saying where space ran out."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise TrainingFault(f"no space left on the device of {where} while writing {what} "
+                            f"({exc.strerror or exc})") from exc
+
+
 class StopSignals:
     """SIGINT and SIGTERM ask training to stop at its next event; during an evaluation (which may take long)
     they stop it at once by raising KeyboardInterrupt, and a second SIGINT does so anywhere. Installed for a
@@ -351,13 +371,14 @@ class Session:
 
         def on_step(rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
                     done: np.ndarray | None) -> bool:
-            state.step += n_envs
-            np.add(returns, rewards, out=returns)
-            np.add(lengths, 1, out=lengths)
+            nonlocal returns, lengths  # updated in place (the names keep their arrays)
+            state.step = step = state.step + n_envs
+            returns += rewards
+            lengths += 1
             if done is not None:  # rare: an episode ended (`done` is the mask of envs whose did)
                 state.episodes += stats.end(done)
-            if state.step < schedule.next_event:
-                return state.step < limit
+            if step < schedule.next_event:
+                return step < limit
             return events() and state.step < limit
 
         return on_step
@@ -441,9 +462,10 @@ class Session:
         return record
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, name: str, reason: str) -> None:
+    def save(self, name: str, reason: str, in_flight: bool = True) -> None:
         state = dataclasses.replace(self.state, train_time=self.train_seconds(), schedule=self.schedule.saved())
-        self.run.save(name, state, reason, self.in_flight())
+        with writing(f"checkpoint {name}", self.run.run_dir / CHECKPOINT_DIR):
+            self.run.save(name, state, reason, self.in_flight() if in_flight else None)
 
     def in_flight(self) -> dict[str, Any] | None:
         """The running episodes and the not-yet-logged statistics, for an exact resume."""
@@ -492,11 +514,11 @@ class Session:
                 stopped["stopped_by"] = "callback"
             return stopped
         train_time = self.train_seconds()
-        self.run.save(FINAL, dataclasses.replace(state, train_time=train_time, schedule=self.schedule.saved()),
-                      "end of training")
+        self.save(FINAL, "end of training", in_flight=False)
         summary = _summary(self.run, state, train_time)
         self.ended(summary)
-        atomic_write_json(self.run.run_dir / "summary.json", summary)
+        with writing("summary.json", self.run.run_dir):
+            atomic_write_json(self.run.run_dir / "summary.json", summary)
         return summary
 
     def ended(self, summary: dict[str, Any] | None) -> None:
@@ -504,13 +526,23 @@ class Session:
         for listener in self.listeners:
             listener.end(self.status, summary)
 
-    def failed(self) -> None:
-        """A training fault: no checkpoint is written (the newest on disk is the last good state)."""
+    def failed(self, fault: TrainingFault | EnvCallError) -> TrainingFault:
+        """A fault ends the session: no checkpoint is written (the newest on disk is the last good state), the
+        summary says "failed" (if the disk takes it). Returns the TrainingFault to raise, naming that
+        checkpoint when the fault is not the agent's own."""
         self.status = "failed"
-        self.ended(None)
-        atomic_write_json(self.run.run_dir / "summary.json", {
-            "agent": self.run.agent_name, "env": self.run.env_id, "seed": self.run.seed, "status": "failed",
-            "total_steps": self.state.step})
+        with suppress(Exception):
+            self.ended(None)
+        with suppress(OSError):
+            atomic_write_json(self.run.run_dir / "summary.json", {
+                "agent": self.run.agent_name, "env": self.run.env_id, "seed": self.run.seed, "status": "failed",
+                "total_steps": self.state.step})
+        if isinstance(fault, TrainingFault) and not isinstance(fault.__cause__, OSError):
+            return fault
+        kept = step_checkpoints(self.run.run_dir)
+        last = f"the last good checkpoint, {kept[-1]}, is kept" if kept else "no checkpoint was written yet"
+        where = f" at env step {self.state.step}" if isinstance(fault, EnvCallError) else ""
+        return TrainingFault(f"{one_line(fault)}{where}; {last}")
 
 
 def step_envs(session: Session, on_step: StepCallback) -> None:
@@ -571,10 +603,12 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
                     step_envs(session, on_step)
         except KeyboardInterrupt:
             session.status = INTERRUPTED
-        except TrainingFault:
-            session.failed()
-            raise
-        return session.finish()
+        except (TrainingFault, EnvCallError) as fault:  # NaN weights, an env that raised, a full disk
+            raise session.failed(fault) from None
+        try:
+            return session.finish()
+        except (TrainingFault, EnvCallError) as fault:
+            raise session.failed(fault) from None
 
 
 def _summary(run: Run, state: LoopState, train_time: float) -> dict[str, Any]:
