@@ -39,16 +39,6 @@ class TrainingFault(Exception):
     """Training cannot go on (a NaN or infinite loss, say); the last good checkpoint is left intact."""
 
 
-class EnvCallError(Exception):
-    """An environment's own `reset` or `step` raised (`SyncVecEnv`): the training loop turns it into a
-    `TrainingFault` (exit 3, the last good checkpoint kept). The message names the env, the call and the
-    exception."""
-
-    def __init__(self, env: str, call: str, cause: BaseException):
-        self.env, self.call, self.cause = env, call, cause
-        super().__init__(f"env {env} raised in {call}(): {type(cause).__name__}: {one_line(cause)}")
-
-
 def choices(values: Iterable[object], limit: int = 12) -> str:
     """Format valid choices for an error message, eliding long lists."""
     items = [str(v) for v in values]

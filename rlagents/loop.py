@@ -36,7 +36,7 @@ from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json,
                                  step_checkpoints)
 from rlagents.config import ResolvedConfig
 from rlagents.environments import evaluate, final_observations
-from rlagents.errors import EnvCallError, TrainingFault, one_line
+from rlagents.errors import TrainingFault
 from rlagents.progress import TrainingProgress
 
 EVAL_SEED_OFFSET = 1_000_003  # eval episodes never share seeds with training envs
@@ -526,10 +526,10 @@ class Session:
         for listener in self.listeners:
             listener.end(self.status, summary)
 
-    def failed(self, fault: TrainingFault | EnvCallError) -> TrainingFault:
+    def failed(self, fault: TrainingFault) -> TrainingFault:
         """A fault ends the session: no checkpoint is written (the newest on disk is the last good state), the
-        summary says "failed" (if the disk takes it). Returns the TrainingFault to raise, naming that
-        checkpoint when the fault is not the agent's own."""
+        summary says "failed" (if the disk takes it). Returns the TrainingFault to raise: for a fault from
+        outside the agent (an env that raised, a full disk), one that names the step and that checkpoint."""
         self.status = "failed"
         with suppress(Exception):
             self.ended(None)
@@ -537,12 +537,11 @@ class Session:
             atomic_write_json(self.run.run_dir / "summary.json", {
                 "agent": self.run.agent_name, "env": self.run.env_id, "seed": self.run.seed, "status": "failed",
                 "total_steps": self.state.step})
-        if isinstance(fault, TrainingFault) and not isinstance(fault.__cause__, OSError):
+        if fault.__cause__ is None:  # the agent's own (non-finite weights): its message says it all
             return fault
         kept = step_checkpoints(self.run.run_dir)
         last = f"the last good checkpoint, {kept[-1]}, is kept" if kept else "no checkpoint was written yet"
-        where = f" at env step {self.state.step}" if isinstance(fault, EnvCallError) else ""
-        return TrainingFault(f"{one_line(fault)}{where}; {last}")
+        return TrainingFault(f"{fault}; stopped at env step {self.state.step}, {last}")
 
 
 def step_envs(session: Session, on_step: StepCallback) -> None:
@@ -603,11 +602,11 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
                     step_envs(session, on_step)
         except KeyboardInterrupt:
             session.status = INTERRUPTED
-        except (TrainingFault, EnvCallError) as fault:  # NaN weights, an env that raised, a full disk
+        except TrainingFault as fault:  # NaN weights, an env that raised, a full disk
             raise session.failed(fault) from None
         try:
             return session.finish()
-        except (TrainingFault, EnvCallError) as fault:
+        except TrainingFault as fault:
             raise session.failed(fault) from None
 
 

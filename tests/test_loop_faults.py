@@ -77,10 +77,11 @@ def test_an_env_that_raises_stops_training_with_one_line(call, agent, tmp_path: 
     assert train(run_dir, f"rlagents-test/Faulty{call.title()}-v0", agent) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"error: training stopped: env rlagents-test/Faulty{call.title()}-v0 raised in "
-                          f"{call}(): RuntimeError: the simulator lost its licence at env step ")
+    assert err.startswith(f"error: training stopped: env 'rlagents-test/Faulty{call.title()}-v0' (copy 0): step, or "
+                          f"the reset after an episode end, raised RuntimeError: the simulator lost its licence; "
+                          f"stopped at env step ")
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
-    failed_at = int(err.split(" at env step ")[1].split(";")[0])
+    failed_at = int(err.split(" stopped at env step ")[1].split(",")[0])
     assert failed_at == 700 if call == "step" else 700 <= failed_at < 740  # the first reset after 700 steps
     assert_last_good_checkpoint(run_dir, err, failed_at // 250 * 250)
 
