@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import math
 import random
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from rlagents.progress import TrainingProgress
 
 EVAL_SEED_OFFSET = 1_000_003  # eval episodes never share seeds with training envs
 PROGRESS_EVERY_S = 0.25
-RUNNING, COMPLETED, STOPPED, INTERRUPTED = "running", "completed", "stopped", "interrupted"
+RUNNING, COMPLETED, STOPPED, INTERRUPTED, FAILED = "running", "completed", "stopped", "interrupted", "failed"
 
 #: `callback(step, metrics)`: see `train`; returning False stops the run.
 Callback = Callable[[int, dict[str, Any]], "bool | None"]
@@ -93,6 +94,29 @@ def resume_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
+def nonfinite_entries(state: dict[str, Any], recorded: Collection[str]) -> list[str]:
+    """Key paths of an agent's `state_dict` holding NaN or inf floats, outside its `recorded` experience keys
+    (the values `state_check` refuses to load)."""
+    bad = []
+    stack: list[tuple[Any, str]] = [(value, key) for key, value in state.items() if key not in recorded]
+    while stack:
+        value, key = stack.pop()
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad.append(key)
+        elif isinstance(value, np.ndarray):
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                bad.append(key)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                bad.append(key)
+        elif isinstance(value, dict):
+            stack.extend((item, f"{key}.{k}") for k, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, f"{key}.{i}") for i, item in enumerate(value))
+    return sorted(bad)
+
+
 @dataclass
 class Run:
     """A validated run, ready to train: built by the CLI before anything is written to disk."""
@@ -113,14 +137,17 @@ class Run:
     def save(self, name: str, state: LoopState, reason: str, in_flight: dict[str, Any] | None = None) -> None:
         """Write checkpoint `name`: agent, loop state, global RNGs and the episodes in flight (`in_flight`,
         see `train`), with metadata (atomic files)."""
-        bad = self.agent.nonfinite_parameters()
-        if bad:  # e.g. an infinite gradient behind a finite loss: keep the last good checkpoint instead
+        agent_state = self.agent.state_dict()
+        # e.g. an infinite gradient behind a finite loss, or NaN rewards in a planner's model: keep the last
+        # good checkpoint instead (what `state_check` would refuse to load is never saved)
+        bad = self.agent.nonfinite_parameters() or nonfinite_entries(agent_state, self.agent.recorded_state)
+        if bad:
             raise TrainingFault(f"non-finite weights ({', '.join(bad[:3])}{', …' if len(bad) > 3 else ''}) at env "
                                 f"step {state.step}: not saved; the last good checkpoint is kept (check rewards and "
                                 f"observations for NaN/inf, or lower lr)")
         meta = self.checkpoint_meta(state.step, state.episodes)
         meta["reason"] = reason
-        record = {"agent": self.agent.state_dict(), "loop": dataclasses.asdict(state), "rng": global_rng_state()}
+        record = {"agent": agent_state, "loop": dataclasses.asdict(state), "rng": global_rng_state()}
         if in_flight is not None:
             record["in_flight"] = in_flight
         save_checkpoint(self.run_dir / CHECKPOINT_DIR, name, record, meta)
@@ -177,7 +204,7 @@ class TensorBoardLog(LoopListener):
                     self.writer.add_scalar(tag, value, step)
 
     def end(self, status: str, summary: dict[str, Any] | None) -> None:
-        if status == "failed":  # best effort: the fault being reported may be this writer's full disk
+        if status == FAILED:  # best effort: the fault being reported may be this writer's full disk
             with suppress(Exception):
                 self.writer.close()
             return
@@ -530,12 +557,12 @@ class Session:
         """A fault ends the session: no checkpoint is written (the newest on disk is the last good state), the
         summary says "failed" (if the disk takes it). Returns the TrainingFault to raise: for a fault from
         outside the agent (an env that raised, a full disk), one that names the step and that checkpoint."""
-        self.status = "failed"
+        self.status = FAILED
         with suppress(Exception):
             self.ended(None)
         with suppress(OSError):
             atomic_write_json(self.run.run_dir / "summary.json", {
-                "agent": self.run.agent_name, "env": self.run.env_id, "seed": self.run.seed, "status": "failed",
+                "agent": self.run.agent_name, "env": self.run.env_id, "seed": self.run.seed, "status": FAILED,
                 "total_steps": self.state.step})
         if fault.__cause__ is None:  # the agent's own (non-finite weights): its message says it all
             return fault
