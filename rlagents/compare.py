@@ -34,6 +34,7 @@ from rlagents.cli import ArgumentParser
 from rlagents.envspec import parse_env_kwargs
 from rlagents.errors import UserError, choices, cli_entry
 from rlagents.runspec import RunSpec, resolve_spec
+from rlagents.validate import check_seed, parse_seeds
 
 OUT_DIR = Path("runs/compare")
 BACKENDS = ("local", "ray")
@@ -48,7 +49,8 @@ def build_parser() -> ArgumentParser:
                    help="import this module first, for the env ids it registers (repeatable)")
     p.add_argument("--env-kwargs", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument of the env's constructor, the value read as YAML (repeatable)")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
+    p.add_argument("--seeds", default="5", help="seeds: N (0..N-1, default 5), A-B (a range, e.g. 100-104) or A,B,C "
+                   "(e.g. 3,7,11), so a comparison can run on seeds a config was not chosen on")
     p.add_argument("--steps", type=int, help="env steps per run for every agent (default: each agent's config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="[AGENT.]KEY=VALUE",
                    help="override a config key of one agent (AGENT.KEY=VALUE) or of all (KEY=VALUE); repeatable")
@@ -105,25 +107,30 @@ def plan(args) -> tuple[list[Task], Path]:
             raise UserError(f"--set expects [AGENT.]KEY=VALUE, got {pair!r}")
         overrides[key.strip()] = value.strip()
     return plan_specs([a.strip() for a in args.agents.split(",") if a.strip()],
-                      [e.strip() for e in args.env.split(",") if e.strip()], seeds=args.seeds, steps=args.steps,
+                      [e.strip() for e in args.env.split(",") if e.strip()], seeds=parse_seeds(args.seeds),
+                      steps=args.steps,
                       overrides=overrides, env_kwargs=parse_env_kwargs(args.env_kwargs),
                       env_modules=tuple(args.env_module), out=args.out)
 
 
-def plan_specs(agents: list[str], envs: list[str], *, seeds: int, steps: int | None, overrides: dict[str, Any],
+def plan_specs(agents: list[str], envs: list[str], *, seeds: int | list[int], steps: int | None,
+               overrides: dict[str, Any],
                env_kwargs: Mapping[str, Any] | None = None, env_modules: tuple[str, ...] = (),
                out: Path | None = None) -> tuple[list[Task], Path]:
     """Every agent × env × seed as a validated `RunSpec` (unknown agents, bad keys, spaces an agent cannot
     take, envs that cannot be built: all refused here, in one line); returns the runs and the output folder.
-    `overrides` keys are `KEY` (every agent) or `AGENT.KEY` (one agent)."""
+    `overrides` keys are `KEY` (every agent) or `AGENT.KEY` (one agent); `seeds` is a count (0..N-1) or a list."""
     from rlagents.evaluate import spaces_of
 
     for agent in agents:
         agent_class(agent)  # unknown agent: one-line error with the valid ones
     if len(set(agents)) != len(agents):
         raise UserError(f"--agents lists an agent twice: {','.join(agents)}")
-    if not isinstance(seeds, int) or seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = parse_seeds(str(seeds))
+    if not isinstance(seeds, list) or not seeds:
+        raise UserError(f"--seeds must be a count or a list of seeds, got {seeds!r}")
+    seeds = [check_seed(s, "--seeds") for s in seeds]
     if steps is not None and steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
     per_agent: dict[str, dict[str, Any]] = {a: {} for a in agents}
@@ -143,7 +150,7 @@ def plan_specs(agents: list[str], envs: list[str], *, seeds: int, steps: int | N
             base = resolve_spec(agent, env, overrides=agent_overrides, env_kwargs=env_kwargs,
                                 env_modules=env_modules, run_dir=out)
             agent_class(agent).check_spaces(*spaces_of(base.env), base.config.agent)
-            for seed in range(seeds):
+            for seed in seeds:
                 run_dir = out / "runs" / f"{base.env.id.replace('/', '-').replace(':', '-')}__{agent}__s{seed}"
                 tasks.append(Task(dataclasses.replace(base, seed=seed, run_dir=run_dir)))
     return tasks, out
