@@ -21,6 +21,7 @@ from rlagents.cli import default_config_path
 from rlagents.config import DEVICES, ResolvedConfig, dump_resolved, read_config_file, resolve
 from rlagents.envspec import EnvSpec, check_env_kwargs, from_callable
 from rlagents.errors import ConfigError, UserError, choices
+from rlagents.paths import check_output_dir
 from rlagents.safeload import shown
 from rlagents.validate import check_seed
 
@@ -131,6 +132,7 @@ def spec_of_run(run_dir: Path | str, *, env: EnvLike | None = None, device: str 
 
 
 def check_new_run_dir(spec: RunSpec) -> None:
-    """Refuse to train a new run into a folder that already holds something."""
-    if spec.run_dir.exists() and (not spec.run_dir.is_dir() or any(spec.run_dir.iterdir())):
+    """Refuse to train a new run into a folder that cannot be written or already holds something."""
+    check_output_dir(spec.run_dir)
+    if spec.run_dir.exists() and any(spec.run_dir.iterdir()):
         raise UserError(f"run directory {spec.run_dir} already exists and is not empty; choose another --run-dir")
