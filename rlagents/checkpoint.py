@@ -38,8 +38,8 @@ _STRING, _INTEGER, _MAPPING, _NUMBER = ((str,), "a string"), ((int,), "an intege
 # metadata fields rlagents writes, with their types; other fields are kept, unread
 _META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "agent": _STRING, "env": _STRING, "reason": _STRING, "observation_space": _STRING, "action_space": _STRING,
-    "versions": _MAPPING, "config": _MAPPING, "seed": _INTEGER, "step": _INTEGER, "episodes": _INTEGER,
-    "test_accuracy": _NUMBER}
+    "config_sha256": _STRING, "versions": _MAPPING, "config": _MAPPING, "seed": _INTEGER, "step": _INTEGER,
+    "episodes": _INTEGER, "test_accuracy": _NUMBER}
 
 
 # ---------------------------------------------------------------- atomic files

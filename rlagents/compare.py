@@ -26,11 +26,17 @@ from typing import Any
 
 from rlagents import report
 from rlagents.agents import agent_class, available_agents
-from rlagents.cli import ArgumentParser, default_config_path
+from rlagents.cli import ArgumentParser, default_config_path, output_dir_arg
 from rlagents.config import parse_overrides, read_config_file, resolve
 from rlagents.errors import UserError, choices, cli_entry
+from rlagents.paths import check_output_dir
+from rlagents.safeload import shown
+from rlagents.validate import check_count
 
 OUT_DIR = Path("runs/compare")
+MAX_SEEDS = 1_000  # seeds per agent and env: far past what a statistical comparison needs
+MAX_RUNS = 10_000  # agents × envs × seeds of one comparison
+MAX_WORKERS = 1_024  # worker processes
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -44,7 +50,7 @@ def build_parser() -> ArgumentParser:
                    help="override a config key of one agent (AGENT.KEY=VALUE) or of all (KEY=VALUE); repeatable")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                    help="parallel runs (default: CPU count); each uses one torch thread")
-    p.add_argument("--out", type=Path, help="output folder (default: runs/compare/<time>)")
+    p.add_argument("--out", type=output_dir_arg("--out"), help="output folder (default: runs/compare/<time>)")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local worker processes, or Ray tasks of one CPU each (pip install -e .[ray])")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
@@ -76,14 +82,19 @@ def plan(args) -> tuple[list[Task], Path]:
                         f"{choices(available_agents())}")
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     envs = [e.strip() for e in args.env.split(",") if e.strip()]
+    if not agents:
+        raise UserError(f"--agents {shown(args.agents)} names no agent; valid agents: {choices(available_agents())}")
+    if not envs:
+        raise UserError(f"--env {shown(args.env)} names no env, e.g. --env CartPole-v1")
     for agent in agents:
         agent_class(agent)  # unknown agent: one-line error with the valid ones
     if len(set(agents)) != len(agents):
-        raise UserError(f"--agents lists an agent twice: {args.agents}")
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
+        raise UserError(f"--agents lists an agent twice: {shown(args.agents)}")
+    check_count(args.seeds, "--seeds", high=MAX_SEEDS)
+    check_count(args.workers, "--workers", high=MAX_WORKERS)
+    if len(agents) * len(envs) * args.seeds > MAX_RUNS:
+        raise UserError(f"{len(agents)} agents × {len(envs)} envs × {args.seeds} seeds is "
+                        f"{len(agents) * len(envs) * args.seeds:,} runs; one comparison runs at most {MAX_RUNS:,}")
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
     per_agent: dict[str, list[str]] = {a: [] for a in agents}
@@ -102,7 +113,7 @@ def plan(args) -> tuple[list[Task], Path]:
 
     from rlagents.environments import make_env
 
-    out = (args.out or OUT_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
+    out = (args.out or check_output_dir(OUT_DIR / datetime.now().strftime("%Y%m%d-%H%M%S"), "--out")).resolve()
     if (out / "runs").exists() and any((out / "runs").iterdir()):
         raise UserError(f"output folder {out} already holds runs; choose another --out")
     tasks = []
@@ -360,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.agents or args.env:
             raise UserError("--from rebuilds a report from finished runs; drop --agents/--env")
         runs = report.load_runs(args.from_dirs)
-        out = (args.out or OUT_DIR / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}").resolve()
+        out = (args.out or check_output_dir(OUT_DIR / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}",
+                                            "--out")).resolve()
         out.mkdir(parents=True, exist_ok=True)
         report.write_all(out, runs, command=command, origin=report.load_headers(args.from_dirs))
         print(f"{len(runs)} runs; report: {out / 'report.md'}")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlagents.cli import ArgumentParser, resolve_device
+from rlagents.cli import ArgumentParser, count_arg, output_file_arg, resolve_device, seed_arg
+from rlagents.config import MAX_EPISODES
 from rlagents.environments import EVAL_STEP_CAP, evaluate, make_env, make_vec_env
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
@@ -21,13 +22,15 @@ VIDEO_FORMATS = (".gif",)
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m rlagents.evaluate", description=__doc__)
     p.add_argument("run_dir", type=Path, help="a run directory written by rlagents.train")
-    p.add_argument("--episodes", type=int, default=None, help="episodes to run (default: the run's eval_episodes)")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--episodes", type=count_arg("--episodes", MAX_EPISODES), default=None,
+                   help="episodes to run (default: the run's eval_episodes)")
+    p.add_argument("--seed", type=seed_arg(), default=None,
                    help="seed of the evaluation episodes (default: the run's own, which reproduces its summary)")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint JSON (default: the final one)")
     p.add_argument("--onnx", type=Path, default=None,
                    help="play this exported policy (python -m rlagents.export) through onnxruntime instead")
-    p.add_argument("--video", type=Path, default=None, help="record one greedy episode to this .gif file")
+    p.add_argument("--video", type=output_file_arg("--video"), default=None,
+                   help="record one greedy episode to this .gif file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="torch device (default cpu)")
     return p
 
@@ -74,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.video is not None and args.video.suffix.lower() not in VIDEO_FORMATS:
         raise UserError(f"--video {args.video}: unsupported format {args.video.suffix or '(none)'!r}; "
                         f"valid: {', '.join(VIDEO_FORMATS)}")
-    if args.episodes is not None and args.episodes < 1:
-        raise UserError(f"--episodes must be >= 1, got {args.episodes}")
     torch.set_num_threads(1)
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
     episodes = args.episodes or run.config.train.eval_episodes

@@ -27,10 +27,12 @@ import torch
 from rlagents.agents import Agent
 from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json, library_versions, save_checkpoint,
                                  step_checkpoints)
-from rlagents.config import ResolvedConfig
+from rlagents.config import ResolvedConfig, config_sha256
 from rlagents.environments import evaluate, final_observations
-from rlagents.errors import TrainingFault
+from rlagents.errors import CheckpointError, TrainingFault
 from rlagents.progress import TrainingProgress
+from rlagents.safeload import clip, shown
+from rlagents.state_check import LOAD_ERRORS, check_state, load_agent_state
 
 EVAL_SEED_OFFSET = 1_000_003  # eval episodes never share seeds with training envs
 PROGRESS_EVERY_S = 0.25
@@ -71,6 +73,37 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
     n = state["numpy"]
     np.random.set_state((n["kind"], np.asarray(n["keys"]).astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def check_session(record: dict[str, Any], path: Path | str) -> None:
+    """Refuse (CheckpointError naming checkpoint `path`) a checkpoint's loop and RNG state that a resume
+    cannot use: unknown or mistyped LoopState fields, RNG states of the wrong shape or type. Evaluation
+    results may be non-finite (an env may return NaN); they are records, not state."""
+    where = f"checkpoint {path}"
+    loop = record.get("loop")
+    if not isinstance(loop, dict):
+        raise CheckpointError(f"{where}: its loop state must be a mapping, got {shown(loop)}")
+    unknown = sorted(set(loop) - {f.name for f in dataclasses.fields(LoopState)})
+    if unknown:
+        raise CheckpointError(f"{where}: unknown loop state {', '.join(shown(k) for k in unknown[:5])}")
+    check_state(loop, dataclasses.asdict(LoopState()), where=f"{where}: loop state",
+                recorded=("evaluations", "best_eval"))
+    check_state(record.get("rng"), global_rng_state(), where=f"{where}: RNG state")
+
+
+def restore_session(agent: Agent, record: dict[str, Any], path: Path | str) -> LoopState:
+    """Load a training checkpoint's agent, loop and RNG state (checked first); returns the loop state of
+    the new session. Anything that does not fit is a CheckpointError naming `path`, never a traceback."""
+    check_session(record, path)
+    load_agent_state(agent, record.get("agent"), path)
+    try:
+        state = LoopState(**record["loop"])
+        set_global_rng_state(record["rng"])
+    except LOAD_ERRORS as exc:
+        raise CheckpointError(f"checkpoint {path}: its loop or RNG state cannot be restored "
+                              f"({clip(str(exc), 200)})") from None
+    state.sessions += 1
+    return state
 
 
 def resume_seed(seed: int, step: int) -> int:
@@ -119,10 +152,11 @@ class Run:
                 "observation_space": repr(self.envs.single_observation_space),
                 "action_space": repr(self.envs.single_action_space),
                 "config": {"train": dataclasses.asdict(self.config.train),
-                           "agent": dataclasses.asdict(self.config.agent)}}
+                           "agent": dataclasses.asdict(self.config.agent)},
+                "config_sha256": config_sha256(self.config.train, self.config.agent, self.seed)}
 
 
-def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(run: Run, resume: dict[str, Any] | None = None, resume_from: str = "the checkpoint") -> dict[str, Any]:
     """Train `run.agent` for the configured number of env steps; returns the summary written to disk.
 
     `resume` is a checkpoint's state (agent, loop, RNGs, episodes in flight) to continue from: the agent and
@@ -130,7 +164,8 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     the episodes that were running are rebuilt by replaying their recorded actions (`SyncVecEnv.
     restore_episodes`), so a resumed run continues exactly as the uninterrupted one would. An env that cannot
     be replayed exactly starts a new episode, seeded from the resume point, and the agent drops its partial
-    data for it. SIGINT and SIGTERM stop training cleanly with a resumable checkpoint.
+    data for it. SIGINT and SIGTERM stop training cleanly with a resumable checkpoint. `resume_from` names
+    the checkpoint in errors.
     """
     from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
@@ -141,10 +176,7 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     threshold = spec.reward_threshold if spec is not None else None
     state = LoopState()
     if resume is not None:
-        agent.load_state_dict(resume["agent"])
-        state = LoopState(**resume["loop"])
-        state.sessions += 1
-        set_global_rng_state(resume["rng"])
+        state = restore_session(agent, resume, resume_from)
     # everything at the checkpoint step itself was logged before the checkpoint was written: keep it
     writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step + 1 if resume is not None else None)
     if resume is None:
@@ -195,8 +227,13 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     if resume is None:
         obs, _ = envs.reset(seed=run.seed)
     else:
-        obs = _restore_in_flight(run, resume.get("in_flight"), resume_seed(run.seed, step), ep_return, ep_length,
-                                 window_returns, window_lengths, recent_returns)
+        try:
+            obs = _restore_in_flight(run, resume.get("in_flight"), resume_seed(run.seed, step), ep_return,
+                                     ep_length, window_returns, window_lengths, recent_returns)
+        except LOAD_ERRORS as exc:
+            writer.close()
+            raise CheckpointError(f"checkpoint {resume_from}: its episodes in flight cannot be restored "
+                                  f"({clip(str(exc), 200)})") from None
     start = time.perf_counter()
     session_eval_time = 0.0  # evaluation seconds of this session (eval_time holds all sessions')
     last_progress_time, last_progress_step = start, step

@@ -12,6 +12,7 @@ from rlagents.agents import Agent, agent_class
 from rlagents.checkpoint import check_spaces, latest_checkpoint, read_checkpoint
 from rlagents.config import ResolvedConfig, read_config_file, resolve
 from rlagents.errors import UserError
+from rlagents.state_check import load_agent_state
 
 
 def build_agent(agent_name: str, config: ResolvedConfig, obs_space: gym.Space, action_space: gym.Space, *,
@@ -61,9 +62,5 @@ def load_run(run_dir: Path, obs_space_of, *, device: torch.device, checkpoint: P
     path = checkpoint or latest_checkpoint(run_dir)
     state, ckpt_meta = read_checkpoint(path, agent=agent_name, env=env_id)
     check_spaces(ckpt_meta, obs_space, action_space, path)
-    try:
-        agent.load_state_dict(state["agent"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} does not fit this agent's networks: {first}") from None
+    load_agent_state(agent, state.get("agent"), path)
     return LoadedRun(run_dir, agent_name, env_id, seed, config, agent, path, ckpt_meta)

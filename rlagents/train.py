@@ -10,13 +10,15 @@ from pathlib import Path
 import torch
 
 from rlagents.agents import agent_class, available_agents
-from rlagents.checkpoint import (CHECKPOINT_DIR, FINAL, atomic_write_text, check_spaces, read_checkpoint,
-                                 remove_stale_temp_files, step_checkpoints)
-from rlagents.cli import ArgumentParser, default_config_path, resolve_device
+from rlagents.checkpoint import atomic_write_text
+from rlagents.cli import ArgumentParser, default_config_path, output_dir_arg, resolve_device, seed_arg
 from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
 from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, known_env_ids, make_vec_env
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import Run, seed_everything, train
+from rlagents.paths import check_output_dir
+from rlagents.resume import resume_run
+from rlagents.runlock import is_empty_run_dir, run_lock
 from rlagents.runs import build_agent
 
 RUNS_DIR = Path("runs")
@@ -29,10 +31,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--config", type=Path, help="config YAML (default: configs/<agent>.yaml); a run's "
                    "config.yaml reproduces that run")
     p.add_argument("--steps", type=int, help="total env steps (default: the config's entry for the env)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg(), help="random seed, 0 … 2**32 - 1 (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, typed by its field (repeatable)")
-    p.add_argument("--run-dir", type=Path, help="output folder (default: runs/<env>__<agent>__<seed>__<time>)")
+    p.add_argument("--run-dir", type=output_dir_arg("--run-dir"),
+                   help="output folder (default: runs/<env>__<agent>__<seed>__<time>)")
     p.add_argument("--n-envs", type=int, help="training envs stepped together")
     p.add_argument("--eval-every", type=int, help="env steps between greedy evaluations")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation")
@@ -40,7 +43,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--check-env", action=argparse.BooleanOptionalAction, default=None,
                    help="run Gymnasium's env checker before training (default: on for our own envs/)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    p.add_argument("--resume", type=output_dir_arg("--resume"), metavar="RUN_DIR",
                    help="continue a stopped run from its newest checkpoint, with the run's own config")
     p.add_argument("--list-agents", action="store_true", help="list agents and exit")
     p.add_argument("--list-envs", action="store_true", help="list registered env ids and exit")
@@ -97,20 +100,23 @@ def prepare(args) -> Run:
     if args.resume is not None:
         return Run(agent_name=agent_name, env_id=env_id, seed=seed, device=device, config=config, agent=agent,
                    envs=envs, eval_envs=eval_envs, run_dir=args.resume, progress=not args.no_progress)
-    run_dir = args.run_dir or RUNS_DIR / (f"{env_id.replace('/', '-')}__{agent_name}__{seed}__"
-                                          f"{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    run_dir = args.run_dir or check_output_dir(RUNS_DIR / (f"{env_id.replace('/', '-')}__{agent_name}__{seed}__"
+                                                           f"{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"))
+    if not is_empty_run_dir(run_dir):
         raise UserError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir")
     return Run(agent_name=agent_name, env_id=env_id, seed=seed, device=device, config=config, agent=agent,
                envs=envs, eval_envs=eval_envs, run_dir=run_dir, progress=not args.no_progress)
 
 
 def train_new(run: Run) -> dict:
-    """Create the run directory, write the resolved config, and train from scratch; returns the summary."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
-        run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
-    return train(run)
+    """Create the run directory and hold its lock, write the resolved config, and train from scratch; returns
+    the summary."""
+    with run_lock(run.run_dir):
+        if not is_empty_run_dir(run.run_dir):  # another process wrote it since `prepare` looked
+            raise UserError(f"run directory {run.run_dir} already exists and is not empty; choose another --run-dir")
+        atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
+            run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
+        return train(run)
 
 
 @cli_entry
@@ -123,20 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(known_env_ids()))
         return 0
     run = prepare(args)
-    if args.resume is not None:
-        if (run.run_dir / CHECKPOINT_DIR / f"{FINAL}.json").is_file():
-            raise UserError(f"run {run.run_dir} already finished ({CHECKPOINT_DIR}/{FINAL}.json): nothing to resume")
-        remove_stale_temp_files(run.run_dir)  # a run killed mid-write (SIGKILL, power loss) leaves one
-        candidates = step_checkpoints(run.run_dir)
-        if not candidates:
-            raise UserError(f"no checkpoint to resume from in {run.run_dir / CHECKPOINT_DIR}")
-        resume, meta = read_checkpoint(candidates[-1], agent=run.agent_name, env=run.env_id)
-        check_spaces(meta, run.envs.single_observation_space, run.envs.single_action_space, candidates[-1])
-        if "loop" not in resume:
-            raise UserError(f"{candidates[-1]} is not a training checkpoint (no loop state)")
-        summary = train(run, resume)
-    else:
-        summary = train_new(run)
+    summary = resume_run(run) if args.resume is not None else train_new(run)
     if summary["status"] == "interrupted":
         print(f"interrupted at step {summary['total_steps']}; a checkpoint was saved. Continue with: "
               f"python -m rlagents.train --resume {run.run_dir}", file=sys.stderr)

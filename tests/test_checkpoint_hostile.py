@@ -219,8 +219,6 @@ def test_recorded_experience_may_hold_non_finite_values():
         check_state({"replay": {"rewards": np.zeros(3, np.int32)}}, reference, where="c", recorded={"replay"})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15, part 2: rlagents.runs.load_run must call "
-                   "state_check.load_agent_state; remove this marker then")
 @pytest.mark.parametrize("dtype", ["nan", "int32"])
 def test_evaluate_refuses_non_finite_or_integer_weights(run: Path, capsys, dtype):
     def damage(state):
