@@ -155,13 +155,12 @@ def _init_worker(progress_queue: Any) -> None:
 
 def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
     """Train one run in this process with one torch thread; a failure becomes a record with its error."""
-    import torch
-
     from rlagents.errors import TrainingFault
+    from rlagents.threads import set_cpu_threads
     from rlagents.train import build_parser as train_parser
     from rlagents.train import prepare, train_new
 
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     sink_queue = progress_queue if progress_queue is not None else _progress_queue
     label = task.label
 

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rlagents.cli import ArgumentParser, count_arg, output_file_arg, resolve_device, seed_arg
 from rlagents.config import MAX_EPISODES
@@ -15,6 +14,7 @@ from rlagents.errors import UserError, cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.onnx_policy import OnnxPolicy
 from rlagents.runs import LoadedRun, load_run
+from rlagents.threads import set_cpu_threads
 
 VIDEO_FORMATS = (".gif",)
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.video is not None and args.video.suffix.lower() not in VIDEO_FORMATS:
         raise UserError(f"--video {args.video}: unsupported format {args.video.suffix or '(none)'!r}; "
                         f"valid: {', '.join(VIDEO_FORMATS)}")
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
     episodes = args.episodes or run.config.train.eval_episodes
     seed = args.seed if args.seed is not None else run.seed + EVAL_SEED_OFFSET

@@ -34,6 +34,7 @@ from rlagents.environments import EVAL_STEP_CAP, make_env
 from rlagents.errors import ExportError, UserError, cli_entry
 from rlagents.evaluate import spaces_of
 from rlagents.loop import EVAL_SEED_OFFSET
+from rlagents.threads import set_cpu_threads
 from rlagents.onnx_policy import ACTION, OnnxPolicy, first_line, flatten_obs, sidecar_path
 from rlagents.paths import check_output_file
 from rlagents.runs import LoadedRun, load_run
@@ -330,7 +331,7 @@ def _signature(tensor: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     require_packages()
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     run = load_run(args.run_dir, spaces_of, device=torch.device("cpu"), checkpoint=args.checkpoint)
     out = args.out if args.out is not None else run.run_dir / DEFAULT_NAME
     check_writable(out)

@@ -15,9 +15,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -156,7 +156,11 @@ class Run:
                 "config_sha256": config_sha256(self.config.train, self.config.agent, self.seed)}
 
 
-def train(run: Run, resume: dict[str, Any] | None = None, resume_from: str = "the checkpoint") -> dict[str, Any]:
+Callback = Callable[[int, dict[str, Any]], "bool | None"]
+
+
+def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | None = None, *,
+          resume_from: str = "the checkpoint") -> dict[str, Any]:
     """Train `run.agent` for the configured number of env steps; returns the summary written to disk.
 
     `resume` is a checkpoint's state (agent, loop, RNGs, episodes in flight) to continue from: the agent and
@@ -166,6 +170,10 @@ def train(run: Run, resume: dict[str, Any] | None = None, resume_from: str = "th
     be replayed exactly starts a new episode, seeded from the resume point, and the agent drops its partial
     data for it. SIGINT and SIGTERM stop training cleanly with a resumable checkpoint. `resume_from` names
     the checkpoint in errors.
+
+    `callback(step, metrics)` is called at every log and evaluation event, with the scalars logged there and,
+    at an evaluation, the evaluation record; returning False stops the run like a signal does (a resumable
+    checkpoint; the summary's status is "stopped", `stopped_by` "callback").
     """
     from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
@@ -256,6 +264,7 @@ def train(run: Run, resume: dict[str, Any] | None = None, resume_from: str = "th
         nonlocal next_log, next_eval, next_ckpt, next_progress, next_event, last_progress_time
         nonlocal last_progress_step, last_eval_mean, solved_at_step, solved_at_time, session_eval_time
         nonlocal eval_time, status
+        metrics: dict[str, Any] = {}
         if stop:  # SIGINT / SIGTERM: stop here, between steps, where the agent's state is consistent
             status = "interrupted"
             return False
@@ -270,7 +279,8 @@ def train(run: Run, resume: dict[str, Any] | None = None, resume_from: str = "th
                                 last_eval_mean)
         if step >= next_log:
             next_log += cfg.log_every * max(1, (step - next_log) // cfg.log_every + 1)
-            _log_training(writer, step, agent, window_returns, window_lengths, step / max(train_time, 1e-9))
+            metrics.update(_log_training(writer, step, agent, window_returns, window_lengths,
+                                         step / max(train_time, 1e-9)))
             window_returns.clear()
             window_lengths.clear()
         if step >= next_eval:
@@ -280,6 +290,7 @@ def train(run: Run, resume: dict[str, Any] | None = None, resume_from: str = "th
             session_eval_time += time.perf_counter() - t0
             eval_time += time.perf_counter() - t0
             evaluations.append(result)
+            metrics["evaluation"] = result
             last_eval_mean = result["return_mean"]
             writer.add_scalar("eval/return_mean", result["return_mean"], step)
             writer.add_scalar("eval/return_std", result["return_std"], step)
@@ -289,11 +300,15 @@ def train(run: Run, resume: dict[str, Any] | None = None, resume_from: str = "th
             if state.best_eval is None or result["return_mean"] > state.best_eval:
                 state.best_eval = result["return_mean"]
                 run.save(BEST, snapshot(), "best evaluation", in_flight())
+        if metrics and callback is not None and callback(step, _callback_metrics(step, episodes, train_time,
+                                                                                metrics)) is False:
+            status = "stopped"  # the checkpoint is written after the loop, as for a signal
         if step >= next_ckpt:
             next_ckpt += cfg.checkpoint_every
-            run.save(f"step_{step:012d}", snapshot(), "periodic", in_flight())
+            if status != "stopped":
+                run.save(f"step_{step:012d}", snapshot(), "periodic", in_flight())
         next_event = min(next_log, next_eval, next_ckpt, next_progress)
-        return True
+        return status != "stopped"
 
     def on_step(rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> bool:
         """Bookkeeping after one vector step taken by an agent that drives the envs itself."""
@@ -343,10 +358,15 @@ def train(run: Run, resume: dict[str, Any] | None = None, resume_from: str = "th
         progress.close(step)
         restore_signals()
 
-    if status == "interrupted":  # a resumable checkpoint; no end-of-training evaluation
-        run.save(f"step_{step:012d}", snapshot(), "interrupted", in_flight())
+    if status != "completed":  # a resumable checkpoint; no end-of-training evaluation
+        run.save(f"step_{step:012d}", snapshot(), "stopped by callback" if status == "stopped" else status,
+                 in_flight())
         writer.close()
-        return {"status": status, "total_steps": step, "run_dir": str(run.run_dir)}
+        stopped = {"status": status, "total_steps": step, "run_dir": str(run.run_dir)}
+        if status == "stopped":
+            stopped.update(stopped_by="callback", episodes=episodes,
+                           evaluations=[{k: v for k, v in e.items() if k != "returns"} for e in evaluations])
+        return stopped
     train_time = earlier_train_time + time.perf_counter() - start - session_eval_time
     if not evaluations or evaluations[-1]["step"] != step:  # the end-of-training evaluation
         t0 = time.perf_counter()
@@ -358,6 +378,8 @@ def train(run: Run, resume: dict[str, Any] | None = None, resume_from: str = "th
         if (solved_at_step is None and threshold is not None
                 and evaluations[-1]["return_mean"] >= threshold):
             solved_at_step, solved_at_time = step, train_time
+        if callback is not None:  # the last event: its answer cannot stop anything any more
+            callback(step, _callback_metrics(step, episodes, train_time, {"evaluation": evaluations[-1]}))
     run.save(FINAL, snapshot(), "end of training")
 
     final = evaluations[-1]
@@ -438,13 +460,29 @@ def _evaluate(run: Run, greedy, step: int, train_time: float) -> dict[str, Any]:
             "returns": [float(r) for r in returns]}
 
 
-def _log_training(writer, step: int, agent: Agent, returns: list[float], lengths: list[int], speed: float) -> None:
+def _log_training(writer, step: int, agent: Agent, returns: list[float], lengths: list[int],
+                  speed: float) -> dict[str, float]:
+    """Write the training scalars due at a log event; returns them by tag."""
+    scalars: dict[str, float] = {}
     if returns:
-        writer.add_scalar("charts/episode_return", float(np.mean(returns)), step)
-        writer.add_scalar("charts/episode_length", float(np.mean(lengths)), step)
-    writer.add_scalar("charts/steps_per_s", speed, step)
-    for tag, value in agent.metrics().items():
+        scalars["charts/episode_return"] = float(np.mean(returns))
+        scalars["charts/episode_length"] = float(np.mean(lengths))
+    scalars["charts/steps_per_s"] = speed
+    scalars.update(agent.metrics())
+    for tag, value in scalars.items():
         writer.add_scalar(tag, value, step)
+    return scalars
+
+
+def _callback_metrics(step: int, episodes: int, train_time: float, event: dict[str, Any]) -> dict[str, Any]:
+    """What a training callback receives: counters, the scalars just logged, and the evaluation record (with
+    `eval/return_mean` etc. alongside) when the event was an evaluation."""
+    metrics: dict[str, Any] = {"step": step, "episodes": episodes, "train_time_s": round(train_time, 3), **event}
+    if "evaluation" in event:
+        result = event["evaluation"]
+        metrics.update({"eval/return_mean": result["return_mean"], "eval/return_std": result["return_std"],
+                        "eval/length_mean": result["length_mean"]})
+    return metrics
 
 
 def _hparams(run: Run) -> dict[str, Any]:

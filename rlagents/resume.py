@@ -35,7 +35,7 @@ def resume_run(run: Run) -> dict[str, Any]:
         if not candidates:
             return start_afresh(run)
         record, path = newest_usable(run, candidates)
-        return train(run, record, str(path))
+        return train(run, record, resume_from=str(path))
 
 
 def start_afresh(run: Run) -> dict[str, Any]:

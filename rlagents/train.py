@@ -7,19 +7,18 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from rlagents.agents import agent_class, available_agents
 from rlagents.checkpoint import atomic_write_text
 from rlagents.cli import ArgumentParser, default_config_path, output_dir_arg, resolve_device, seed_arg
 from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
 from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, known_env_ids, make_vec_env
 from rlagents.errors import UserError, cli_entry
-from rlagents.loop import Run, seed_everything, train
+from rlagents.loop import Callback, Run, seed_everything, train
 from rlagents.paths import check_output_dir
 from rlagents.resume import resume_run
 from rlagents.runlock import is_empty_run_dir, run_lock
 from rlagents.runs import build_agent
+from rlagents.threads import set_cpu_threads
 
 RUNS_DIR = Path("runs")
 
@@ -92,7 +91,7 @@ def prepare(args) -> Run:
         check_env(env_id)
     envs = make_vec_env(env_id, config.train.n_envs, training=True, record_episodes=True)  # resumable episodes
     eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes), step_cap=EVAL_STEP_CAP)
-    torch.set_num_threads(config.train.torch_threads)
+    set_cpu_threads(config.train.torch_threads)
     seed_everything(seed)
     agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,
                         n_envs=envs.num_envs, seed=seed, device=device)
@@ -108,15 +107,16 @@ def prepare(args) -> Run:
                envs=envs, eval_envs=eval_envs, run_dir=run_dir, progress=not args.no_progress)
 
 
-def train_new(run: Run) -> dict:
+def train_new(run: Run, callback: Callback | None = None) -> dict:
     """Create the run directory and hold its lock, write the resolved config, and train from scratch; returns
-    the summary."""
+    the summary. `callback` is `loop.train`'s: called at log and evaluation events, False stops the run
+    resumably."""
     with run_lock(run.run_dir):
         if not is_empty_run_dir(run.run_dir):  # another process wrote it since `prepare` looked
             raise UserError(f"run directory {run.run_dir} already exists and is not empty; choose another --run-dir")
         atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
             run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
-        return train(run)
+        return train(run, callback=callback)
 
 
 @cli_entry
