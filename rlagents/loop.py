@@ -77,18 +77,56 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
 
 def check_session(record: dict[str, Any], path: Path | str) -> None:
     """Refuse (CheckpointError naming checkpoint `path`) a checkpoint's loop and RNG state that a resume
-    cannot use: unknown or mistyped LoopState fields, RNG states of the wrong shape or type. Evaluation
-    results may be non-finite (an env may return NaN); they are records, not state."""
+    cannot use: unknown or mistyped LoopState fields and evaluation records, RNG states of the wrong shape or
+    type."""
     where = f"checkpoint {path}"
     loop = record.get("loop")
     if not isinstance(loop, dict):
         raise CheckpointError(f"{where}: its loop state must be a mapping, got {shown(loop)}")
-    unknown = sorted(set(loop) - {f.name for f in dataclasses.fields(LoopState)})
+    unknown = sorted(set(loop) - set(_LOOP_TYPES))
     if unknown:
         raise CheckpointError(f"{where}: unknown loop state {', '.join(shown(k) for k in unknown[:5])}")
-    check_state(loop, dataclasses.asdict(LoopState()), where=f"{where}: loop state",
-                recorded=("evaluations", "best_eval"))
+    _check_fields(loop, _LOOP_TYPES, f"{where}: loop state")
+    evaluations = loop.get("evaluations", [])
+    if not isinstance(evaluations, list):
+        raise CheckpointError(f"{where}: loop state: evaluations must be a list, got {shown(evaluations)}")
+    for i, evaluation in enumerate(evaluations):
+        if not isinstance(evaluation, dict):
+            raise CheckpointError(f"{where}: loop state: evaluations.{i} must be a mapping, got {shown(evaluation)}")
+        _check_fields(evaluation, _EVALUATION_TYPES, f"{where}: loop state: evaluations.{i}", required=True)
+        if not all(_is_number(r) for r in evaluation["returns"]) or not evaluation["returns"]:
+            raise CheckpointError(f"{where}: loop state: evaluations.{i}.returns must be a list of numbers")
     check_state(record.get("rng"), global_rng_state(), where=f"{where}: RNG state")
+
+
+# types of the loop state's fields as a checkpoint's JSON holds them (None: may be null); evaluation results
+# may be NaN or infinite (an env may return such rewards): they are records, not state
+_LOOP_TYPES = {"step": (int,), "episodes": (int,), "sessions": (int,), "eval_time": (float,), "train_time": (float,),
+               "solved_at_step": (int, None), "solved_at_time": (float, None), "best_eval": (float, None),
+               "evaluations": (list,)}
+_EVALUATION_TYPES = {"step": (int,), "train_time_s": (float,), "return_mean": (float,), "return_std": (float,),
+                     "length_mean": (float,), "returns": (list,)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_fields(values: dict[str, Any], types: dict[str, tuple], where: str, required: bool = False) -> None:
+    for key, allowed in types.items():
+        if key not in values:
+            if required:
+                raise CheckpointError(f"{where} has no {key}")
+            continue
+        value = values[key]
+        if value is None and None in allowed:
+            continue
+        if int in allowed and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise CheckpointError(f"{where}: {key} must be a non-negative integer, got {shown(value)}")
+        if float in allowed and not _is_number(value):
+            raise CheckpointError(f"{where}: {key} must be a number, got {shown(value)}")
+        if list in allowed and not isinstance(value, list):
+            raise CheckpointError(f"{where}: {key} must be a list, got {shown(value)}")
 
 
 def restore_session(agent: Agent, record: dict[str, Any], path: Path | str) -> LoopState:

@@ -196,7 +196,8 @@ def env_rows(runs: list[dict[str, Any]], agents: list[str]) -> list[dict[str, An
             row["ends_solved"] = None if threshold is None else int((finals >= threshold).sum())
             row["median_steps"] = stats.median_with_unreached(reached)
             row["median_seconds"] = stats.median_with_unreached([r.get("solved_at_time_s") for r in done])
-            row["steps_per_s"] = float(np.median([r["env_steps_per_s"] for r in done]))
+            speeds = [r["env_steps_per_s"] for r in done if r.get("env_steps_per_s") is not None]
+            row["steps_per_s"] = float(np.median(speeds)) if speeds else None
             costs = defaultdict(list)
             for r in done:
                 for k, v in (r.get("costs") or {}).items():

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, check_spaces, read_checkpoint,
+from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, check_inside, check_spaces, read_checkpoint,
                                  remove_stale_temp_files, step_checkpoints)
 from rlagents.config import RESUMABLE_KEYS, config_sha256, config_values
 from rlagents.errors import CheckpointError, ConfigError, UserError, one_line
@@ -56,6 +56,7 @@ def newest_usable(run: Run, candidates: list[Path]) -> tuple[dict[str, Any], Pat
     skipped: list[str] = []
     for path in reversed(candidates):
         try:
+            check_inside(path, path.parent)
             record, meta = read_checkpoint(path, agent=run.agent_name, env=run.env_id)
         except CheckpointError as exc:
             skipped.append(f"{path.name}: {one_line(exc)}")

@@ -213,9 +213,11 @@ def edit_checkpoint(ckpt: Path, change) -> None:
 
 @pytest.mark.parametrize("change, message", [
     (lambda s: s["loop"].update(bogus=1), "unknown loop state 'bogus'"),
-    (lambda s: s["loop"].update(step="500"), "loop state: step must be an integer, got '500'"),
-    (lambda s: s["loop"].update(episodes=1.5), "loop state: episodes must be an integer"),
+    (lambda s: s["loop"].update(step="500"), "loop state: step must be a non-negative integer, got '500'"),
+    (lambda s: s["loop"].update(episodes=1.5), "loop state: episodes must be a non-negative integer"),
     (lambda s: s.update(loop=[1, 2]), "its loop state must be a mapping"),
+    (lambda s: s["loop"].update(solved_at_time=[]), "loop state: solved_at_time must be a number, got []"),
+    (lambda s: s["loop"]["evaluations"][0].update(returns=["x"]), "evaluations.0.returns must be a list of numbers"),
     (lambda s: s["rng"].update(torch=torch.zeros(3, dtype=torch.uint8)), "RNG state: torch has shape (3,)"),
     (lambda s: s["rng"]["numpy"].update(pos="x"), "RNG state: numpy.pos must be an integer"),
     (lambda s: s["rng"]["numpy"].update(keys=s["rng"]["numpy"]["keys"][:5]), "loop or RNG state cannot be restored"),
