@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rlagents.checkpoint import read_checkpoint, step_checkpoints
-from rlagents.train import build_parser, prepare, train_new
+from rlagents.api import train_spec
+from rlagents.train import build_parser, spec_from_args
 from rlagents.train import main as train_main
 from tests.test_determinism import scalars
 
@@ -26,8 +27,8 @@ def test_a_callback_stops_a_run_that_resumes_to_the_uninterrupted_result(tmp_pat
         calls.append((step, metrics))
         return "evaluation" not in metrics
 
-    summary = train_new(prepare(build_parser().parse_args([*ARGS, "--run-dir", str(stopped)])),
-                        callback=stop_at_first_evaluation)
+    summary = train_spec(spec_from_args(build_parser().parse_args([*ARGS, "--run-dir", str(stopped)])),
+                         callback=stop_at_first_evaluation).summary
     assert summary["status"] == "stopped" and summary["stopped_by"] == "callback"
     assert summary["total_steps"] == 800 and [step for step, _ in calls] == [400, 800]
     log, evaluation = calls[0][1], calls[1][1]
@@ -55,8 +56,8 @@ def test_a_callback_stops_an_agent_that_drives_the_envs_itself(tmp_path: Path):
     args = ["--agent", "sb3-a2c", "--env", "CartPole-v1", "--steps", "2000", "--eval-every", "500",
             "--eval-episodes", "2", "--no-progress", "--set", "log_every=250", "--run-dir", str(run_dir)]
     steps: list[int] = []
-    summary = train_new(prepare(build_parser().parse_args(args)),
-                        callback=lambda step, metrics: steps.append(step) or step < 500)
+    summary = train_spec(spec_from_args(build_parser().parse_args(args)),
+                         callback=lambda step, metrics: steps.append(step) or step < 500).summary
     # its 8 envs step 8 at a time: the events fall on the first vector step past 250 and 500
     assert summary["status"] == "stopped" and len(steps) == 2 and summary["total_steps"] == steps[-1] == 504
     assert [e["step"] for e in summary["evaluations"]] == [504]

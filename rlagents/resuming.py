@@ -16,7 +16,7 @@ from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, check_inside, chec
                                  remove_stale_temp_files, step_checkpoints)
 from rlagents.config import RESUMABLE_KEYS, config_sha256, config_values
 from rlagents.errors import CheckpointError, ConfigError, UserError, one_line
-from rlagents.loop import Run, check_session, train
+from rlagents.loop import Callback, Run, check_session, train
 from rlagents.runlock import run_lock
 from rlagents.safeload import clip, shown
 from rlagents.state_check import check_state
@@ -24,8 +24,9 @@ from rlagents.state_check import check_state
 MAX_LISTED = 6  # changed keys named in one message
 
 
-def resume_run(run: Run) -> dict[str, Any]:
-    """Continue `run` (built from its run directory's config.yaml) under the run's lock; returns the summary."""
+def resume_run(run: Run, callback: Callback | None = None) -> dict[str, Any]:
+    """Continue `run` (built from its run directory's config.yaml) under the run's lock; returns the summary.
+    `callback` is `loop.train`'s."""
     with run_lock(run.run_dir):
         folder = run.run_dir / CHECKPOINT_DIR
         if (folder / f"{FINAL}.json").is_file():
@@ -33,12 +34,12 @@ def resume_run(run: Run) -> dict[str, Any]:
         remove_stale_temp_files(run.run_dir)  # a run killed mid-write (SIGKILL, power loss) leaves one
         candidates = step_checkpoints(run.run_dir)
         if not candidates:
-            return start_afresh(run)
+            return start_afresh(run, callback)
         record, path = newest_usable(run, candidates)
-        return train(run, record, resume_from=str(path))
+        return train(run, record, callback, resume_from=str(path))
 
 
-def start_afresh(run: Run) -> dict[str, Any]:
+def start_afresh(run: Run, callback: Callback | None = None) -> dict[str, Any]:
     """Train a run that stopped before its first periodic checkpoint from scratch, in place, with its
     config.yaml; what the stopped session left (TensorBoard events, a best checkpoint) is removed first."""
     print(f"resume: {run.run_dir} has no checkpoint yet (it stopped before its first one); starting it afresh "
@@ -47,7 +48,7 @@ def start_afresh(run: Run) -> dict[str, Any]:
     for stale in [*run.run_dir.glob("events.out.tfevents.*"), run.run_dir / "summary.json",
                   folder / f"{BEST}.json", folder / f"{BEST}.safetensors"]:
         stale.unlink(missing_ok=True)
-    return train(run)
+    return train(run, callback=callback)
 
 
 def newest_usable(run: Run, candidates: list[Path]) -> tuple[dict[str, Any], Path]:
