@@ -245,16 +245,17 @@ class CompareResult:
         return [r for r in self.runs if r.get("status") != "completed"]
 
 
-def compare(agents: Sequence[str], env: str | Sequence[str], seeds: int = 5, steps: int | None = None,
+def compare(agents: Sequence[str], env: str | Sequence[str], seeds: int | Sequence[int] = 5, steps: int | None = None,
             config: Mapping[str, Any] | None = None, env_kwargs: Mapping[str, Any] | None = None, *,
             env_modules: Iterable[str] = (), out: str | Path | None = None, workers: int | None = None,
             backend: str = "local", progress: bool = False) -> CompareResult:
-    """Train every agent × seed (0..seeds-1) on `env` in parallel and write the statistical report, as
+    """Train every agent × seed (0..seeds-1, or the listed seeds) on `env` in parallel and write the statistical report, as
     `python -m rlagents.compare` does. `config` keys apply to every agent; `agent.key` to one agent."""
     from rlagents import compare as comparing
 
     envs = [env] if isinstance(env, str) else list(env)
-    tasks, out_dir = comparing.plan_specs(list(agents), envs, seeds=seeds, steps=steps, overrides=dict(config or {}),
+    seed_list = seeds if isinstance(seeds, int) else list(seeds)
+    tasks, out_dir = comparing.plan_specs(list(agents), envs, seeds=seed_list, steps=steps, overrides=dict(config or {}),
                                           env_kwargs=env_kwargs, env_modules=tuple(env_modules),
                                           out=Path(out) if out is not None else None)
     runs = comparing.run_all(tasks, out_dir, workers=workers, backend=backend, progress=progress,

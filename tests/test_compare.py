@@ -60,12 +60,26 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
                          (["--agents", "dqn", "--env", "CartPole-v1", "--set", "sb3-dqn.lr=1"], "not in --agents"),
                          (["--agents", "dqn", "--env", "CartPole-v1", "--set", "dqn.nope=1"], "unknown key 'nope'"),
                          (["--agents", "dqn", "--env", "Pendulum-v1"], "Discrete action space"),
-                         (["--from", str(tmp_path)], "no results.json")):
+                         (["--from", str(tmp_path)], "no results.json"),
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "104-100"], "range is inverted"),
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "3,7,3"], "lists a seed twice"),
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "3;7"], "A,B,C (a list)"),
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "0"], "at least 1")):
         with pytest.raises(SystemExit) as exc:
             compare.main(argv + ["--out", str(tmp_path / "out")])
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1
+
+
+def test_explicit_seed_lists(tmp_path):
+    """`--seeds 100-104` and `--seeds 3,7,11` run exactly those seeds (held-out comparisons); `--seeds 2` is 0, 1."""
+    for text, seeds in (("100-104", [100, 101, 102, 103, 104]), ("3,7,11", [3, 7, 11]), ("2", [0, 1])):
+        args = compare.build_parser().parse_args(["--agents", "dqn", "--env", "CartPole-v1", "--seeds", text,
+                                                  "--out", str(tmp_path / text)])
+        tasks, _ = compare.plan(args)
+        assert [t.seed for t in tasks] == seeds
+        assert tasks[-1].spec.seed == seeds[-1] and tasks[-1].run_dir.name.endswith(f"__s{seeds[-1]}")
 
 
 def test_failing_run_does_not_sink_the_comparison(tmp_path):
