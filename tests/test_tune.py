@@ -192,6 +192,51 @@ def _params(db: Path, name: str) -> dict[int, float]:
     return {n: v for n, v in rows}
 
 
+class TwoArms(gym.Env):
+    """One state, five steps per episode; action 1 pays 1, action 0 pays 0. An agent that never explores (and
+    breaks ties towards action 0) never finds action 1: its greedy return stays 0, the other's reaches 5."""
+
+    observation_space = gym.spaces.Discrete(1)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return 0, {}
+
+    def step(self, action):
+        self.t += 1
+        return 0, float(action), self.t >= 5, False, {}
+
+
+def test_the_pruner_stops_trials_from_their_periodic_evaluations(tmp_path: Path):
+    gym.register("rlagents-test/TwoArms-v0", entry_point=TwoArms)
+    try:
+        space = tmp_path / "space.yaml"
+        space.write_text("default:\n  epsilon_start: {categorical: [0.0, 1.0]}\n  lr: {uniform: [0.2, 0.8]}\n")
+        out = tmp_path / "study"
+        code = tune.main(["--agent", "qlearning", "--env", "rlagents-test/TwoArms-v0", "--space", str(space),
+                          "--sampler", "random", "--sampler-seed", "1", "--trials", "8", "--seeds", "1",
+                          "--steps", "1000", "--fix", "eval_every=200", "--fix", "eval_episodes=2",
+                          "--fix", "eval_envs=2", "--fix", "q_noise=0", "--fix", "epsilon_end=0",
+                          "--holdout-seeds", "none", "--out", str(out)])
+    finally:
+        del gym.registry["rlagents-test/TwoArms-v0"]
+    assert code == 0
+    trials = _trials(out / "study.db")
+    explored = _params(out / "study.db", "epsilon_start")  # the index of the choice: 1 explores
+    pruned = [n for n, state, _ in trials if state == "PRUNED"]
+    assert pruned and all(explored[n] == 0 for n in pruned)  # only the agents that never explore
+    for n in pruned:  # stopped early by the loop's callback, with a resumable checkpoint
+        checkpoints = sorted((out / "trials" / f"trial{n:04d}__s0" / "checkpoints").glob("step_*.json"))
+        assert checkpoints and int(checkpoints[-1].stem.removeprefix("step_")) < 1000
+    with sqlite3.connect(out / "study.db") as con:  # every evaluation was reported to the pruner
+        steps = con.execute("SELECT t.number, v.step FROM trial_intermediate_values v JOIN trials t ON t.trial_id "
+                            "= v.trial_id WHERE t.state = 'COMPLETE' ORDER BY t.number, v.step").fetchall()
+    first = trials[0][0]
+    assert [s for n, s in steps if n == first] == [200, 400, 600, 800, 1000]
+
+
 def test_two_objectives_report_their_pareto_front(tmp_path: Path, space: Path):
     out = tmp_path / "study"
     assert tune.main(SMALL + ["--space", str(space), "--seeds", "1", "--steps", "2000", "--trials", "4",
