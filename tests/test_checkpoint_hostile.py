@@ -242,6 +242,8 @@ def test_sha256_of_the_damaged_files_is_checked_first(run: Path, capsys):
 @pytest.mark.parametrize("agent, env, extra", [
     ("qlearning", "FrozenLake-v1", ["--set", "update=sarsa"]),
     ("reinforce", "Pendulum-v1", ["--set", "normalize_obs=true"]),
+    ("ppo", "Pendulum-v1", ["--set", "normalize_obs=true", "--set", "normalize_reward=true", "--set", "n_steps=30",
+                            "--n-envs", "4"]),
     ("planner", "FrozenLake-v1", []), ("dqn", "CartPole-v1", ["--set", "checkpoint_replay=true", "--set", "n_step=3",
                                                               "--n-envs", "2", "--set", "learning_starts=100"]),
     ("sb3-ppo", "Pendulum-v1", ["--set", "normalize=true", "--set", "n_steps=64"]),
