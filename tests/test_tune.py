@@ -102,6 +102,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, capsys)
         assert not out.exists(), extra  # nothing written
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "tune").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_search_space_is_valid(path: Path):
+    """The spaces in configs/tune pass the checks a study makes before it starts, for every agent's envs."""
+    envs = ["CartPole-v1", "Acrobot-v1"] + (["MountainCar-v0"] if path.stem in ("qlearning", "dqn") else [])
+    for env in envs:
+        args = tune.build_parser().parse_args(["--agent", path.stem, "--env", env, "--space", str(path)])
+        settings = tune.plan(args, [])
+        assert settings.params and settings.directions == ["maximize"]
+
+
 def test_small_study_writes_its_outputs_and_a_rerun_continues_it(tmp_path: Path, space: Path):
     out = tmp_path / "study"
     argv = SMALL + ["--space", str(space), "--seeds", "2", "--steps", "2000", "--holdout-seeds", "1000-1001",
