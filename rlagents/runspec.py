@@ -22,6 +22,7 @@ from rlagents.config import DEVICES, ResolvedConfig, dump_resolved, read_config_
 from rlagents.envspec import EnvSpec, check_env_kwargs, from_callable
 from rlagents.errors import ConfigError, UserError, choices
 from rlagents.paths import check_output_dir
+from rlagents.runlock import is_empty_run_dir
 from rlagents.safeload import shown
 from rlagents.validate import check_seed
 
@@ -132,7 +133,8 @@ def spec_of_run(run_dir: Path | str, *, env: EnvLike | None = None, device: str 
 
 
 def check_new_run_dir(spec: RunSpec) -> None:
-    """Refuse to train a new run into a folder that cannot be written or already holds something."""
-    check_output_dir(spec.run_dir)
-    if spec.run_dir.exists() and any(spec.run_dir.iterdir()):
+    """Refuse to train a new run into a folder that cannot be written (`paths.check_output_dir`: a file, a
+    device, read-only, a full disk…) or that already holds something (other than a free lock file)."""
+    check_output_dir(spec.run_dir, "--run-dir")
+    if not is_empty_run_dir(spec.run_dir):
         raise UserError(f"run directory {spec.run_dir} already exists and is not empty; choose another --run-dir")
