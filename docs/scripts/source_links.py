@@ -44,8 +44,8 @@ def _rewrite(markdown: str, page_src: str, config: Any) -> str:
             return match.group(0)
         path, _, anchor = target.partition("#")
         absolute = (docs_dir / posixpath.dirname(page_src) / path).resolve()
-        if absolute.is_relative_to(docs_dir):
-            return match.group(0)  # inside the manual: MkDocs checks it
+        if absolute.is_relative_to(docs_dir) and not absolute.is_relative_to(docs_dir / "scripts"):
+            return match.group(0)  # inside the manual: MkDocs checks it (docs/scripts/ is code, kept out of it)
         if not absolute.is_relative_to(root):
             raise PluginError(f"{page_src}: link {target!r} points outside the repository")
         if not absolute.exists():
