@@ -20,13 +20,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-MARKED = re.compile(r"^<!-- run -->\n```(bash|python)\n(.*?)^```", flags=re.S | re.M)
+MARKED = re.compile(r"^<!-- run -->\n```(bash|python)\n(.*?)^```", flags=re.DOTALL | re.MULTILINE)
 COMMANDS = ("train", "evaluate", "compare", "classify", "export", "tune")
 
 
 def run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), NO_MKDOCS_2_WARNING="1")  # this checkout's rlagents
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_manual_builds_in_strict_mode(tmp_path: Path):
@@ -89,7 +89,7 @@ def table_options(command: str) -> set[str]:
     text = (DOCS / "cli.md").read_text()
     start = text.index(f"## `python -m rlagents.{command}")
     end = text.find("\n## ", start + 1)
-    cells = re.findall(r"^\| (.*?) \|", text[start:end], flags=re.M)
+    cells = re.findall(r"^\| (.*?) \|", text[start:end], flags=re.MULTILINE)
     return set(re.findall(r"--[a-z][\w-]*", " ".join(cells)))
 
 

@@ -18,7 +18,7 @@ from mkdocs.structure.files import File, Files, InclusionLevel
 
 # [text](target) and [text](target "title"); images and external links are skipped in `_rewrite`
 LINK = re.compile(r"(\]\()([^)\s]+)((?:\s+\"[^\"]*\")?\))")
-FENCE = re.compile(r"^(```|~~~).*?^\1", flags=re.S | re.M)
+FENCE = re.compile(r"^(```|~~~).*?^\1", flags=re.DOTALL | re.MULTILINE)
 LANGUAGES = {".py": "python", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".md": "markdown", ".json": "json"}
 SKIP_DIRS = {"__pycache__", ".git", ".venv", "runs", "site"}
 

@@ -1,10 +1,11 @@
 """The figures of the taxonomy tour (docs/tour/): `python docs/scripts/tour_figures.py [AXIS ...]`.
 
 Each axis is a few `rlagents.compare` runs (one per variant: an agent, or one agent with a config switch) on
-small budgets; the script plots the greedy evaluation return against env steps (mean over seeds, the band
+small budgets; the script plots the greedy evaluation return against env steps (median over seeds, the band
 spanning the seeds) into docs/tour/figures/<axis>.png and writes docs/tour/figures/<axis>.json with every
 run's final return and first step at the threshold, plus the date, CPU and the calls made. `taxonomy` draws
-the map of the agents (no training). With no argument it makes every figure, cheapest first.
+the map of the agents (no training). With no argument it makes every figure, cheapest first;
+`--plot-only AXIS ...` redraws figures from their JSON without training.
 
 The runs go to runs/tour/<axis>/<variant>/ (each a full comparison folder: report.md, curves.png, runs/).
 """
@@ -23,8 +24,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ROOT / "docs" / "tour" / "figures"
@@ -45,37 +46,43 @@ class Axis:
     steps: dict[str, int]  # per agent
     variants: list[Variant]
     title: str
+    eval: dict[str, Any]  # evaluation schedule of every run (the default schedules evaluate less often)
     log_x: bool = False
+    train_panel: bool = False  # a second panel: the return of the training episodes (exploring), from TensorBoard
+    y_range: tuple[float, float] | None = None  # e.g. to keep CliffWalking's early -10,000 (a policy looping
+    # until the time limit) from flattening the rest
 
 
 AXES = {
     "on-off-policy": Axis(
-        "CliffWalking-v1", [0, 1, 2], {"qlearning": 30_000},
+        "CliffWalking-v1", [0, 1, 2], {"qlearning": 50_000},
         [Variant("Q-learning (off-policy)", "qlearning", {"update": "qlearning"}),
          Variant("SARSA (on-policy)", "qlearning", {"update": "sarsa"})],
-        "CliffWalking: greedy return (optimal: -13)"),
+        "CliffWalking: greedy return (optimal: -13)", {"eval_every": 2_500, "eval_episodes": 5},
+        train_panel=True, y_range=(-60, 0)),
     "exploration": Axis(
         "FrozenLake-v1", [0, 1, 2], {"qlearning": 100_000},
         [Variant("epsilon-greedy", "qlearning", {"exploration": "epsilon"}),
          Variant("Boltzmann", "qlearning", {"exploration": "boltzmann"}),
          Variant("UCB", "qlearning", {"exploration": "ucb"})],
-        "FrozenLake 4x4 (slippery): greedy success rate"),
+        "FrozenLake 4x4 (slippery): greedy success rate", {"eval_every": 5_000, "eval_episodes": 200}),
     "model-based": Axis(
-        "Taxi-v4", [0, 1, 2], {"qlearning": 100_000, "planner": 10_000},
-        [Variant("qlearning (model-free)", "qlearning"), Variant("planner (model-based)", "planner")],
-        "Taxi: greedy return against env steps (log scale)", log_x=True),
+        "Taxi-v4", [0, 1, 2], {"qlearning": 200_000, "planner": 10_000},
+        [Variant("qlearning (model-free)", "qlearning"),
+         Variant("planner (model-based)", "planner", {"eval_every": 1_000})],
+        "Taxi: greedy return against env steps (log scale)", {"eval_every": 10_000, "eval_episodes": 50},
+        log_x=True, y_range=(-250, 15)),
     "value-policy": Axis(
-        "CartPole-v1", [0, 1], {"dqn": 30_000, "reinforce": 60_000, "ppo": 60_000},
+        "CartPole-v1", [0, 1], {"dqn": 20_000, "reinforce": 50_000, "ppo": 50_000},
         [Variant("dqn (value-based)", "dqn"), Variant("reinforce (policy gradient)", "reinforce"),
          Variant("ppo (actor-critic policy gradient)", "ppo")],
-        "CartPole: greedy return against env steps"),
+        "CartPole: greedy return against env steps", {"eval_every": 2_500, "eval_episodes": 5}),
 }
-EVAL = {"qlearning": {"eval_every": 5_000, "eval_episodes": 200}, "planner": {"eval_every": 1_000, "eval_episodes": 100}}
 
 
 def cpu_name() -> str:
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
         return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown CPU"
@@ -87,7 +94,7 @@ def run_axis(name: str, axis: Axis) -> dict[str, Any]:
     record: dict[str, Any] = {"env": axis.env, "seeds": axis.seeds, "date": datetime.now(timezone.utc).isoformat(
         timespec="minutes"), "cpu": cpu_name(), "load_average_at_start": list(np.round(_load(), 1)), "variants": {}}
     for variant in axis.variants:
-        config = dict(EVAL.get(variant.agent, {}), **variant.config)
+        config = dict(axis.eval, **variant.config)
         steps = axis.steps[variant.agent]
         out = RUNS / name / variant.label.split(" ")[0].replace("-", "")
         call = (f"rlagents.compare([{variant.agent!r}], {axis.env!r}, seeds={axis.seeds}, steps={steps}, "
@@ -98,9 +105,19 @@ def run_axis(name: str, axis: Axis) -> dict[str, Any]:
         runs = [{k: r.get(k) for k in ("seed", "status", "eval_return_mean", "solved_at_step", "train_time_s",
                                        "env_steps_per_s", "reward_threshold")}
                 | {"curve": [(e["step"], e["return_mean"]) for e in r.get("evaluations", [])]}
+                | ({"train_curve": train_curve(Path(r["run_dir"]))} if axis.train_panel else {})
                 for r in result.runs]
         record["variants"][variant.label] = {"call": call, "runs": runs}
     return record
+
+
+def train_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """`charts/episode_return` of a run (the mean return of recent training episodes), from its events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars("charts/episode_return")]
 
 
 def _load() -> tuple[float, ...]:
@@ -110,25 +127,37 @@ def _load() -> tuple[float, ...]:
         return ()
 
 
-def plot_axis(name: str, axis: Axis, record: dict[str, Any]) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    threshold = None
+def _draw(ax: Any, record: dict[str, Any], key: str) -> None:
     for label, variant in record["variants"].items():
-        curves = [r["curve"] for r in variant["runs"] if r["curve"]]
-        threshold = threshold or next((r["reward_threshold"] for r in variant["runs"]), None)
+        curves = [r[key] for r in variant["runs"] if r.get(key)]
         length = min(len(c) for c in curves)
         steps = np.array([s for s, _ in curves[0][:length]])
         values = np.array([[v for _, v in c[:length]] for c in curves])
-        line, = ax.plot(steps, values.mean(axis=0), label=f"{label} ({len(curves)} seeds)")
+        line, = ax.plot(steps, np.median(values, axis=0), label=f"{label} ({len(curves)} seeds)")
         ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+
+
+def plot_axis(name: str, axis: Axis, record: dict[str, Any]) -> None:
+    panels = 2 if axis.train_panel else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4), squeeze=False)
+    ax = axes[0][0]
+    _draw(ax, record, "curve")
+    threshold = next(r["reward_threshold"] for v in record["variants"].values() for r in v["runs"])
     if threshold is not None:
         ax.axhline(threshold, color="grey", linestyle=":", label=f"reward threshold {threshold:g}")
-    if axis.log_x:
-        ax.set_xscale("log")
     ax.set(xlabel="env steps", ylabel="greedy evaluation return", title=axis.title)
-    ax.legend(fontsize=8)
-    ax.text(1.0, -0.16, f"{record['date'][:10]}, {record['cpu']}; line: mean over seeds, band: min-max",
-            transform=ax.transAxes, ha="right", fontsize=7, color="grey")
+    if axis.train_panel:
+        _draw(axes[0][1], record, "train_curve")
+        axes[0][1].set(xlabel="env steps", ylabel="return of recent training episodes",
+                       title="while training (exploring)")
+    for a in axes[0]:
+        if axis.log_x:
+            a.set_xscale("log")
+        if axis.y_range:
+            a.set_ylim(*axis.y_range)
+        a.legend(fontsize=8)
+    ax.set_xlabel(f"env steps\n{record['date'][:10]}, {record['cpu']}; line: median over seeds, band: min-max",
+                  fontsize=8)
     fig.tight_layout()
     fig.savefig(FIGURES / f"{name}.png", dpi=110)
     plt.close(fig)
@@ -176,17 +205,24 @@ def taxonomy() -> None:
     plt.close(fig)
 
 
-def main(names: list[str]) -> None:
+def main(args: list[str]) -> None:
+    """`AXIS ...` runs and plots those axes; `--plot-only AXIS ...` redraws from their saved JSON."""
+    plot_only = "--plot-only" in args
+    names = [a for a in args if a != "--plot-only"] or ["taxonomy", *AXES]
     FIGURES.mkdir(parents=True, exist_ok=True)
-    for name in names or ["taxonomy", *AXES]:
+    for name in names:
         if name == "taxonomy":
             taxonomy()
             continue
         if name not in AXES:
             sys.exit(f"error: unknown axis {name!r}; choose from taxonomy, {', '.join(AXES)}")
-        record = run_axis(name, AXES[name])
-        record["command"] = f"nice -n 10 python docs/scripts/tour_figures.py {name}"
-        (FIGURES / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+        path = FIGURES / f"{name}.json"
+        if plot_only:
+            record = json.loads(path.read_text())
+        else:
+            record = run_axis(name, AXES[name])
+            record["command"] = f"nice -n 10 python docs/scripts/tour_figures.py {name}"
+            path.write_text(json.dumps(record, indent=1) + "\n")
         plot_axis(name, AXES[name], record)
 
 
