@@ -325,13 +325,15 @@ def writing(what: str, where: Path) -> Iterator[None]:
 
 class StopSignals:
     """SIGINT and SIGTERM ask training to stop at its next event; during an evaluation (which may take long)
-    they stop it at once by raising KeyboardInterrupt, and a second SIGINT does so anywhere. Installed for a
-    whole session, until the final state is saved (main thread only)."""
+    they stop it at once by raising KeyboardInterrupt, and a second SIGINT does so anywhere (then, mid-step,
+    no checkpoint is written: the state may be half-updated). Installed for a whole session, until the final
+    state is saved (main thread only)."""
 
     def __init__(self):
         self.requested: list[int] = []
         self.interruptible = False
         self.holding = False
+        self.torn = False  # an interrupt landed mid-step: the in-memory state is no resume point
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -347,6 +349,7 @@ class StopSignals:
         again = bool(self.requested)
         self.requested.append(signum)
         if not self.holding and (self.interruptible or (again and signum == signal.SIGINT)):
+            self.torn = not self.interruptible
             raise KeyboardInterrupt
 
     def hold(self) -> None:
@@ -532,10 +535,13 @@ class Session:
                 self.status = INTERRUPTED
         self.signals.hold()  # from here on a signal waits: the final or resumable state is being saved
         if self.status != COMPLETED:
-            self.save(f"step_{state.step:012d}", "stopped by callback" if self.status == STOPPED else self.status)
+            if not self.signals.torn:
+                self.save(f"step_{state.step:012d}", "stopped by callback" if self.status == STOPPED else self.status)
+            # else a second SIGINT stopped it mid-step: the newest checkpoint on disk stays the resume point
+            kept = step_checkpoints(self.run.run_dir)
             self.ended(None)
             stopped = {"status": self.status, "total_steps": state.step, "episodes": state.episodes,
-                       "run_dir": str(self.run.run_dir),
+                       "run_dir": str(self.run.run_dir), "checkpoint": str(kept[-1]) if kept else None,
                        "evaluations": [{k: v for k, v in e.items() if k != "returns"} for e in state.evaluations]}
             if self.status == STOPPED:
                 stopped["stopped_by"] = "callback"
