@@ -35,10 +35,12 @@ from rlagents.agents import Agent
 from rlagents.agents.base import StepCallback
 from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json, library_versions, save_checkpoint,
                                  step_checkpoints)
-from rlagents.config import ResolvedConfig
+from rlagents.config import ResolvedConfig, config_sha256
 from rlagents.environments import evaluate, final_observations
-from rlagents.errors import TrainingFault
+from rlagents.errors import CheckpointError, TrainingFault
 from rlagents.progress import TrainingProgress
+from rlagents.safeload import clip, shown
+from rlagents.state_check import LOAD_ERRORS, check_state, load_agent_state
 
 EVAL_SEED_OFFSET = 1_000_003  # eval episodes never share seeds with training envs
 PROGRESS_EVERY_S = 0.25
@@ -87,6 +89,83 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
     n = state["numpy"]
     np.random.set_state((n["kind"], np.asarray(n["keys"]).astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def check_session(record: dict[str, Any], path: Path | str) -> None:
+    """Refuse (CheckpointError naming checkpoint `path`) a checkpoint's loop and RNG state that a resume
+    cannot use: unknown or mistyped LoopState fields and evaluation records, RNG states of the wrong shape or
+    type."""
+    where = f"checkpoint {path}"
+    loop = record.get("loop")
+    if not isinstance(loop, dict):
+        raise CheckpointError(f"{where}: its loop state must be a mapping, got {shown(loop)}")
+    unknown = sorted(set(loop) - set(_LOOP_TYPES))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown loop state {', '.join(shown(k) for k in unknown[:5])}")
+    _check_fields(loop, _LOOP_TYPES, f"{where}: loop state")
+    evaluations = loop.get("evaluations", [])
+    if not isinstance(evaluations, list):
+        raise CheckpointError(f"{where}: loop state: evaluations must be a list, got {shown(evaluations)}")
+    for i, evaluation in enumerate(evaluations):
+        if not isinstance(evaluation, dict):
+            raise CheckpointError(f"{where}: loop state: evaluations.{i} must be a mapping, got {shown(evaluation)}")
+        _check_fields(evaluation, _EVALUATION_TYPES, f"{where}: loop state: evaluations.{i}", required=True)
+        if not all(_is_number(r) for r in evaluation["returns"]) or not evaluation["returns"]:
+            raise CheckpointError(f"{where}: loop state: evaluations.{i}.returns must be a list of numbers")
+    schedule = loop.get("schedule", {})
+    unknown = sorted(set(schedule) - set(_SCHEDULE_TYPES))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown loop state schedule.{shown(unknown[0])}")
+    _check_fields(schedule, _SCHEDULE_TYPES, f"{where}: loop state: schedule")
+    check_state(record.get("rng"), global_rng_state(), where=f"{where}: RNG state")
+
+
+# types of the loop state's fields as a checkpoint's JSON holds them (None: may be null); evaluation results
+# may be NaN or infinite (an env may return such rewards): they are records, not state
+_LOOP_TYPES = {"step": (int,), "episodes": (int,), "sessions": (int,), "eval_time": (float,), "train_time": (float,),
+               "solved_at_step": (int, None), "solved_at_time": (float, None), "best_eval": (float, None),
+               "evaluations": (list,), "schedule": (dict,)}
+_SCHEDULE_TYPES = {"log": (int,), "eval": (int,), "checkpoint": (int,)}
+_EVALUATION_TYPES = {"step": (int,), "train_time_s": (float,), "return_mean": (float,), "return_std": (float,),
+                     "length_mean": (float,), "returns": (list,)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_fields(values: dict[str, Any], types: dict[str, tuple], where: str, required: bool = False) -> None:
+    for key, allowed in types.items():
+        if key not in values:
+            if required:
+                raise CheckpointError(f"{where} has no {key}")
+            continue
+        value = values[key]
+        if value is None and None in allowed:
+            continue
+        if int in allowed and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise CheckpointError(f"{where}: {key} must be a non-negative integer, got {shown(value)}")
+        if float in allowed and not _is_number(value):
+            raise CheckpointError(f"{where}: {key} must be a number, got {shown(value)}")
+        if list in allowed and not isinstance(value, list):
+            raise CheckpointError(f"{where}: {key} must be a list, got {shown(value)}")
+        if dict in allowed and not isinstance(value, dict):
+            raise CheckpointError(f"{where}: {key} must be a mapping, got {shown(value)}")
+
+
+def restore_session(agent: Agent, record: dict[str, Any], path: Path | str) -> LoopState:
+    """Load a training checkpoint's agent, loop and RNG state (checked first); returns the loop state of
+    the new session. Anything that does not fit is a CheckpointError naming `path`, never a traceback."""
+    check_session(record, path)
+    load_agent_state(agent, record.get("agent"), path)
+    try:
+        state = LoopState(**record["loop"])
+        set_global_rng_state(record["rng"])
+    except LOAD_ERRORS as exc:
+        raise CheckpointError(f"checkpoint {path}: its loop or RNG state cannot be restored "
+                              f"({clip(str(exc), 200)})") from None
+    state.sessions += 1
+    return state
 
 
 def resume_seed(seed: int, step: int) -> int:
@@ -162,7 +241,8 @@ class Run:
                 "observation_space": repr(self.envs.single_observation_space),
                 "action_space": repr(self.envs.single_action_space),
                 "config": {"train": dataclasses.asdict(self.config.train),
-                           "agent": dataclasses.asdict(self.config.agent)}}
+                           "agent": dataclasses.asdict(self.config.agent)},
+                "config_sha256": config_sha256(self.config.train, self.config.agent, self.seed)}
 
 
 class LoopListener:
@@ -595,7 +675,8 @@ def step_envs(session: Session, on_step: StepCallback) -> None:
             return
 
 
-def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | None = None) -> dict[str, Any]:
+def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | None = None, *,
+          resume_from: str = "the checkpoint") -> dict[str, Any]:
     """Train `run.agent` for the configured number of env steps; returns the summary written to disk.
 
     `resume` is a checkpoint's state (agent, loop, RNGs, episodes in flight) to continue from: the agent and
@@ -604,6 +685,7 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
     restore_episodes`), so a resumed run continues exactly as the uninterrupted one would. An env that cannot
     be replayed exactly starts a new episode, seeded from the resume point, and the agent drops its partial
     data for it. SIGINT and SIGTERM stop training cleanly with a resumable checkpoint, up to the final save.
+    `resume_from` names the checkpoint in errors: a state that does not fit is a CheckpointError.
 
     `callback(step, metrics)` is called at every log and evaluation event (`LoopListener.on_event` says what
     `metrics` holds); returning False stops the run like a signal does (a resumable checkpoint; the returned
@@ -611,10 +693,7 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
     """
     state = LoopState()
     if resume is not None:
-        run.agent.load_state_dict(resume["agent"])
-        state = LoopState(**resume["loop"])
-        state.sessions += 1
-        set_global_rng_state(resume["rng"])
+        state = restore_session(run.agent, resume, resume_from)
     listeners = [TensorBoardLog(), *run.listeners, *([CallbackListener(callback)] if callback else [])]
     for listener in listeners:
         listener.start(run, state, resumed=resume is not None)
@@ -624,7 +703,11 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
             if resume is None:
                 session.obs, _ = run.envs.reset(seed=run.seed)
             else:
-                session.restore_in_flight(resume.get("in_flight"))
+                try:
+                    session.restore_in_flight(resume.get("in_flight"))
+                except LOAD_ERRORS as exc:
+                    raise CheckpointError(f"checkpoint {resume_from}: its episodes in flight cannot be restored "
+                                          f"({clip(str(exc), 200)})") from None
             on_step = session.step_callback()
             # events left due by a stopped session (a signal at an event step, an interrupted evaluation) first
             keep_going = state.step < session.schedule.next_event or session.events()
