@@ -18,6 +18,7 @@ good checkpoint kept.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,10 @@ def train(agent: str, env: EnvLike, seed: int = 0, steps: int | None = None,
         overrides["steps"] = steps
     spec = resolve_spec(agent, env, seed=seed, config_file=config_file, overrides=overrides, env_kwargs=env_kwargs,
                         env_modules=env_modules, run_dir=run_dir, device=device)
+    if not spec.env.rebuildable:
+        warnings.warn(f"env factory {spec.env.id} cannot be imported again (a lambda, a local function or one in a "
+                      f"script): load, resume and evaluate of {spec.run_dir} need it passed again as env=, and the "
+                      f"python -m commands cannot rebuild it; define it at the top level of a module", stacklevel=2)
     return train_spec(spec, progress=progress, callback=callback, check_env=check_env)
 
 

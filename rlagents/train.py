@@ -12,7 +12,7 @@ from rlagents.api import TrainResult, resume_spec, train_spec
 from rlagents.cli import ArgumentParser, output_dir_arg, seed_arg
 from rlagents.config import parse_overrides
 from rlagents.environments import known_env_ids
-from rlagents.envspec import parse_env_kwargs
+from rlagents.envspec import import_env_module, parse_env_kwargs
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import Run
 from rlagents.runs import materialize
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available_agents()))
         return 0
     if args.list_envs:
+        for module in args.env_module:  # the ids these modules register are listed too
+            import_env_module(module, "--env-module")
         print("\n".join(known_env_ids()))
         return 0
     spec = spec_from_args(args)
