@@ -26,6 +26,7 @@ from rlagents import obs as batches
 from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.masks import mask_logits, masked_argmax
 from rlagents.networks import NetworkConfig, build_backbone, numpy_mlp_forward
 
 
@@ -146,6 +147,7 @@ class ReinforceAgent(Agent):
     name = "reinforce"
     config_class = ReinforceConfig
     recorded_state = frozenset({"trajectories", "batch"})
+    takes_masks = True
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: ReinforceConfig) -> None:
@@ -229,8 +231,10 @@ class ReinforceAgent(Agent):
             return self.low + (np.tanh(raw) + 1.0) * 0.5 * (self.high - self.low)
         return np.clip(raw, self.low, self.high)
 
-    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
+    def act(self, obs: np.ndarray, *, explore: bool, mask: np.ndarray | None = None) -> np.ndarray:
         out = self._head(obs)
+        if self.discrete and mask is not None:
+            return self._act_masked(out, explore, mask)
         if self.discrete:
             if not explore:
                 return out.argmax(axis=1)
@@ -246,6 +250,19 @@ class ReinforceAgent(Agent):
         self._last_raw = raw.astype(np.float32)
         return self._to_env(raw).astype(np.float32)
 
+    def _act_masked(self, out: np.ndarray, explore: bool, mask: np.ndarray) -> np.ndarray:
+        """Discrete actions of the policy restricted to legal actions (illegal logits at `MASKED_LOGIT`).
+
+        Sampling inverts the CDF with u ~ U[0, total) and takes the first action whose cumulative probability
+        exceeds u: an action of probability 0 never does, whatever the rounding of the sum."""
+        if not explore:
+            return masked_argmax(out, mask)
+        logits = mask_logits(out, mask)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        cumulative = probs.cumsum(axis=1)
+        u = self.rng.random((len(out), 1)) * cumulative[:, -1:]
+        return (cumulative <= u).sum(axis=1)
+
     def export_module(self) -> nn.Module:
         """Greedy policy for `rlagents.export`: [observation normaliser] → policy network → argmax (discrete) or
         the mean squashed or clipped into the bounds (continuous)."""
@@ -255,7 +272,9 @@ class ReinforceAgent(Agent):
 
     # ------------------------------------------------------------ learning
 
-    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, *, mask=None, next_mask=None) -> None:
+        """Append the step to each env's episode (with `mask`, the legal actions the step was taken among, which
+        the update's log-probabilities use); update once enough episodes have ended."""
         stored_actions = actions if self.discrete else self._last_raw
         if self.obs_norm is not None:
             # episodes are stored raw and normalised at update time with the statistics then current
@@ -265,6 +284,8 @@ class ReinforceAgent(Agent):
             traj["obs"].append(batches.take(obs, i))
             traj["actions"].append(stored_actions[i])
             traj["rewards"].append(float(rewards[i]))
+            if mask is not None:
+                traj.setdefault("masks", []).append(mask[i])
             if terminated[i] or truncated[i]:
                 bootstrap = 0.0
                 if truncated[i] and not terminated[i] and self.config.truncation == "bootstrap":
@@ -280,11 +301,13 @@ class ReinforceAgent(Agent):
         if len(self._batch) >= self.config.episodes_per_update:
             self._update()
 
-    def log_prob_and_entropy(self, obs: Any, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log π(a|s) and the policy's entropy (for Gaussian-tanh policies, of the pre-squash Gaussian)."""
+    def log_prob_and_entropy(self, obs: Any, actions: torch.Tensor, masks: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π(a|s) and the policy's entropy (for Gaussian-tanh policies, of the pre-squash Gaussian); with
+        `masks`, of the policy restricted to the legal actions."""
         out = self.policy(obs)
         if self.discrete:
-            dist = torch.distributions.Categorical(logits=out)
+            dist = torch.distributions.Categorical(logits=out if masks is None else mask_logits(out, masks))
             return dist.log_prob(actions.long()), dist.entropy()
         mean = out[:, : self.act_dim]
         log_std = (self.policy.log_std.expand_as(mean) if self.policy.log_std is not None
@@ -302,7 +325,10 @@ class ReinforceAgent(Agent):
         actions = torch.as_tensor(np.stack([a for ep in episodes for a in ep["actions"]]), device=self.device)
         returns = torch.as_tensor(np.concatenate([ep["returns"] for ep in episodes]), dtype=torch.float32,
                                   device=self.device)
-        log_prob, entropy = self.log_prob_and_entropy(obs, actions)
+        masks = None
+        if self.discrete and all("masks" in ep for ep in episodes):
+            masks = torch.as_tensor(np.stack([m for ep in episodes for m in ep["masks"]]), device=self.device)
+        log_prob, entropy = self.log_prob_and_entropy(obs, actions, masks)
         metrics: dict[str, float] = {}
         if self.value is not None:
             with torch.no_grad():
@@ -404,6 +430,8 @@ def _pack_episode(traj: dict[str, Any]) -> dict[str, Any]:
               "rewards": np.asarray(traj["rewards"], dtype=np.float64), "length": len(traj["rewards"])}
     if "returns" in traj:
         packed["returns"] = traj["returns"]
+    if traj.get("masks"):
+        packed["masks"] = np.stack(traj["masks"])
     return packed
 
 
@@ -413,6 +441,8 @@ def _unpack_episode(packed: dict[str, Any]) -> dict[str, Any]:
             "rewards": [float(r) for r in np.asarray(packed["rewards"])]}
     if "returns" in packed:
         traj["returns"] = np.asarray(packed["returns"])
+    if "masks" in packed:
+        traj["masks"] = list(np.asarray(packed["masks"], dtype=bool))
     return traj
 
 
