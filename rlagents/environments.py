@@ -148,6 +148,15 @@ def make_env(env_id: str, *, render_mode: str | None = None, training: bool = Fa
         raise UserError(f"cannot create env {env_id!r}: {exc}") from None
 
 
+def provides_masks(env_id: str) -> bool:
+    """Whether env `env_id` gives action masks (`rlagents.masks`)."""
+    env = make_env(env_id)
+    try:
+        return env_provides_masks(env)
+    finally:
+        env.close()
+
+
 def is_project_env(env_id: str) -> bool:
     """Whether `env_id` is one of our own envs (registered by the `envs` package)."""
     _register_project_envs(atari=False)
@@ -380,8 +389,8 @@ def evaluate(policy: Callable[..., np.ndarray], envs: gym.vector.VectorEnv, n_ep
 
     Each env slot runs a fixed share of the episodes (not "first n to finish", which would favour short
     episodes), and seeding the vector with `seed` makes the episode set the same for every agent. Envs that
-    give action masks (`rlagents.masks`) call `policy(obs, masks)`, others `policy(obs)`; `counts`, if given,
-    receives the number of actions taken that the masks forbid (`illegal_actions`).
+    give action masks (`rlagents.masks`) call `policy(obs, masks)`, others `policy(obs)`; for them `counts`, if
+    given, receives the number of actions taken that the masks forbid (`illegal_actions`).
     """
     n = envs.num_envs
     quota = np.full(n, n_episodes // n)
@@ -407,6 +416,6 @@ def evaluate(policy: Callable[..., np.ndarray], envs: gym.vector.VectorEnv, n_ep
             lengths.append(ep_length[i])
             done_count[i] += 1
             ep_return[i], ep_length[i] = 0.0, 0
-    if counts is not None:
+    if counts is not None and masked:
         counts["illegal_actions"] = illegal
     return np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.int64)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rlagents.cli import ArgumentParser, resolve_device
@@ -13,9 +12,8 @@ from rlagents.environments import EVAL_STEP_CAP, evaluate, make_env, make_vec_en
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.onnx_policy import OnnxPolicy
-from rlagents.runs import LoadedRun, load_run
-
-VIDEO_FORMATS = (".gif",)
+from rlagents.runs import load_run
+from rlagents.video import check_renders, check_video_file, record_episodes, write_video
 
 
 def build_parser() -> ArgumentParser:
@@ -27,7 +25,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint JSON (default: the final one)")
     p.add_argument("--onnx", type=Path, default=None,
                    help="play this exported policy (python -m rlagents.export) through onnxruntime instead")
-    p.add_argument("--video", type=Path, default=None, help="record one greedy episode to this .gif file")
+    p.add_argument("--video", type=Path, default=None,
+                   help="record greedy episodes to this .gif or .mp4 file (the format follows the suffix)")
+    p.add_argument("--video-episodes", type=int, default=1, metavar="N",
+                   help="episodes in the video, one after the other (default 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="torch device (default cpu)")
     return p
 
@@ -40,44 +41,19 @@ def spaces_of(env_id: str):
         env.close()
 
 
-def record_video(run: LoadedRun, path: Path, seed: int, max_frames: int = 2_000) -> int:
-    """Record one greedy episode as an animated GIF; returns the number of frames."""
-    from PIL import Image
-
-    env = make_env(run.env_id, render_mode="rgb_array")
-    frames = []
-    try:
-        obs, _ = env.reset(seed=seed)
-        frames.append(env.render())
-        done = False
-        while not done and len(frames) < max_frames:
-            action = run.agent.act(np.asarray(obs)[None], explore=False)[0]
-            obs, _, terminated, truncated, _ = env.step(action)
-            frames.append(env.render())
-            done = terminated or truncated
-    finally:
-        env.close()
-    fps = int(env.metadata.get("render_fps", 30) or 30)
-    images = [Image.fromarray(np.asarray(f)) for f in frames if f is not None]
-    if not images:
-        raise UserError(f"env {run.env_id} renders no rgb_array frames; cannot record a video")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(path)
-    return len(images)
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.video is not None and args.video.suffix.lower() not in VIDEO_FORMATS:
-        raise UserError(f"--video {args.video}: unsupported format {args.video.suffix or '(none)'!r}; "
-                        f"valid: {', '.join(VIDEO_FORMATS)}")
+    if args.video is not None:
+        check_video_file(args.video)
+    if args.video_episodes < 1:
+        raise UserError(f"--video-episodes must be >= 1, got {args.video_episodes}")
     if args.episodes is not None and args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
     torch.set_num_threads(1)
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
+    if args.video is not None:
+        check_renders(run.env_id, "--video")
     episodes = args.episodes or run.config.train.eval_episodes
     seed = args.seed if args.seed is not None else run.seed + EVAL_SEED_OFFSET
     envs = make_vec_env(run.env_id, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
@@ -85,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = OnnxPolicy.load(args.onnx, env_id=run.env_id)
         source = policy.source()
     else:
-        policy = lambda o: run.agent.act(o, explore=False)  # noqa: E731
+        policy = run.agent.greedy  # (obs, masks) for envs with action masks
         source = f"{run.checkpoint.name}, step {run.meta.get('step')}"
     returns, lengths = evaluate(policy, envs, episodes, seed)
     envs.close()
@@ -99,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         env.close()
     if args.video is not None:
-        n = record_video(run, args.video, seed)
-        print(f"video: {args.video} ({n} frames)")
+        frames, fps = record_episodes(policy, run.env_id, args.video_episodes, seed)
+        write_video(frames, args.video, fps)
+        print(f"video: {args.video} ({len(frames)} frames, {args.video_episodes} episode(s) from seed {seed})")
     return 0
 
 

@@ -30,7 +30,10 @@ from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json,
 from rlagents.config import ResolvedConfig
 from rlagents.environments import evaluate, final_observations
 from rlagents.errors import TrainingFault
+from rlagents.masks import final_masks, illegal_count
 from rlagents.progress import TrainingProgress
+from rlagents.trackers import Tracker, TrackedWriter
+from rlagents.video import capture_video
 
 EVAL_SEED_OFFSET = 1_000_003  # eval episodes never share seeds with training envs
 PROGRESS_EVERY_S = 0.25
@@ -55,6 +58,7 @@ class LoopState:
     train_time: float = 0.0  # training seconds of the sessions before this one (resumed runs)
     best_eval: float | None = None
     sessions: int = 1
+    illegal_actions: int = 0  # training actions that the env's action masks forbid (masked envs only)
 
 
 def global_rng_state() -> dict[str, Any]:
@@ -93,6 +97,8 @@ class Run:
     run_dir: Path
     progress: bool = True
     progress_sink: Callable[[int, float, float | None, float | None], None] | None = None  # instead of the bar
+    trackers: list[Tracker] = field(default_factory=list)  # W&B / MLflow runs mirroring TensorBoard
+    capture_video: bool = False  # record one greedy episode at each evaluation (RUN_DIR/videos, TensorBoard)
 
     def save(self, name: str, state: LoopState, reason: str, in_flight: dict[str, Any] | None = None) -> None:
         """Write checkpoint `name`: agent, loop state, global RNGs and the episodes in flight (`in_flight`,
@@ -146,14 +152,16 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         state.sessions += 1
         set_global_rng_state(resume["rng"])
     # everything at the checkpoint step itself was logged before the checkpoint was written: keep it
-    writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step + 1 if resume is not None else None)
+    writer = TrackedWriter(SummaryWriter(log_dir=str(run.run_dir),
+                                         purge_step=state.step + 1 if resume is not None else None), run.trackers)
     if resume is None:
         writer.add_text("hyperparameters", _markdown_table(run), 0)
     progress = TrainingProgress(f"{run.agent_name} {run.env_id} s{run.seed}", cfg.steps, run.progress,
                                 sink=run.progress_sink)
 
-    def greedy(obs: np.ndarray) -> np.ndarray:
-        return agent.act(obs, explore=False)
+    greedy = agent.greedy  # (obs, masks) for masked envs
+    masked_envs = getattr(envs, "masked", False)  # the env gives action masks: illegal actions are counted
+    action_start = int(getattr(envs.single_action_space, "start", 0))
 
     ep_return = np.zeros(n_envs)
     ep_length = np.zeros(n_envs, dtype=np.int64)
@@ -179,7 +187,7 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     def snapshot() -> LoopState:
         return LoopState(step, episodes, evaluations, solved_at_step, solved_at_time, eval_time,
                          earlier_train_time + time.perf_counter() - start - session_eval_time, state.best_eval,
-                         state.sessions)
+                         state.sessions, state.illegal_actions)
 
     # agents that drive the envs themselves (SB3's) restart their episodes on resume anyway
     recordable = getattr(envs, "record_episodes", False) and not agent.drives_env
@@ -234,12 +242,16 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         if step >= next_log:
             next_log += cfg.log_every * max(1, (step - next_log) // cfg.log_every + 1)
             _log_training(writer, step, agent, window_returns, window_lengths, step / max(train_time, 1e-9))
+            if masked_envs:
+                writer.add_scalar("charts/illegal_actions", state.illegal_actions, step)
             window_returns.clear()
             window_lengths.clear()
         if step >= next_eval:
             next_eval = next_eval + cfg.eval_every if cfg.eval_every > 0 else cfg.steps
             t0 = time.perf_counter()
             result = _evaluate(run, greedy, step, train_time)
+            if run.capture_video:  # inside the evaluation's time: not counted as training seconds
+                capture_video(writer, greedy, run.env_id, run.run_dir, run.seed + EVAL_SEED_OFFSET, step)
             session_eval_time += time.perf_counter() - t0
             eval_time += time.perf_counter() - t0
             evaluations.append(result)
@@ -247,6 +259,8 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
             writer.add_scalar("eval/return_mean", result["return_mean"], step)
             writer.add_scalar("eval/return_std", result["return_std"], step)
             writer.add_scalar("eval/length_mean", result["length_mean"], step)
+            if "illegal_actions" in result:
+                writer.add_scalar("eval/illegal_actions", result["illegal_actions"], step)
             if solved_at_step is None and threshold is not None and result["return_mean"] >= threshold:
                 solved_at_step, solved_at_time = step, train_time
             if state.best_eval is None or result["return_mean"] > state.best_eval:
@@ -276,8 +290,14 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
             if step < cfg.steps:
                 agent.drive(envs, obs, cfg.steps - step, on_step)
         else:
+            mask_args: dict[str, np.ndarray] = {}  # action masks for agents that take them
             while step < cfg.steps:
-                actions = agent.act(obs, explore=True)
+                if masked_envs:
+                    masks = envs.action_masks()
+                    mask_args = {"mask": masks} if agent.masked else {}
+                actions = agent.act(obs, explore=True, **mask_args)
+                if masked_envs:
+                    state.illegal_actions += illegal_count(masks, actions, action_start)
                 next_obs, rewards, terminated, truncated, infos = envs.step(actions)
                 step += n_envs
                 ep_return += rewards
@@ -288,7 +308,9 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
                     end_episodes(done)
                 else:
                     real_next = next_obs
-                agent.observe(obs, actions, rewards, real_next, terminated, truncated)
+                if agent.masked:
+                    mask_args["next_mask"] = final_masks(envs.action_masks(), terminated | truncated, infos)
+                agent.observe(obs, actions, rewards, real_next, terminated, truncated, **mask_args)
                 obs = next_obs
                 if step < next_event:
                     continue
@@ -298,9 +320,10 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         status = "interrupted"
     except TrainingFault:
         # no checkpoint is written: the newest one on disk is the last good state
+        failed = {"agent": run.agent_name, "env": run.env_id, "seed": run.seed, "status": "failed", "total_steps": step}
+        writer.finish(failed, "failed")
         writer.close()
-        atomic_write_json(run.run_dir / "summary.json", {"agent": run.agent_name, "env": run.env_id,
-                                                         "seed": run.seed, "status": "failed", "total_steps": step})
+        atomic_write_json(run.run_dir / "summary.json", failed)
         raise
     finally:
         progress.close(step)
@@ -308,12 +331,16 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
 
     if status == "interrupted":  # a resumable checkpoint; no end-of-training evaluation
         run.save(f"step_{step:012d}", snapshot(), "interrupted", in_flight())
+        stopped = {"status": status, "total_steps": step, "run_dir": str(run.run_dir)}
+        writer.finish(stopped, status)
         writer.close()
-        return {"status": status, "total_steps": step, "run_dir": str(run.run_dir)}
+        return stopped
     train_time = earlier_train_time + time.perf_counter() - start - session_eval_time
     if not evaluations or evaluations[-1]["step"] != step:  # the end-of-training evaluation
         t0 = time.perf_counter()
         evaluations.append(_evaluate(run, greedy, step, train_time))
+        if run.capture_video:
+            capture_video(writer, greedy, run.env_id, run.run_dir, run.seed + EVAL_SEED_OFFSET, step)
         session_eval_time += time.perf_counter() - t0
         eval_time += time.perf_counter() - t0
         writer.add_scalar("eval/return_mean", evaluations[-1]["return_mean"], step)
@@ -344,9 +371,13 @@ def train(run: Run, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     if costs:  # comparable costs, which the compare report tabulates
         summary["costs"] = costs
     summary.update(agent.summary_extras())
+    if masked_envs:  # actions the env's masks forbid: in training (all sessions) and in the final evaluation
+        summary["illegal_actions"] = {"train": state.illegal_actions, "final_eval": final.get("illegal_actions", 0),
+                                      "masked_agent": agent.masked}
     writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
     writer.add_hparams(_hparams(run), {"hparam/eval_return_mean": final["return_mean"]}, run_name=".",
                        global_step=step)
+    writer.finish(summary, status)
     writer.close()
     atomic_write_json(run.run_dir / "summary.json", summary)
     return summary
@@ -395,9 +426,10 @@ def _stop_on_signals() -> tuple[list[int], Any]:
 
 def _evaluate(run: Run, greedy, step: int, train_time: float) -> dict[str, Any]:
     cfg = run.config.train
-    returns, lengths = evaluate(greedy, run.eval_envs, cfg.eval_episodes, run.seed + EVAL_SEED_OFFSET)
+    counts: dict[str, int] = {}
+    returns, lengths = evaluate(greedy, run.eval_envs, cfg.eval_episodes, run.seed + EVAL_SEED_OFFSET, counts)
     return {"step": step, "train_time_s": round(train_time, 3), "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()), "length_mean": float(lengths.mean()),
+            "return_std": float(returns.std()), "length_mean": float(lengths.mean()), **counts,
             "returns": [float(r) for r in returns]}
 
 

@@ -11,16 +11,18 @@ import torch
 from rlagents.agents import Agent, agent_class
 from rlagents.checkpoint import check_spaces, latest_checkpoint, read_checkpoint
 from rlagents.config import ResolvedConfig, read_config_file, resolve
+from rlagents.environments import provides_masks
 from rlagents.errors import UserError
 
 
 def build_agent(agent_name: str, config: ResolvedConfig, obs_space: gym.Space, action_space: gym.Space, *,
-                n_envs: int, seed: int, device: torch.device) -> Agent:
-    """Check the spaces, then construct the agent (raises UnsupportedSpaceError / ConfigError on bad input)."""
+                n_envs: int, seed: int, device: torch.device, env_masks: bool = False) -> Agent:
+    """Check the spaces, then construct the agent (raises UnsupportedSpaceError / ConfigError on bad input).
+    `env_masks`: the env gives action masks, which the agent takes if it can and `action_masks` is on."""
     cls = agent_class(agent_name)
     cls.check_spaces(obs_space, action_space, config.agent)
     return cls(config.agent, obs_space, action_space, n_envs=n_envs, total_steps=config.train.steps,
-               device=device, seed=seed)
+               device=device, seed=seed, action_masks=env_masks and config.train.action_masks)
 
 
 @dataclass
@@ -57,7 +59,8 @@ def load_run(run_dir: Path, obs_space_of, *, device: torch.device, checkpoint: P
     seed = int(meta.get("seed", 0))
     config = resolve(agent_class(agent_name).config_class, data, env_id, {}, source=str(config_file))
     obs_space, action_space = obs_space_of(env_id)
-    agent = build_agent(agent_name, config, obs_space, action_space, n_envs=1, seed=seed, device=device)
+    agent = build_agent(agent_name, config, obs_space, action_space, n_envs=1, seed=seed, device=device,
+                        env_masks=provides_masks(env_id))
     path = checkpoint or latest_checkpoint(run_dir)
     state, ckpt_meta = read_checkpoint(path, agent=agent_name, env=env_id)
     check_spaces(ckpt_meta, obs_space, action_space, path)

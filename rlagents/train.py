@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +20,8 @@ from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, know
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import Run, seed_everything, train
 from rlagents.runs import build_agent
+from rlagents.trackers import DEFAULT_PROJECT, TRACKERS, open_trackers, require_tracker
+from rlagents.video import check_renders
 
 RUNS_DIR = Path("runs")
 
@@ -42,9 +46,51 @@ def build_parser() -> ArgumentParser:
                    help="run Gymnasium's env checker before training (default: on for our own envs/)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue a stopped run from its newest checkpoint, with the run's own config")
+    add_output_options(p)
     p.add_argument("--list-agents", action="store_true", help="list agents and exit")
     p.add_argument("--list-envs", action="store_true", help="list registered env ids and exit")
     return p
+
+
+def add_output_options(p: ArgumentParser) -> None:
+    """Where a run's results go besides TensorBoard: videos and experiment trackers."""
+    p.add_argument("--capture-video", action="store_true",
+                   help="record one greedy episode at each evaluation into RUN_DIR/videos (MP4) and TensorBoard "
+                   "(envs that render rgb_array; not counted in training time)")
+    p.add_argument("--track", action="append", choices=TRACKERS, default=[],
+                   help="also send scalars, config and summary to Weights & Biases (offline) or MLflow (repeatable)")
+    p.add_argument("--track-project", default=DEFAULT_PROJECT,
+                   help=f"W&B project / MLflow experiment name (default {DEFAULT_PROJECT})")
+    p.add_argument("--track-uri", default=None,
+                   help="MLflow tracking URI: a server URL or sqlite:///FILE (default: $MLFLOW_TRACKING_URI, else "
+                   "./mlflow.db)")
+
+
+def check_output_options(args, env_id: str) -> None:
+    """Refuse, before anything is built or written, a tracker that is not installed or a video of an env that
+    cannot render."""
+    for kind in args.track:
+        require_tracker(kind)
+    if args.capture_video:
+        check_renders(env_id, "--capture-video")
+
+
+def start_trackers(run: Run, args) -> None:
+    """Open the `--track` runs (creating the run directory; removed again if a tracker cannot start)."""
+    if not args.track:
+        return
+    created = not run.run_dir.exists()
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    config = {"run": {"agent": run.agent_name, "env": run.env_id, "seed": run.seed, "device": str(run.device),
+                      "run_dir": str(run.run_dir)},
+              "train": dataclasses.asdict(run.config.train), "agent": dataclasses.asdict(run.config.agent)}
+    try:
+        run.trackers = open_trackers(args.track, run.run_dir, config, project=args.track_project,
+                                     uri=args.track_uri)
+    except UserError:
+        if created:
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+        raise
 
 
 RUN_OPTIONS = ("agent", "env", "config", "steps", "seed", "overrides", "run_dir", "n_envs", "eval_every",
@@ -72,6 +118,7 @@ def prepare(args) -> Run:
     if env_id is None:
         raise UserError("--env is required, e.g. --env CartPole-v1 (see --list-envs)")
     cls = agent_class(agent_name)
+    check_output_options(args, env_id)
     config_path = args.config or default_config_path(agent_name)
     if args.config is None:
         data = read_config_file(config_path)
@@ -92,17 +139,19 @@ def prepare(args) -> Run:
     torch.set_num_threads(config.train.torch_threads)
     seed_everything(seed)
     agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,
-                        n_envs=envs.num_envs, seed=seed, device=device)
+                        n_envs=envs.num_envs, seed=seed, device=device, env_masks=envs.masked)
 
     if args.resume is not None:
         return Run(agent_name=agent_name, env_id=env_id, seed=seed, device=device, config=config, agent=agent,
-                   envs=envs, eval_envs=eval_envs, run_dir=args.resume, progress=not args.no_progress)
+                   envs=envs, eval_envs=eval_envs, run_dir=args.resume, progress=not args.no_progress,
+                   capture_video=args.capture_video)
     run_dir = args.run_dir or RUNS_DIR / (f"{env_id.replace('/', '-')}__{agent_name}__{seed}__"
                                           f"{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir")
     return Run(agent_name=agent_name, env_id=env_id, seed=seed, device=device, config=config, agent=agent,
-               envs=envs, eval_envs=eval_envs, run_dir=run_dir, progress=not args.no_progress)
+               envs=envs, eval_envs=eval_envs, run_dir=run_dir, progress=not args.no_progress,
+               capture_video=args.capture_video)
 
 
 def train_new(run: Run) -> dict:
@@ -134,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         check_spaces(meta, run.envs.single_observation_space, run.envs.single_action_space, candidates[-1])
         if "loop" not in resume:
             raise UserError(f"{candidates[-1]} is not a training checkpoint (no loop state)")
+        start_trackers(run, args)
         summary = train(run, resume)
     else:
+        start_trackers(run, args)
         summary = train_new(run)
     if summary["status"] == "interrupted":
         print(f"interrupted at step {summary['total_steps']}; a checkpoint was saved. Continue with: "

@@ -147,3 +147,15 @@ def tensorboard_video(writer: Any, tag: str, frames: list[np.ndarray], fps: int,
     height, width = frames[0].shape[:2]
     image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif_bytes(frames, fps))
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def capture_video(writer: Any, policy: Policy, env_id: str, run_dir: Path, seed: int, step: int) -> Path:
+    """`train --capture-video`: one greedy episode (seeded `seed`) to `RUN_DIR/videos/step_<step>.mp4` and to
+    TensorBoard (tag `videos/greedy_episode`), and to the run's trackers if `writer` has them."""
+    frames, fps = record_episodes(policy, env_id, 1, seed)
+    path = Path(run_dir) / VIDEO_DIR / f"step_{step:012d}.mp4"
+    write_video(frames, path, fps)
+    tensorboard_video(writer, "videos/greedy_episode", frames, fps, step)
+    if hasattr(writer, "log_video"):
+        writer.log_video(path, step)
+    return path
