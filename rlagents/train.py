@@ -21,7 +21,7 @@ from rlagents.errors import UserError, cli_entry
 from rlagents.loop import Run, seed_everything, train
 from rlagents.runs import build_agent
 from rlagents.trackers import DEFAULT_PROJECT, TRACKERS, open_trackers, require_tracker
-from rlagents.video import check_renders
+from rlagents.video import check_renders, require_mp4
 
 RUNS_DIR = Path("runs")
 
@@ -72,6 +72,7 @@ def check_output_options(args, env_id: str) -> None:
     for kind in args.track:
         require_tracker(kind)
     if args.capture_video:
+        require_mp4("--capture-video")
         check_renders(env_id, "--capture-video")
 
 

@@ -39,7 +39,19 @@ def check_video_file(path: Path, option: str = "--video") -> None:
                         f"{', '.join(VIDEO_FORMATS)}")
     if path.is_dir():
         raise UserError(f"{option} {path} is a folder; give a file name ending in .gif or .mp4")
+    if path.suffix.lower() == ".mp4":
+        require_mp4(option)
     check_output_file(path, option)
+
+
+def require_mp4(option: str) -> None:
+    """A one-line UserError when the MP4 writer (imageio with imageio-ffmpeg) is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("imageio", "imageio_ffmpeg") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"{option}: MP4 videos need {' and '.join(missing)}: pip install 'rlagents[video]'"
+                        f"{' (or write a .gif)' if option == '--video' else ''}")
 
 
 def check_renders(env_id: str, option: str) -> None:
@@ -125,12 +137,8 @@ def gif_bytes(frames: list[np.ndarray], fps: int) -> bytes:
 
 
 def _write_mp4(frames: list[np.ndarray], path: Path, fps: int) -> None:
-    try:
-        import imageio.v2 as imageio
-        import imageio_ffmpeg  # noqa: F401  (the ffmpeg binary imageio writes MP4 with)
-    except ImportError as exc:
-        raise UserError(f"MP4 videos need imageio and imageio-ffmpeg ({exc.name} is missing): pip install "
-                        f"imageio imageio-ffmpeg, or write a .gif") from None
+    require_mp4(str(path))
+    import imageio.v2 as imageio
     # H.264 in yuv420p needs even sizes: pad by repeating the last row/column rather than let ffmpeg rescale
     height, width = frames[0].shape[:2]
     pad = ((0, height % 2), (0, width % 2), (0, 0))
