@@ -103,21 +103,24 @@ def masked_argmax(scores: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
     """Per row, the first highest-scoring legal action (all actions where `masks` is None)."""
     if masks is None:
         return scores.argmax(axis=1)
-    return np.where(masks, scores, -np.inf).argmax(axis=1)
+    return np.where(legal_rows(masks), scores, -np.inf).argmax(axis=1)
 
 
 def random_legal(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One legal action per row, uniformly among that row's legal actions."""
-    return np.where(masks, rng.random(masks.shape), -1.0).argmax(axis=1)
+    return np.where(legal_rows(masks), rng.random(masks.shape), -1.0).argmax(axis=1)
 
 
 def legal_actions(mask: np.ndarray) -> list[int]:
-    """The legal actions of one mask row, as a list (for tabular agents' Python hot path)."""
-    return np.flatnonzero(mask).tolist()
+    """The legal actions of one mask row, as a list (for tabular agents' Python hot path); all actions for a
+    row without any."""
+    return np.flatnonzero(mask).tolist() or list(range(len(mask)))
 
 
 def mask_logits(logits: Any, masks: Any) -> Any:
-    """Logits (NumPy or torch) with illegal actions set to `MASKED_LOGIT`: their probability is exactly 0."""
+    """Logits (NumPy or torch) with illegal actions set to `MASKED_LOGIT`: their probability is exactly 0 (rows
+    without a legal action are left as they are)."""
     if isinstance(logits, np.ndarray):
-        return np.where(masks, logits, np.float32(MASKED_LOGIT)).astype(logits.dtype, copy=False)
+        return np.where(legal_rows(masks), logits, np.float32(MASKED_LOGIT)).astype(logits.dtype, copy=False)
+    masks = masks | ~masks.any(dim=1, keepdim=True)
     return logits.masked_fill(~masks, MASKED_LOGIT)

@@ -130,3 +130,37 @@ def test_without_masks_the_same_agent_crashes_while_it_learns(tmp_path):
 def test_sb3_agents_ignore_masks_but_train(tmp_path):
     summary = train(tmp_path, "sb3-dqn", MAZE, 600, "--set", "learning_starts=100")
     assert summary["illegal_actions"]["masked_agent"] is False
+
+
+# ---------------------------------------------------------------- export: masked greedy actions in the graph
+
+
+@pytest.mark.parametrize("agent, env_id, graph_inputs", [
+    ("qlearning", MAZE, ["obs", "action_mask"]),
+    ("dqn", MAZE, ["obs", "action_mask"]),
+    ("reinforce", MAZE, ["obs", "action_mask"]),
+    ("dqn", MAZE_DICT, ["action_mask", "observation"]),  # the mask is one of the observation's keys
+])
+def test_exported_graph_takes_the_mask_and_acts_as_the_masked_agent(tmp_path, agent, env_id, graph_inputs):
+    from rlagents.evaluate import spaces_of
+    from rlagents.export import main as export_main
+    from rlagents.onnx_policy import OnnxPolicy, evaluate_onnx
+    from rlagents.runs import load_run
+
+    summary = train(tmp_path, agent, env_id, 1_500, *(["--set", "learning_starts=300"] if agent == "dqn" else []))
+    run_dir, out = tmp_path / f"{agent}-{env_id}", tmp_path / "policy.onnx"
+    assert export_main([str(run_dir), "--out", str(out)]) == 0
+    policy = OnnxPolicy.load(out)
+    assert [name for name, _ in policy.inputs] == graph_inputs
+    assert json.loads(out.with_suffix(".json").read_text())["action_mask"]["from"] == (
+        "observation" if env_id == MAZE_DICT else "info")
+    returns, _ = evaluate_onnx(out)
+    assert returns.mean() == pytest.approx(summary["eval_return_mean"])  # the run's own evaluation episodes
+    # on every cell, under masks that leave exactly one legal action, the graph and the agent pick that action
+    run = load_run(run_dir, spaces_of, device=torch.device("cpu"))
+    cells = np.repeat(np.arange(25), 4)
+    masks = np.tile(np.eye(4, dtype=bool), (25, 1))
+    obs = cells if env_id == MAZE else {"observation": cells, "action_mask": masks.astype(np.int8)}
+    expected = np.tile(np.arange(4), 25)
+    np.testing.assert_array_equal(run.agent.greedy(obs, masks), expected)
+    np.testing.assert_array_equal(policy(obs, masks), expected)
