@@ -57,7 +57,7 @@ def with_action_mask(policy: nn.Module, mask_key: str | None) -> MaskedArgmax:
     """`policy` (an `nn.Sequential` ending in `Argmax`, as every discrete agent's `export_module`) with its argmax
     restricted to legal actions (`MaskedArgmax`)."""
     if not (isinstance(policy, nn.Sequential) and isinstance(policy[-1], Argmax)):
-        raise ValueError(f"cannot add an action mask to {type(policy).__name__}: expected scores then Argmax")
+        raise TypeError(f"cannot add an action mask to {type(policy).__name__}: expected scores then Argmax")
     return MaskedArgmax(nn.Sequential(*policy[:-1]), policy[-1].offset, mask_key)
 
 

@@ -82,6 +82,9 @@ class WandbTracker(Tracker):
 
 class MlflowTracker(Tracker):
     def __init__(self, name: str, config: dict[str, Any], experiment: str, uri: str | None):
+        # an unreachable server fails in seconds, not after MLflow's default 7 retries of up to 120 s each
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
