@@ -5,6 +5,7 @@ Measures the NumPy hand-written-gradient path (plain MLPs on a CPU) and the auto
 config, interleaved, one thread each; prints the median of five measurements of each.
 """
 
+import dataclasses
 import statistics
 import sys
 import time
@@ -15,19 +16,18 @@ import torch
 
 from rlagents.agents.dqn import DQNAgent, DQNConfig
 from rlagents.config import build
+from rlagents.threads import set_cpu_threads
 
-torch.set_num_threads(1)
+set_cpu_threads(1)
 overrides = dict(a.split("=", 1) for a in sys.argv[1:])
 cfg = build(DQNConfig, overrides, source="cli")
 obs_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 per_round = int(overrides.get("gradient_steps", 1))
 
 
-def make_agent(manual: bool) -> DQNAgent:
-    agent = DQNAgent(cfg, obs_space, gym.spaces.Discrete(2), n_envs=1, total_steps=100_000,
-                     device=torch.device("cpu"), seed=0)
-    if not manual:
-        agent._manual = None
+def make_agent(learner: str) -> DQNAgent:
+    agent = DQNAgent(dataclasses.replace(cfg, learner=learner), obs_space, gym.spaces.Discrete(2), n_envs=1,
+                     total_steps=100_000, device=torch.device("cpu"), seed=0)
     rng = np.random.default_rng(0)
     for _ in range(5000):
         agent.buffer.add(rng.normal(size=4), rng.integers(2), 1.0, rng.normal(size=4), False, 0.99)
@@ -42,7 +42,7 @@ def update_us(agent: DQNAgent, rounds: int = 300) -> float:
     return (time.perf_counter() - t) / (rounds * per_round) * 1e6
 
 
-agents = {"numpy (hand-written gradients)": make_agent(True), "autograd": make_agent(False)}
+agents = {"numpy (hand-written gradients)": make_agent("numpy"), "autograd": make_agent("torch")}
 times: dict[str, list[float]] = {name: [] for name in agents}
 for _ in range(5):
     for name, agent in agents.items():

@@ -31,6 +31,7 @@ from rlagents.digits import N_CLASSES, Digits, Split, canvas_space, load_idx_dig
 from rlagents.errors import ConfigError, UserError, cli_entry
 from rlagents.networks import ConvBackbone, Net
 from rlagents.paths import check_output_dir
+from rlagents.threads import set_cpu_threads
 from rlagents.progress import EpochProgress
 from rlagents.validate import SEED_MAX, check_seed
 
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir")
     data = load_idx_digits(data_path) if data_path is not None else load_sklearn_digits()
     split = split_indices(data.labels, config.split_seed, config.val_fraction, config.test_fraction)
-    torch.set_num_threads(config.torch_threads)
+    set_cpu_threads(config.torch_threads)
 
     from torch.utils.tensorboard import SummaryWriter  # slow import: only once the input is valid
 

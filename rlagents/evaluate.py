@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import torch
+import gymnasium as gym
+import numpy as np
 
+from rlagents import _entry_module
 from rlagents.cli import ArgumentParser, resolve_device
 from rlagents.environments import EVAL_STEP_CAP, evaluate, make_env, make_vec_env
+from rlagents.envspec import EnvSpec
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.onnx_policy import OnnxPolicy
-from rlagents.runs import load_run
+from rlagents.runs import LoadedRun, load_run
+from rlagents.threads import set_cpu_threads
 from rlagents.video import check_renders, check_video_file, record_episodes, write_video
 
 
@@ -33,12 +39,30 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def spaces_of(env_id: str):
-    env = make_env(env_id)
+def spaces_of(env: str | EnvSpec) -> tuple[gym.Space, gym.Space]:
+    """(observation space, action space) of a fresh `env`."""
+    env = make_env(env)
     try:
         return env.observation_space, env.action_space
     finally:
         env.close()
+
+
+def evaluate_run(run: LoadedRun, episodes: int | None = None, seed: int | None = None,
+                 policy: Callable[..., Any] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Greedy episodes of `run`'s agent (or of `policy`) on its env: by default its own final evaluation
+    (`eval_episodes` episodes from its evaluation seed), which reproduces the summary. Returns (returns,
+    lengths, seed). Envs with action masks call `policy(obs, masks)`."""
+    episodes = episodes or run.config.train.eval_episodes
+    seed = seed if seed is not None else run.seed + EVAL_SEED_OFFSET
+    if policy is None:
+        policy = run.agent.greedy  # (obs, masks) for envs with action masks
+    envs = make_vec_env(run.env, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
+    try:
+        returns, lengths = evaluate(policy, envs, episodes, seed)
+    finally:
+        envs.close()
+    return returns, lengths, seed
 
 
 @cli_entry
@@ -50,36 +74,34 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--video-episodes must be >= 1, got {args.video_episodes}")
     if args.episodes is not None and args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
     if args.video is not None:
-        check_renders(run.env_id, "--video")
-    episodes = args.episodes or run.config.train.eval_episodes
-    seed = args.seed if args.seed is not None else run.seed + EVAL_SEED_OFFSET
-    envs = make_vec_env(run.env_id, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
+        check_renders(run.env, "--video")
     if args.onnx is not None:
         policy = OnnxPolicy.load(args.onnx, env_id=run.env_id)
         source = policy.source()
     else:
-        policy = run.agent.greedy  # (obs, masks) for envs with action masks
+        policy = None
         source = f"{run.checkpoint.name}, step {run.meta.get('step')}"
-    returns, lengths = evaluate(policy, envs, episodes, seed)
-    envs.close()
+    returns, lengths, seed = evaluate_run(run, args.episodes, args.seed, policy)
     print(f"{run.agent_name} on {run.env_id} ({source}): "
-          f"return {returns.mean():.2f} ± {returns.std():.2f} over {episodes} episodes "
+          f"return {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes "
           f"(mean length {lengths.mean():.1f})")
-    env = make_env(run.env_id)
+    env = make_env(run.env)
     try:
         for line in run.agent.inspect(env, run.run_dir):
             print(line)
     finally:
         env.close()
     if args.video is not None:
-        frames, fps = record_episodes(policy, run.env_id, args.video_episodes, seed)
+        frames, fps = record_episodes(run.agent.greedy, run.env, args.video_episodes, seed)  # the checkpoint's
         write_video(frames, args.video, fps)
         print(f"video: {args.video} ({len(frames)} frames, {args.video_episodes} episode(s) from seed {seed})")
     return 0
 
+
+_entry_module(__name__)  # rlagents.evaluate(...) is the Python API's evaluate (see rlagents/__init__.py)
 
 if __name__ == "__main__":
     sys.exit(main())

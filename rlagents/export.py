@@ -37,6 +37,7 @@ from rlagents.evaluate import spaces_of
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.masks import MASK_KEY, obs_mask_space, obs_masks, single_mask
 from rlagents.onnx_policy import ACTION, MASK_INPUT, OnnxPolicy, first_line, flatten_obs, sidecar_path
+from rlagents.threads import set_cpu_threads
 from rlagents.paths import check_output_file
 from rlagents.runs import LoadedRun, load_run
 
@@ -180,7 +181,7 @@ def check_observations(run: LoadedRun) -> tuple[Any, np.ndarray | None]:
     space; for a masked agent also their action masks (the episode's own, random ones for the others, some
     without any legal action)."""
     space, agent = run.agent.obs_space, run.agent
-    env = make_env(run.env_id)
+    env = make_env(run.env)
     masks = []
     try:
         obs, info = env.reset(seed=run.seed + EVAL_SEED_OFFSET)
@@ -378,7 +379,7 @@ def _signature(tensor: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     require_packages()
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     run = load_run(args.run_dir, spaces_of, device=torch.device("cpu"), checkpoint=args.checkpoint)
     out = args.out if args.out is not None else run.run_dir / DEFAULT_NAME
     check_writable(out)

@@ -1,8 +1,8 @@
 """Experiment trackers: the run's TensorBoard scalars, resolved config and summary mirrored to Weights & Biases
 or MLflow (`train --track wandb|mlflow`).
 
-TensorBoard stays the record every run writes; `TrackedWriter` stands in for the loop's `SummaryWriter` and
-hands each scalar to the trackers as well, one batch per step. Trackers are optional extras
+TensorBoard stays the record every run writes; `TrackerLog` is a loop listener that hands the trackers what
+TensorBoard gets, one batch per loop event. Trackers are optional extras
 (`pip install 'rlagents[wandb]'`, `'rlagents[mlflow]'`), imported only when a run tracks with them.
 
 - W&B runs offline by default (`RUN_DIR/wandb/offline-run-*`, no network; `wandb sync` uploads it later);
@@ -14,13 +14,16 @@ hands each scalar to the trackers as well, one batch per step. Trackers are opti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 from rlagents.errors import UserError
+from rlagents.loop import LoopListener
 
 TRACKERS = ("wandb", "mlflow")
 DEFAULT_PROJECT = "rlagents"
@@ -145,45 +148,43 @@ def open_trackers(kinds: list[str], run_dir: Path, config: dict[str, Any], *, pr
     return trackers
 
 
-class TrackedWriter:
-    """A `SummaryWriter` stand-in: scalars go to TensorBoard and, batched per step, to every tracker; anything
-    else (text, images) to TensorBoard only."""
+class TrackerLog(LoopListener):
+    """`--track`: starts the tracker runs when training (re)starts, and hands them every scalar of every loop
+    event (what TensorBoard gets, one batch per event), the videos `--capture-video` records, and the summary
+    at the end."""
 
-    def __init__(self, writer: Any, trackers: list[Tracker]):
-        self.writer = writer
-        self.trackers = trackers
-        self._step: int | None = None
-        self._pending: dict[str, float] = {}
+    def __init__(self, kinds: list[str], *, project: str = DEFAULT_PROJECT, uri: str | None = None):
+        self.kinds, self.project, self.uri = list(kinds), project, uri
+        self.trackers: list[Tracker] = []
+        self.run_dir = Path()
 
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
-        self.writer.add_scalar(tag, value, step)
-        if step != self._step:
-            self.flush_scalars()
-            self._step = step
-        self._pending[tag] = float(value)
+    def start(self, run: Any, state: Any, resumed: bool) -> None:
+        self.run_dir = Path(run.run_dir)
+        config = {"run": {"agent": run.agent_name, "env": run.env_id, "seed": run.seed, "device": str(run.device),
+                          "run_dir": str(run.run_dir)},
+                  "train": dataclasses.asdict(run.config.train), "agent": dataclasses.asdict(run.config.agent)}
+        try:
+            self.trackers = open_trackers(self.kinds, self.run_dir, config, project=self.project, uri=self.uri)
+        except UserError:
+            if not resumed:  # a new run's folder holds only what this session just wrote: no half-started run
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
 
-    def flush_scalars(self) -> None:
-        if self._pending and self._step is not None:
-            for tracker in self.trackers:
-                tracker.log_scalars(self._pending, self._step)
-        self._pending = {}
-
-    def log_video(self, path: Path, step: int) -> None:
-        self.flush_scalars()
+    def on_event(self, step: int, metrics: dict[str, Any]) -> None:
+        scalars = {tag: float(value) for tag, value in metrics.items() if "/" in tag}
         for tracker in self.trackers:
-            tracker.log_video(path, step)
+            if scalars:
+                tracker.log_scalars(scalars, step)
+            video = (metrics.get("evaluation") or {}).get("video")
+            if video:
+                tracker.log_video(self.run_dir / video, step)
 
-    def finish(self, summary: dict[str, Any] | None, status: str) -> None:
-        """Flush, record the summary, and end the tracker runs."""
-        self.flush_scalars()
+    def end(self, status: str, summary: dict[str, Any] | None) -> None:
         for tracker in self.trackers:
-            if summary is not None:
+            if summary is not None:  # TensorBoard's last steps/s is the whole run's: mirror it
+                tracker.log_scalars({"charts/steps_per_s": summary["env_steps_per_s"]}, summary["total_steps"])
                 tracker.log_summary(summary)
+            else:
+                tracker.log_summary({"status": status})
             tracker.close(status)
         self.trackers = []
-
-    def close(self) -> None:
-        self.writer.close()
-
-    def __getattr__(self, name: str) -> Any:  # add_text, flush, _get_file_writer, ... of the SummaryWriter
-        return getattr(self.writer, name)

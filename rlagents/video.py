@@ -20,7 +20,9 @@ import numpy as np
 
 from rlagents import obs as batches
 from rlagents.environments import make_env
+from rlagents.envspec import EnvSpec, as_env_spec
 from rlagents.errors import UserError
+from rlagents.loop import LoopListener
 from rlagents.masks import single_mask
 from rlagents.paths import check_output_file
 
@@ -54,9 +56,10 @@ def require_mp4(option: str) -> None:
                         f"{' (or write a .gif)' if option == '--video' else ''}")
 
 
-def check_renders(env_id: str, option: str) -> None:
+def check_renders(env_spec: str | EnvSpec, option: str) -> None:
     """Refuse an env that cannot render `rgb_array` frames (a one-line UserError naming `option`)."""
-    env = make_env(env_id, render_mode="rgb_array")
+    env_id = as_env_spec(env_spec).id
+    env = make_env(env_spec, render_mode="rgb_array")
     try:
         modes = env.metadata.get("render_modes") or []
         frame = None
@@ -74,12 +77,12 @@ def _is_frame(frame: Any) -> bool:
     return isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] in (3, 4) and frame.size > 0
 
 
-def record_episodes(policy: Policy, env_id: str, episodes: int, seed: int,
+def record_episodes(policy: Policy, env_spec: str | EnvSpec, episodes: int, seed: int,
                     max_frames: int = MAX_FRAMES) -> tuple[list[np.ndarray], int]:
     """Frames of `episodes` greedy episodes of `policy` (seeded `seed`, `seed + 1`, ...), one after the other;
     returns (frames, frames per second of the env). `policy(obs_batch, masks)` gets a batch of one observation
     and its action mask (None where the env gives none)."""
-    env = make_env(env_id, render_mode="rgb_array")
+    env = make_env(env_spec, render_mode="rgb_array")
     frames: list[np.ndarray] = []
     try:
         for episode in range(episodes):
@@ -101,7 +104,7 @@ def record_episodes(policy: Policy, env_id: str, episodes: int, seed: int,
     finally:
         env.close()
     if not frames:
-        raise UserError(f"env {env_id} rendered no rgb_array frames; cannot record a video")
+        raise UserError(f"env {as_env_spec(env_spec).id} rendered no rgb_array frames; cannot record a video")
     return frames, fps
 
 
@@ -157,13 +160,31 @@ def tensorboard_video(writer: Any, tag: str, frames: list[np.ndarray], fps: int,
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
-def capture_video(writer: Any, policy: Policy, env_id: str, run_dir: Path, seed: int, step: int) -> Path:
-    """`train --capture-video`: one greedy episode (seeded `seed`) to `RUN_DIR/videos/step_<step>.mp4` and to
-    TensorBoard (tag `videos/greedy_episode`), and to the run's trackers if `writer` has them."""
-    frames, fps = record_episodes(policy, env_id, 1, seed)
-    path = Path(run_dir) / VIDEO_DIR / f"step_{step:012d}.mp4"
-    write_video(frames, path, fps)
-    tensorboard_video(writer, "videos/greedy_episode", frames, fps, step)
-    if hasattr(writer, "log_video"):
-        writer.log_video(path, step)
-    return path
+class VideoCapture(LoopListener):
+    """`train --capture-video`: inside each evaluation (so its seconds are evaluation seconds), one greedy
+    episode from the evaluation seed to `RUN_DIR/videos/step_<step>.mp4` and to TensorBoard (tag
+    `videos/greedy_episode`); the evaluation record gets the file's path (`video`), which trackers pick up."""
+
+    def __init__(self, env_spec: str | EnvSpec):
+        self.env_spec = env_spec
+        self.writer: Any = None
+
+    def start(self, run: Any, state: Any, resumed: bool) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        from rlagents.loop import EVAL_SEED_OFFSET
+
+        self.run_dir, self.seed = Path(run.run_dir), run.seed + EVAL_SEED_OFFSET
+        # its own event file next to the scalars' (TensorBoard reads every event file of a folder)
+        self.writer = SummaryWriter(log_dir=str(run.run_dir), filename_suffix=".videos")
+
+    def during_evaluation(self, step: int, policy: Policy) -> dict[str, Any]:
+        frames, fps = record_episodes(policy, self.env_spec, 1, self.seed)
+        path = Path(VIDEO_DIR) / f"step_{step:012d}.mp4"
+        write_video(frames, self.run_dir / path, fps)
+        tensorboard_video(self.writer, "videos/greedy_episode", frames, fps, step)
+        return {"video": str(path)}
+
+    def end(self, status: str, summary: dict[str, Any] | None) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from rlagents.threads import set_cpu_threads
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
-torch.set_num_threads(1)
+set_cpu_threads(1)
 
 
 @pytest.fixture(scope="session")

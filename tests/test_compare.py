@@ -69,15 +69,15 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_failing_run_does_not_sink_the_comparison(tmp_path):
-    good = compare.Task("dqn", "CartPole-v1", 0, tmp_path / "good",
-                        ["--agent", "dqn", "--env", "CartPole-v1", "--seed", "0", "--steps", "200", "--eval-episodes",
-                         "2", "--no-progress", "--run-dir", str(tmp_path / "good")])
-    bad = compare.Task("dqn", "CartPole-v1", 1, tmp_path / "bad", good.argv[:-1] + [str(tmp_path / "bad"),
-                                                                                     "--set", "lr=-1"])
+    args = compare.build_parser().parse_args(["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "2", "--steps",
+                                              "200", "--set", "eval_episodes=2", "--out", str(tmp_path)])
+    bad, good = compare.plan(args)[0]
+    bad.run_dir.mkdir(parents=True)
+    (bad.run_dir / "taken").write_text("")  # a folder that already holds something: refused in the worker
     with compare.Display([bad, good], enabled=False) as display:
         results = compare.run_local([bad, good], workers=1, display=display)
-    assert results[0]["status"] == "failed" and "lr" in results[0]["error"]
-    assert (tmp_path / "bad" / "error.txt").is_file()
+    assert results[0]["status"] == "failed" and "already exists" in results[0]["error"]
+    assert (bad.run_dir / "error.txt").is_file()
     assert results[1]["status"] == "completed" and results[1]["total_steps"] == 200
 
 

@@ -97,7 +97,7 @@ def test_unsupported_observation_space():
     (gym.spaces.Discrete(5), True, ()),
 ])
 def test_numpy_greedy_scores_pick_the_same_actions_as_torch(space, dueling, hidden):
-    from rlagents.networks import numpy_greedy_scores
+    from rlagents.numpy_mlp import numpy_greedy_scores
 
     torch.manual_seed(0)
     backbone = make_backbone(space, hidden=hidden)
@@ -115,7 +115,7 @@ def test_numpy_greedy_scores_pick_the_same_actions_as_torch(space, dueling, hidd
 
 
 def test_numpy_greedy_scores_do_not_apply_to_cnns():
-    from rlagents.networks import numpy_greedy_scores
+    from rlagents.numpy_mlp import numpy_greedy_scores
 
     cnn = make_backbone(gym.spaces.Box(0, 255, (1, 8, 8), np.uint8), cnn_channels=(2, 2, 2), cnn_features=4)
     assert numpy_greedy_scores(Net(cnn, QHead(4, 2))) is None

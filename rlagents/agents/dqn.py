@@ -3,6 +3,10 @@
 Target network (hard or soft updates), preallocated replay, Huber loss, gradient clipping and a linear
 epsilon schedule; double DQN, dueling heads, n-step returns and prioritized replay are switches. Q-networks
 are a shared backbone (MLP or CNN, chosen from the observation space) plus a Q head.
+
+Gradient steps are a learner's (`learner` config key): `TorchLearner` (autograd; every network, replay and
+device) or `NumpyLearner` (hand-written NumPy gradients for plain MLP Q-networks with uniform replay on a CPU,
+about twice as fast); both have `update_round(batch, n_updates)`. docs/agents/dqn.md describes the agent.
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.frame_replay import FrameReplayBuffer
-from rlagents.manual_mlp import ManualMLP, adam_step
 from rlagents.masks import masked_argmax
-from rlagents.networks import (MAX_WIDTH, DictBackbone, Net, NetworkConfig, QHead, build_backbone,
-                               numpy_greedy_scores)
+from rlagents.networks import MAX_WIDTH, DictBackbone, Net, NetworkConfig, QHead, build_backbone
+from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_greedy_scores, numpy_q_network
 from rlagents.replay import (
     Batch,
     NStepAccumulator,
@@ -72,6 +75,10 @@ class DQNConfig(NetworkConfig):
     checkpoint_replay: bool = param(False, "save the replay buffer in checkpoints, so --resume keeps it")
     frame_stack: int = param(0, "observations are stacks of this many frames (Atari: 4): replay stores each "
                              "frame once and rebuilds stacks by index (0: store whole observations)", low=0)
+    learner: Literal["auto", "torch", "numpy"] = param(
+        "auto", "how gradient steps are computed: numpy (hand-written gradients, ~2x faster; plain MLP "
+        "Q-networks with uniform replay on a CPU), torch (autograd; every network, replay and device), auto "
+        "(numpy where it applies, torch elsewhere)")
 
     def validate(self) -> None:
         super().validate()
@@ -83,6 +90,9 @@ class DQNConfig(NetworkConfig):
         if self.frame_stack and (self.n_step > 1 or self.prioritized):
             raise ConfigError("frame_stack replay supports 1-step uniform replay only: set n_step=1 and "
                               "prioritized=false, or frame_stack=0")
+        if self.learner == "numpy" and (self.prioritized or self.dueling):
+            raise ConfigError("learner numpy trains plain Q-networks with uniform replay: set prioritized=false "
+                              "and dueling=false, or learner torch (or auto)")
 
 
 # ---------------------------------------------------------------- pure maths
@@ -132,6 +142,158 @@ def td_loss(errors: torch.Tensor, kind: str) -> torch.Tensor:
     return loss_fn(errors, torch.zeros_like(errors), reduction="none").mean(dim=-1)
 
 
+# ---------------------------------------------------------------- learners
+
+
+class TorchLearner:
+    """DQN's gradient steps through autograd: every network (MLP, CNN, Dict, dueling), replay and device.
+
+    A learner trains its agent's online network (`agent.q`, `agent.optimizer`) from batches the agent samples,
+    and counts and logs its steps in the agent (`updates`, `skipped_updates`, losses and Q-values for
+    `metrics`); the agent owns acting, replay, the schedules and the target network's updates.
+    """
+
+    def __init__(self, agent: DQNAgent):
+        self.agent = agent
+
+    def update_round(self, batch: Batch, n_updates: int) -> None:
+        """`n_updates` gradient steps; rows [i·B, (i+1)·B) of `batch` are step i's (B = `batch_size`). The
+        arrays are converted to tensors once for the whole round."""
+        size, device = self.agent.config.batch_size, self.agent.device
+        tensors = [batches.to_tensor(a, device) for a in batch[:6]]
+        masks = None if batch.next_masks is None else batches.to_tensor(batch.next_masks, device)
+        for i in range(n_updates):
+            rows = slice(i * size, (i + 1) * size)
+            weights = None if batch.weights is None else batch.weights[rows]
+            self.step(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=weights,
+                            next_masks=None if masks is None else masks[rows]))
+
+    def step(self, batch: Batch) -> None:
+        """One gradient step on `batch`."""
+        agent, c = self.agent, self.agent.config
+        as_tensor = (lambda a: batches.to_tensor(a, agent.device))
+        obs, next_obs = as_tensor(batch.obs), as_tensor(batch.next_obs)
+        actions = as_tensor(batch.actions).long().unsqueeze(1)
+        features = next_features = None
+        with torch.no_grad():
+            if agent.frozen_keys:
+                branches = agent.q.backbone.branches
+                features = {key: branches[key](obs[key]) for key in agent.frozen_keys}
+                next_features = {key: branches[key](next_obs[key]) for key in agent.frozen_keys}
+            next_q_online = agent.q(next_obs, next_features) if c.double else None
+            next_masks = None if batch.next_masks is None else as_tensor(batch.next_masks)  # masked agents
+            next_values = next_state_values(agent.target(next_obs, next_features), next_q_online, next_masks)
+            targets = td_targets(as_tensor(batch.rewards), next_values, as_tensor(batch.terminated),
+                                 as_tensor(batch.discounts))
+        q_taken = agent.q(obs, features).gather(1, actions).squeeze(1)
+        loss_fn = nn.functional.smooth_l1_loss if c.loss == "huber" else nn.functional.mse_loss
+        if batch.weights is not None:  # importance-sampling weights of prioritized replay
+            loss = (loss_fn(q_taken, targets, reduction="none") * as_tensor(batch.weights)).mean()
+        else:
+            loss = loss_fn(q_taken, targets)
+        if nonfinite_loss(loss, "TD loss", c.nonfinite, agent.updates + 1, agent.steps):
+            agent.skipped_updates += 1
+            return
+        for p in agent.params:  # cheaper than optimizer.zero_grad(), which sits behind a dynamo guard
+            p.grad = None
+        loss.backward()
+        if c.max_grad_norm is not None:
+            clip_grad_norm([p.grad for p in agent.params if p.grad is not None], c.max_grad_norm)
+        agent.optimizer.step()
+        if isinstance(agent.buffer, PrioritizedReplayBuffer):
+            agent.buffer.update_priorities(batch.indices, (targets - q_taken).detach().cpu().numpy())
+        # Reduced only when logged: no extra tensor ops per update.
+        agent._losses.append(loss.detach())
+        agent._q_values.append(q_taken.detach())
+        agent.updates += 1
+
+
+class NumpyLearner:
+    """`TorchLearner`'s gradient steps for a plain MLP Q-network with uniform replay on a CPU, in NumPy with
+    hand-written gradients (`NumpyMLP`): autograd's maths (to float32 rounding) at about half the cost per
+    step. On a GPU the per-op overhead this saves is hidden behind asynchronous kernel launches.
+
+    What does not change during a round is computed once for all its steps: the target network's Q(s', ·)
+    (the target is only updated between rounds) and, without double DQN, the TD targets. With double DQN
+    each step runs the online network once over its s and s' rows together.
+    """
+
+    def __init__(self, agent: DQNAgent, online: NumpyMLP, target: NumpyMLP):
+        self.agent, self.online, self.target = agent, online, target
+
+    def update_round(self, batch: Batch, n_updates: int) -> None:
+        """`n_updates` gradient steps; rows [i·B, (i+1)·B) of `batch` are step i's (B = `batch_size`)."""
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite values are reported by the round
+            self._round(batch, n_updates)
+
+    def _round(self, batch: Batch, n_updates: int) -> None:
+        agent, c, size = self.agent, self.agent.config, self.agent.config.batch_size
+        online = self.online
+        x = online.inputs(batch.obs)
+        next_x = online.inputs(batch.next_obs)
+        actions = batch.actions.astype(np.int64, copy=False).reshape(-1)
+        weights = bootstrap_weights(batch.terminated, batch.discounts)
+        next_q_target = self.target.outputs(next_x)
+        next_masks = batch.next_masks  # legal actions of s' (masked agents), which targets max over
+        if c.double:  # [s rows; s' rows] of each step, contiguous
+            width = x.shape[1]
+            pairs = np.stack([x.reshape(n_updates, size, width), next_x.reshape(n_updates, size, width)],
+                             axis=1).reshape(n_updates, 2 * size, width)
+        else:
+            best = next_q_target.max(axis=1) if next_masks is None else np.where(next_masks, next_q_target,
+                                                                                -np.inf).max(axis=1)
+            all_targets = batch.rewards + weights * best
+        check_each = c.nonfinite == "skip"  # "stop" checks once per round: nothing is saved after a failure
+        rows_of_step = np.arange(size)
+        scale = 1.0 / size
+        grad_q = np.zeros((size, agent.n_actions), np.float32)
+        round_errors = []
+        for i in range(n_updates):
+            rows = slice(i * size, (i + 1) * size)
+            if c.double:
+                q_both, activations = online.forward(pairs[i])
+                q, activations = q_both[:size], [a[:size] for a in activations]
+                best_next = masked_argmax(q_both[size:], None if next_masks is None else next_masks[rows])
+                targets = batch.rewards[rows] + weights[rows] * next_q_target[rows][rows_of_step, best_next]
+            else:
+                q, activations = online.forward(x[rows])
+                targets = all_targets[rows]
+            taken = actions[rows]
+            q_taken = q[rows_of_step, taken]
+            errors = q_taken - targets
+            if check_each and self._nonfinite(errors):
+                continue
+            # d(mean loss)/d(q_taken) as smooth_l1_loss / mse_loss backward compute it; only the taken action's
+            # Q-value gets a gradient
+            grad_q.fill(0.0)
+            huber = c.loss == "huber"
+            grad_q[rows_of_step, taken] = np.clip(errors, -1.0, 1.0) * scale if huber else errors * (2.0 * scale)
+            online.backward(activations, grad_q)
+            if c.max_grad_norm is not None:
+                online.clip_gradients(c.max_grad_norm)
+            adam_step(agent.optimizer, agent.params, online.grad_tensors)
+            round_errors.append(errors)
+            agent._q_values.append(torch.from_numpy(q_taken))
+            agent.updates += 1
+        if not check_each and round_errors:
+            stacked = np.stack(round_errors)
+            if not np.isfinite(stacked.sum()):
+                first_bad = int(np.flatnonzero(~np.isfinite(stacked).all(axis=1))[0])
+                agent.updates -= len(round_errors) - first_bad  # the message names the failing step
+                self._nonfinite(round_errors[first_bad])
+        agent._errors.extend(round_errors)
+
+    def _nonfinite(self, errors: np.ndarray) -> bool:
+        """Whether TD errors (hence the loss) are non-finite: raises under nonfinite=stop, counts a skip else."""
+        agent = self.agent
+        if np.isfinite(errors.sum()):
+            return False
+        nonfinite_loss(td_loss(torch.from_numpy(errors), agent.config.loss), "TD loss", agent.config.nonfinite,
+                       agent.updates + 1, agent.steps)  # raises under "stop"
+        agent.skipped_updates += 1
+        return True
+
+
 class DQNAgent(Agent):
     """Deep Q-learning for discrete actions over vector, discrete or image observations."""
 
@@ -164,11 +326,7 @@ class DQNAgent(Agent):
         # target network: `_update` computes their features once per batch, without autograd, for both.
         self.frozen_keys = backbone.frozen_keys() if isinstance(backbone, DictBackbone) else []
         self._numpy_scores = numpy_greedy_scores(self.q)  # fast acting on CPU; None for CNNs and GPUs
-        # Plain MLP Q-networks with uniform replay learn on a CPU through hand-written NumPy gradients (autograd's
-        # maths at about half the cost per update); everything else through autograd (on a GPU the per-op
-        # overhead this saves is hidden behind asynchronous kernel launches).
-        manual = ManualMLP.applies_to(self.q) and not c.prioritized
-        self._manual = (ManualMLP(self.q), ManualMLP(self.target)) if manual else None
+        self.learner = self._build_learner()
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.params, lr=c.lr, eps=c.adam_eps, fused=fused)
         self.lr_schedule = LinearSchedule(c.lr, c.lr if c.lr_final is None else c.lr_final, self.total_steps)
@@ -211,8 +369,21 @@ class DQNAgent(Agent):
         self.next_target = c.target_update_every
         self._target_synced_at = -1  # `updates` at the last hard target copy (-1: none yet this session)
         self._losses: list[torch.Tensor] = []
-        self._errors: list[np.ndarray] = []  # TD errors of manual updates: their loss is reduced when logged
+        self._errors: list[np.ndarray] = []  # TD errors of NumPy updates: their loss is reduced when logged
         self._q_values: list[torch.Tensor] = []
+
+    def _build_learner(self) -> TorchLearner | NumpyLearner:
+        """The `learner` config key's learner; auto takes the NumPy one wherever it applies."""
+        choice = self.config.learner
+        trained = all(p.requires_grad for p in self.q.parameters())  # NumpyMLP computes every layer's gradient
+        online = numpy_q_network(self.q) if choice != "torch" and trained and not self.config.prioritized else None
+        if online is not None:
+            return NumpyLearner(self, online, numpy_q_network(self.target))
+        if choice == "numpy":
+            raise ConfigError(f"learner numpy trains plain MLP Q-networks on a CPU with every layer trained; this "
+                              f"one is a {type(self.q.backbone).__name__} on {self.device}: use learner torch (or "
+                              f"auto)")
+        return TorchLearner(self)
 
     # ------------------------------------------------------------ acting
 
@@ -274,136 +445,14 @@ class DQNAgent(Agent):
             group["lr"] = lr
 
     def _train(self, n_updates: int) -> None:
-        """Run `n_updates` gradient steps. With uniform replay, all their batches are drawn and converted to
-        tensors at once, which saves a gather and six conversions per step."""
+        """Run `n_updates` gradient steps. With uniform replay, all their batches are drawn at once (one
+        gather instead of one per step)."""
         c = self.config
         if isinstance(self.buffer, PrioritizedReplayBuffer):  # priorities change between steps
             for _ in range(n_updates):
-                self._update(self.buffer.sample(c.batch_size, self.rng, beta=self.beta(self.steps)))
+                self.learner.update_round(self.buffer.sample(c.batch_size, self.rng, beta=self.beta(self.steps)), 1)
             return
-        batch = self.buffer.sample(c.batch_size * n_updates, self.rng)
-        if self._manual is not None:
-            with np.errstate(invalid="ignore", over="ignore"):  # non-finite values are reported by the round
-                self._manual_round(batch, n_updates)
-            return
-        tensors = [batches.to_tensor(a, self.device) for a in batch[:6]]
-        masks = None if batch.next_masks is None else batches.to_tensor(batch.next_masks, self.device)
-        for i in range(n_updates):
-            rows = slice(i * c.batch_size, (i + 1) * c.batch_size)
-            self._update(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=None,
-                               next_masks=None if masks is None else masks[rows]))
-
-    def _update(self, batch: Batch) -> None:
-        """One gradient step on `batch` through autograd."""
-        c = self.config
-        as_tensor = (lambda a: batches.to_tensor(a, self.device))
-        obs, next_obs = as_tensor(batch.obs), as_tensor(batch.next_obs)
-        actions = as_tensor(batch.actions).long().unsqueeze(1)
-        features = next_features = None
-        with torch.no_grad():
-            if self.frozen_keys:
-                branches = self.q.backbone.branches
-                features = {key: branches[key](obs[key]) for key in self.frozen_keys}
-                next_features = {key: branches[key](next_obs[key]) for key in self.frozen_keys}
-            next_q_online = self.q(next_obs, next_features) if c.double else None
-            next_masks = None if batch.next_masks is None else as_tensor(batch.next_masks)
-            next_values = next_state_values(self.target(next_obs, next_features), next_q_online, next_masks)
-            targets = td_targets(as_tensor(batch.rewards), next_values, as_tensor(batch.terminated),
-                                 as_tensor(batch.discounts))
-        q_taken = self.q(obs, features).gather(1, actions).squeeze(1)
-        loss_fn = nn.functional.smooth_l1_loss if c.loss == "huber" else nn.functional.mse_loss
-        if batch.weights is not None:  # importance-sampling weights of prioritized replay
-            loss = (loss_fn(q_taken, targets, reduction="none") * as_tensor(batch.weights)).mean()
-        else:
-            loss = loss_fn(q_taken, targets)
-        if nonfinite_loss(loss, "TD loss", c.nonfinite, self.updates + 1, self.steps):
-            self.skipped_updates += 1
-            return
-        for p in self.params:  # cheaper than optimizer.zero_grad(), which sits behind a dynamo guard
-            p.grad = None
-        loss.backward()
-        if c.max_grad_norm is not None:
-            clip_grad_norm([p.grad for p in self.params if p.grad is not None], c.max_grad_norm)
-        self.optimizer.step()
-        if isinstance(self.buffer, PrioritizedReplayBuffer):
-            self.buffer.update_priorities(batch.indices, (targets - q_taken).detach().cpu().numpy())
-        # Reduced only when logged: no extra tensor ops per update.
-        self._losses.append(loss.detach())
-        self._q_values.append(q_taken.detach())
-        self.updates += 1
-
-    def _manual_round(self, batch: Batch, n_updates: int) -> None:
-        """`n_updates` of `_update`'s gradient steps (rows [i·B, (i+1)·B) of `batch` are step i's) for a plain MLP,
-        in NumPy with hand-written gradients (`ManualMLP`): autograd's maths, a fraction of its overhead.
-
-        What does not change during a round is computed once for all its steps: the target network's Q(s', ·)
-        (the target is only updated between rounds) and, without double DQN, the TD targets. With double DQN
-        each step runs the online network once over its s and s' rows together.
-        """
-        c, size = self.config, self.config.batch_size
-        online, target = self._manual
-        x = online.inputs(batch.obs)
-        next_x = online.inputs(batch.next_obs)
-        actions = batch.actions.astype(np.int64, copy=False).reshape(-1)
-        weights = bootstrap_weights(batch.terminated, batch.discounts)
-        next_q_target = target.outputs(next_x)
-        next_masks = batch.next_masks  # legal actions of s' (masked agents), which targets max over
-        if c.double:  # [s rows; s' rows] of each step, contiguous
-            width = x.shape[1]
-            pairs = np.stack([x.reshape(n_updates, size, width), next_x.reshape(n_updates, size, width)],
-                             axis=1).reshape(n_updates, 2 * size, width)
-        else:
-            best = next_q_target.max(axis=1) if next_masks is None else np.where(next_masks, next_q_target,
-                                                                                -np.inf).max(axis=1)
-            all_targets = batch.rewards + weights * best
-        check_each = c.nonfinite == "skip"  # "stop" checks once per round: nothing is saved after a failure
-        rows_of_step = np.arange(size)
-        scale = 1.0 / size
-        grad_q = np.zeros((size, self.n_actions), np.float32)
-        round_errors = []
-        for i in range(n_updates):
-            rows = slice(i * size, (i + 1) * size)
-            if c.double:
-                q_both, activations = online.forward(pairs[i])
-                q, activations = q_both[:size], [a[:size] for a in activations]
-                best_next = masked_argmax(q_both[size:], None if next_masks is None else next_masks[rows])
-                targets = batch.rewards[rows] + weights[rows] * next_q_target[rows][rows_of_step, best_next]
-            else:
-                q, activations = online.forward(x[rows])
-                targets = all_targets[rows]
-            taken = actions[rows]
-            q_taken = q[rows_of_step, taken]
-            errors = q_taken - targets
-            if check_each and self._nonfinite_errors(errors):
-                continue
-            # d(mean loss)/d(q_taken) as smooth_l1_loss / mse_loss backward compute it; only the taken action's
-            # Q-value gets a gradient
-            grad_q.fill(0.0)
-            huber = c.loss == "huber"
-            grad_q[rows_of_step, taken] = np.clip(errors, -1.0, 1.0) * scale if huber else errors * (2.0 * scale)
-            online.backward(activations, grad_q)
-            if c.max_grad_norm is not None:
-                online.clip_gradients(c.max_grad_norm)
-            adam_step(self.optimizer, self.params, online.grad_tensors)
-            round_errors.append(errors)
-            self._q_values.append(torch.from_numpy(q_taken))
-            self.updates += 1
-        if not check_each and round_errors:
-            stacked = np.stack(round_errors)
-            if not np.isfinite(stacked.sum()):
-                first_bad = int(np.flatnonzero(~np.isfinite(stacked).all(axis=1))[0])
-                self.updates -= len(round_errors) - first_bad  # the message names the failing step
-                self._nonfinite_errors(round_errors[first_bad])
-        self._errors.extend(round_errors)
-
-    def _nonfinite_errors(self, errors: np.ndarray) -> bool:
-        """Whether TD errors (hence the loss) are non-finite: raises under nonfinite=stop, counts a skip else."""
-        if np.isfinite(errors.sum()):
-            return False
-        nonfinite_loss(td_loss(torch.from_numpy(errors), self.config.loss), "TD loss", self.config.nonfinite,
-                       self.updates + 1, self.steps)  # raises under "stop"
-        self.skipped_updates += 1
-        return True
+        self.learner.update_round(self.buffer.sample(c.batch_size * n_updates, self.rng), n_updates)
 
     @torch.no_grad()
     def _update_target(self, periods: int = 1) -> None:

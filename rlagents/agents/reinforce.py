@@ -27,7 +27,8 @@ from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.masks import mask_logits, masked_argmax
-from rlagents.networks import NetworkConfig, build_backbone, numpy_mlp_forward
+from rlagents.networks import NetworkConfig, build_backbone
+from rlagents.numpy_mlp import numpy_mlp_forward
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The hand-written NumPy MLP gradients must equal autograd's to float32 precision, and `adam_step` must be
-`Optimizer.step` bit for bit."""
+"""The NumPy MLP (`rlagents.numpy_mlp`): its hand-written gradients equal autograd's to float32 precision,
+`adam_step` is `Optimizer.step` bit for bit, DQN's NumPy learner trains as its torch learner does, and the
+`learner` key chooses between them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from rlagents.agents.dqn import DQNAgent, DQNConfig
-from rlagents.manual_mlp import ManualMLP, adam_step
 from rlagents.networks import MLPBackbone, Net, QHead
+from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_q_network
 
 
 def q_net(obs_space: gym.Space, hidden=(32, 16), n_actions=3, dueling=False) -> Net:
@@ -28,7 +29,7 @@ def test_gradients_equal_autograd(obs_space):
     targets = torch.randn(50) * 3
     q_taken = net(obs).gather(1, actions).squeeze(1)
     torch.nn.functional.smooth_l1_loss(q_taken, targets).backward()
-    manual = ManualMLP(net)
+    manual = numpy_q_network(net)
     q, activations = manual.forward(manual.inputs(obs.numpy()))
     rows, taken = np.arange(50), actions.numpy().reshape(-1)
     errors = q[rows, taken] - targets.numpy()
@@ -44,7 +45,7 @@ def test_gradients_equal_autograd(obs_space):
 
 def test_clip_gradients_equals_torch_clip_grad_norm():
     net = q_net(gym.spaces.Box(-1, 1, (4,), np.float32))
-    manual = ManualMLP(net)
+    manual = numpy_q_network(net)
     rng = np.random.default_rng(0)
     for g, p in zip(manual.grads, net.parameters()):
         g[...] = rng.normal(size=g.shape) * 3
@@ -58,19 +59,54 @@ def test_clip_gradients_equals_torch_clip_grad_norm():
     assert all(np.array_equal(a, b) for a, b in zip(before, manual.grads))
 
 
-def test_blas_runs_on_one_thread_once_a_manual_network_exists():
-    """More BLAS threads than one fight torch's OpenMP threads (a 25x slowdown measured at torch_threads=2)."""
-    from threadpoolctl import threadpool_info
+def test_training_runs_blas_on_one_thread(tmp_path):
+    """More BLAS threads than one fight torch's OpenMP threads (a 25x slowdown measured at torch_threads=2):
+    training pins every BLAS library loaded, whatever was loaded or set before."""
+    import scipy.linalg  # noqa: F401 (a second BLAS library, loaded late, as other code may)
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    ManualMLP(q_net(gym.spaces.Box(-1, 1, (4,), np.float32)))
+    from rlagents.train import main
+
+    threadpool_limits(2, user_api="blas")
+    assert main(["--agent", "dqn", "--env", "CartPole-v1", "--steps", "300", "--run-dir", str(tmp_path / "run"),
+                 "--no-progress", "--set", "torch_threads=2"]) == 0
     blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
-    assert blas and all(lib["num_threads"] == 1 for lib in blas)
+    assert len(blas) >= 2 and all(lib["num_threads"] == 1 for lib in blas)
 
 
-def test_applies_only_to_plain_mlp_q_networks():
+def test_numpy_applies_only_to_plain_mlp_q_networks():
     box = gym.spaces.Box(-1, 1, (4,), np.float32)
-    assert ManualMLP.applies_to(q_net(box))
-    assert not ManualMLP.applies_to(q_net(box, dueling=True))
+    assert numpy_q_network(q_net(box)) is not None
+    assert numpy_q_network(q_net(box, dueling=True)) is None
+    assert NumpyMLP.of(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)) is None  # not an MLP backbone
+
+
+@pytest.mark.parametrize("env, settings, message", [
+    ("CartPole-v1", {"learner": "numpy", "prioritized": True}, "learner numpy trains plain Q-networks with uniform"),
+    ("CartPole-v1", {"learner": "numpy", "dueling": True}, "learner numpy trains plain Q-networks with uniform"),
+    ("DigitLock-v0", {"learner": "numpy"}, ("learner numpy trains plain MLP Q-networks on a CPU with every layer "
+                                            "trained; this one is a DictBackbone on cpu")),
+    ("CartPole-v1", {"learner": "gpu"}, "learner: "),
+])
+def test_learner_numpy_is_refused_where_it_does_not_apply(tmp_path, capsys, env, settings, message):
+    from rlagents.train import main
+
+    sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    with pytest.raises(SystemExit) as exc:
+        main(["--agent", "dqn", "--env", env, "--steps", "300", "--run-dir", str(tmp_path / "run"), "--no-progress",
+              *sets])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("settings, learner", [({}, "NumpyLearner"), ({"learner": "torch"}, "TorchLearner"),
+                                               ({"dueling": True}, "TorchLearner"),
+                                               ({"prioritized": True}, "TorchLearner")])
+def test_learner_auto_takes_numpy_where_it_applies(settings, learner):
+    agent = DQNAgent(DQNConfig(**settings), gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2),
+                     n_envs=1, total_steps=1_000, device=torch.device("cpu"), seed=0)
+    assert type(agent.learner).__name__ == learner
 
 
 def test_adam_step_equals_optimizer_step():
@@ -97,14 +133,11 @@ def test_dqn_manual_updates_equal_autograd_updates(settings):
     float32 rounding (the two sum matrix products in different orders)."""
     obs_space, action_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2)
     agents = []
-    for manual in (True, False):
+    for learner in ("numpy", "torch"):
         torch.manual_seed(0)
-        config = DQNConfig(hidden=(64, 64), learning_starts=100, train_every=4, **settings)
+        config = DQNConfig(hidden=(64, 64), learning_starts=100, train_every=4, learner=learner, **settings)
         agent = DQNAgent(config, obs_space, action_space, n_envs=1, total_steps=2_000,
                          device=torch.device("cpu"), seed=0)
-        assert agent._manual is not None
-        if not manual:
-            agent._manual = None
         rng = np.random.default_rng(0)
         obs = rng.normal(size=(1, 4)).astype(np.float32)
         for step in range(600):
