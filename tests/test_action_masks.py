@@ -169,3 +169,31 @@ def test_exported_graph_takes_the_mask_and_acts_as_the_masked_agent(tmp_path, ag
     expected = np.tile(np.arange(4), 25)
     np.testing.assert_array_equal(run.agent.greedy(obs, masks), expected)
     np.testing.assert_array_equal(policy(obs, masks), expected)
+
+
+# ---------------------------------------------------------------- resuming a masked run
+
+
+@pytest.mark.parametrize("agent, config", [
+    ("reinforce", {"eval_every": 500, "checkpoint_every": 500, "log_every": 250, "eval_episodes": 5}),
+    ("dqn", {"eval_every": 500, "checkpoint_every": 500, "log_every": 250, "eval_episodes": 5,
+             "learning_starts": 200, "n_step": 2, "checkpoint_replay": True}),
+])
+def test_a_stopped_masked_run_resumes_to_the_same_run(tmp_path, agent, config):
+    """Masks survive a resume: the episodes in flight are replayed with their masks, the agent's stored masks
+    (REINFORCE's episodes, DQN's replay and n-step queue) come back, and the illegal-action count carries on."""
+    import rlagents
+
+    def timeless(summary):  # without what depends on the clock or on how many sessions it took
+        if isinstance(summary, dict):
+            return {k: timeless(v) for k, v in summary.items()
+                    if not any(d in k for d in ("time", "per_s", "costs", "sessions", "versions"))}
+        return [timeless(v) for v in summary] if isinstance(summary, list) else summary
+
+    whole = rlagents.train(agent, MAZE, seed=3, steps=1_500, config=config, run_dir=tmp_path / "whole")
+    stopped = rlagents.train(agent, MAZE, seed=3, steps=1_500, config=config, run_dir=tmp_path / "stopped",
+                             callback=lambda step, metrics: step < 750)
+    assert stopped.status == "stopped"
+    resumed = rlagents.resume(stopped.run_dir)
+    assert resumed.summary["illegal_actions"] == {"train": 0, "final_eval": 0, "masked_agent": True}
+    assert timeless(resumed.summary) == timeless(whole.summary)
