@@ -225,7 +225,11 @@ class SyncVecEnv(gym.vector.VectorEnv):
         for i, (env, s) in enumerate(zip(self.envs, seeds)):
             if self.record_episodes:
                 self._note_episode_start(i, s, replayable=options is None)
-            obs, info = env.reset(seed=s, options=options)
+            try:
+                obs, info = env.reset(seed=s, options=options)
+            except Exception as exc:  # noqa: BLE001 (an env's own code can raise anything)
+                raise TrainingFault(f"env {self.label!r} (copy {i}): reset(seed={s}) raised "
+                                    f"{type(exc).__name__}: {one_line(exc)}") from exc
             if self.masked:
                 self._masks[i] = self._mask_of(obs, info)
             observations.append(obs)

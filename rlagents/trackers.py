@@ -24,6 +24,7 @@ from typing import Any
 
 from rlagents.errors import UserError
 from rlagents.loop import LoopListener
+from rlagents.runlock import LOCK_NAME
 
 TRACKERS = ("wandb", "mlflow")
 DEFAULT_PROJECT = "rlagents"
@@ -167,7 +168,9 @@ class TrackerLog(LoopListener):
             self.trackers = open_trackers(self.kinds, self.run_dir, config, project=self.project, uri=self.uri)
         except UserError:
             if not resumed:  # a new run's folder holds only what this session just wrote: no half-started run
-                shutil.rmtree(self.run_dir, ignore_errors=True)
+                for path in self.run_dir.iterdir():  # all but the run lock, which stays (rlagents.runlock)
+                    if path.name != LOCK_NAME:
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
             raise
 
     def on_event(self, step: int, metrics: dict[str, Any]) -> None:

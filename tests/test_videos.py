@@ -82,7 +82,7 @@ def run_bad(main, argv: list[str], capsys) -> str:
 def test_bad_video_input_is_one_line_exit_2(maze_run: Path, tmp_path: Path, capsys):
     assert "unsupported format '.avi'; valid: .gif, .mp4" in run_bad(
         evaluate_main, [str(maze_run), "--video", str(tmp_path / "v.avi")], capsys)
-    assert "--video-episodes must be >= 1" in run_bad(
+    assert "--video-episodes must be an integer from 1 to 1,000, got 0" in run_bad(
         evaluate_main, [str(maze_run), "--video", str(tmp_path / "v.mp4"), "--video-episodes", "0"], capsys)
     if "NoRender-v0" not in gym.registry:
         gym.register("NoRender-v0", entry_point=NoRender, max_episode_steps=5)
