@@ -126,7 +126,7 @@ def check_session(record: dict[str, Any], path: Path | str) -> None:
 # may be NaN or infinite (an env may return such rewards): they are records, not state
 _LOOP_TYPES = {"step": (int,), "episodes": (int,), "sessions": (int,), "eval_time": (float,), "train_time": (float,),
                "solved_at_step": (int, None), "solved_at_time": (float, None), "best_eval": (float, None),
-               "evaluations": (list,), "schedule": (dict,)}
+               "evaluations": (list,), "schedule": (dict,), "illegal_actions": (int,)}
 _SCHEDULE_TYPES = {"log": (int,), "eval": (int,), "checkpoint": (int,)}
 _EVALUATION_TYPES = {"step": (int,), "train_time_s": (float,), "return_mean": (float,), "return_std": (float,),
                      "length_mean": (float,), "returns": (list,)}
