@@ -117,6 +117,8 @@ RANDOM_LEGAL_RETURN = 0.03  # a uniformly random legal policy's mean return on t
     # REINFORCE learns slower: 0.37-0.44 on held-out seeds 10-14 at 6,000 steps (random legal policy: 0.03)
     ("reinforce", MAZE, 6_000, [], 0.3),
     ("reinforce", MAZE_DICT, 3_000, [], None),
+    ("ppo", MAZE, 6_000, [], 0.8),  # held-out seeds 10-14: see docs/guide/action-masks.md
+    ("ppo", MAZE_DICT, 2_048, ["--set", "learner=torch"], None),
 ])
 def test_masked_agents_never_take_an_illegal_action(tmp_path, agent, env_id, steps, extra, min_return):
     summary = train(tmp_path, agent, env_id, steps, "--eval-every", str(steps // 2), *extra)
@@ -145,6 +147,7 @@ def test_sb3_agents_ignore_masks_but_train(tmp_path):
     ("dqn", MAZE, ["obs", "action_mask"]),
     ("reinforce", MAZE, ["obs", "action_mask"]),
     ("dqn", MAZE_DICT, ["action_mask", "observation"]),  # the mask is one of the observation's keys
+    ("ppo", MAZE, ["obs", "action_mask"]),
 ])
 def test_exported_graph_takes_the_mask_and_acts_as_the_masked_agent(tmp_path, agent, env_id, graph_inputs):
     from rlagents.evaluate import spaces_of
