@@ -117,7 +117,7 @@ RANDOM_LEGAL_RETURN = 0.03  # a uniformly random legal policy's mean return on t
     # REINFORCE learns slower: 0.37-0.44 on held-out seeds 10-14 at 6,000 steps (random legal policy: 0.03)
     ("reinforce", MAZE, 6_000, [], 0.3),
     ("reinforce", MAZE_DICT, 3_000, [], None),
-    ("ppo", MAZE, 6_000, [], 0.8),  # held-out seeds 10-14: see docs/guide/action-masks.md
+    ("ppo", MAZE, 6_000, [], 0.5),  # held-out seeds 10-14: 0.54-0.95 (docs/guide/action-masks.md)
     ("ppo", MAZE_DICT, 2_048, ["--set", "learner=torch"], None),
 ])
 def test_masked_agents_never_take_an_illegal_action(tmp_path, agent, env_id, steps, extra, min_return):
