@@ -45,6 +45,8 @@ class DQNConfig(NetworkConfig):
     hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1, high=MAX_WIDTH)
     dueling: bool = param(False, "dueling value/advantage head")
     double: bool = param(True, "double DQN targets (online net picks, target net values)")
+    clipped_double: bool = param(False, "with double DQN, bootstrap from the smaller of the target and the online "
+                                 "net's value of the online net's pick (clipped double Q)")
     n_step: int = param(1, "n-step returns", low=1, high=100)
     prioritized: bool = param(False, "proportional prioritized replay")
     per_alpha: float = param(0.6, "prioritization exponent", low=0.0, high=1.0)
@@ -108,11 +110,17 @@ def td_targets(rewards: torch.Tensor, next_values: torch.Tensor, terminated: tor
     return torch.addcmul(rewards, bootstrap_weights(terminated, discounts), next_values)
 
 
-def next_state_values(next_q_target: torch.Tensor, next_q_online: torch.Tensor | None) -> torch.Tensor:
-    """max_a Q_target(s', a), or with double DQN Q_target(s', argmax_a Q_online(s', a))."""
+def next_state_values(next_q_target: torch.Tensor, next_q_online: torch.Tensor | None,
+                      clipped: bool = False) -> torch.Tensor:
+    """max_a Q_target(s', a), or with double DQN Q_target(s', a*) with a* = argmax_a Q_online(s', a); `clipped`
+    takes min(Q_target(s', a*), Q_online(s', a*)) (clipped double Q, Fujimoto et al. 2018)."""
     if next_q_online is None:
         return next_q_target.max(dim=1).values
-    return next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
+    best = next_q_online.argmax(dim=1, keepdim=True)
+    values = next_q_target.gather(1, best).squeeze(1)
+    if clipped:
+        return torch.minimum(values, next_q_online.gather(1, best).squeeze(1))
+    return values
 
 
 def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -171,7 +179,7 @@ class TorchLearner:
                 features = {key: branches[key](obs[key]) for key in agent.frozen_keys}
                 next_features = {key: branches[key](next_obs[key]) for key in agent.frozen_keys}
             next_q_online = agent.q(next_obs, next_features) if c.double else None
-            next_values = next_state_values(agent.target(next_obs, next_features), next_q_online)
+            next_values = next_state_values(agent.target(next_obs, next_features), next_q_online, c.clipped_double)
             targets = td_targets(as_tensor(batch.rewards), next_values, as_tensor(batch.terminated),
                                  as_tensor(batch.discounts))
         q_taken = agent.q(obs, features).gather(1, actions).squeeze(1)
@@ -240,7 +248,10 @@ class NumpyLearner:
                 q_both, activations = online.forward(pairs[i])
                 q, activations = q_both[:size], [a[:size] for a in activations]
                 best_next = q_both[size:].argmax(axis=1)
-                targets = batch.rewards[rows] + weights[rows] * next_q_target[rows][rows_of_step, best_next]
+                next_values = next_q_target[rows][rows_of_step, best_next]
+                if c.clipped_double:
+                    next_values = np.minimum(next_values, q_both[size:][rows_of_step, best_next])
+                targets = batch.rewards[rows] + weights[rows] * next_values
             else:
                 q, activations = online.forward(x[rows])
                 targets = all_targets[rows]
@@ -449,7 +460,10 @@ class DQNAgent(Agent):
             self._errors.clear()
         if self._losses:
             out["losses/td_loss"] = torch.stack(self._losses).mean().item()
-            out["values/mean_q"] = torch.cat(self._q_values).mean().item()
+            q_values = torch.cat(self._q_values)
+            out["values/mean_q"] = q_values.mean().item()
+            # above the largest discounted return the env allows, Q-values are diverging (docs/agents/dqn.md)
+            out["values/max_q"] = q_values.max().item()
             self._losses.clear()
             self._q_values.clear()
         return out
