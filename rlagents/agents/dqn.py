@@ -66,6 +66,8 @@ class DQNConfig(NetworkConfig):
                        low=0.0, high=1.0, low_open=True)
     tau_final: float | None = param(None, "soft target update rate at the end, annealed linearly from tau "
                                     "(null = constant)", low=0.0, high=1.0, low_open=True)
+    tau_fraction: float = param(1.0, "fraction of training over which tau anneals to tau_final", low=0.0,
+                                high=1.0)
     epsilon_start: float = param(1.0, "initial exploration rate", low=0.0, high=1.0)
     epsilon_end: float = param(0.05, "final exploration rate", low=0.0, high=1.0)
     epsilon_fraction: float = param(0.1, "fraction of training over which epsilon decays", low=0.0, high=1.0)
@@ -328,7 +330,8 @@ class DQNAgent(Agent):
         self.lr_schedule = LinearSchedule(c.lr, c.lr if c.lr_final is None else c.lr_final, self.total_steps)
         self.epsilon = LinearSchedule(c.epsilon_start, c.epsilon_end, int(c.epsilon_fraction * self.total_steps))
         self.beta = LinearSchedule(c.per_beta, 1.0, self.total_steps)
-        self.tau = LinearSchedule(c.tau, c.tau if c.tau_final is None else c.tau_final, self.total_steps)
+        self.tau = LinearSchedule(c.tau, c.tau if c.tau_final is None else c.tau_final,
+                                  int(c.tau_fraction * self.total_steps))
 
         dict_space = obs_space if isinstance(obs_space, gym.spaces.Dict) else None
         obs_shape = () if isinstance(obs_space, (gym.spaces.Discrete, gym.spaces.Dict)) else tuple(obs_space.shape)
