@@ -2,13 +2,15 @@
 through the one training loop, in parallel worker processes (or as Ray tasks), and write a statistical
 report (`report.md`), the learning curves (`curves.png`) and every run's summary (`results.json`).
 
-Every run is exactly `python -m rlagents.train --agent A --env E --seed S --run-dir OUT/runs/E__A__sS`, so
-its TensorBoard logs, checkpoints and summary are those of any single run, and all runs' logs sit under
-one folder: `tensorboard --logdir OUT`.
+Every run is a `RunSpec` resolved and validated here, before anything runs, and handed to a worker (a local
+process or a Ray task), which trains it exactly as `python -m rlagents.train --agent A --env E --seed S
+--run-dir OUT/runs/E__A__sS` would: its TensorBoard logs, checkpoints and summary are those of any single
+run, and all runs' logs sit under one folder: `tensorboard --logdir OUT`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import queue as queue_module
@@ -19,33 +21,47 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rlagents import report
+from rlagents import _entry_module
 from rlagents.agents import agent_class, available_agents
-from rlagents.cli import ArgumentParser, default_config_path
-from rlagents.config import parse_overrides, read_config_file, resolve
+from rlagents.cli import ArgumentParser, output_dir_arg
+from rlagents.envspec import parse_env_kwargs
 from rlagents.errors import UserError, choices, cli_entry
+from rlagents.paths import check_output_dir
+from rlagents.runspec import RunSpec, resolve_spec
+from rlagents.safeload import shown
+from rlagents.validate import check_count, check_seed, parse_seeds
 
 OUT_DIR = Path("runs/compare")
+MAX_RUNS = 10_000  # agents × envs × seeds of one comparison
+MAX_WORKERS = 1_024  # worker processes
+BACKENDS = ("local", "ray")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m rlagents.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--agents", help=f"comma-separated agents ({', '.join(available_agents())})")
-    p.add_argument("--env", help="Gymnasium env id (comma-separated for several)")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
+    p.add_argument("--env", help="Gymnasium env id, or package.module:EnvId-v0 (comma-separated for several)")
+    p.add_argument("--env-module", action="append", default=[], metavar="NAME",
+                   help="import this module first, for the env ids it registers (repeatable)")
+    p.add_argument("--env-kwargs", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument of the env's constructor, the value read as YAML (repeatable)")
+    p.add_argument("--seeds", default="5", help="seeds: N (0..N-1, default 5), A-B (a range, e.g. 100-104) or A,B,C "
+                   "(e.g. 3,7,11), so a comparison can run on seeds a config was not chosen on")
     p.add_argument("--steps", type=int, help="env steps per run for every agent (default: each agent's config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="[AGENT.]KEY=VALUE",
                    help="override a config key of one agent (AGENT.KEY=VALUE) or of all (KEY=VALUE); repeatable")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                    help="parallel runs (default: CPU count); each uses one torch thread")
-    p.add_argument("--out", type=Path, help="output folder (default: runs/compare/<time>)")
-    p.add_argument("--backend", choices=["local", "ray"], default="local",
+    p.add_argument("--out", type=output_dir_arg("--out"), help="output folder (default: runs/compare/<time>)")
+    p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local worker processes, or Ray tasks of one CPU each (pip install -e .[ray])")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--from", dest="from_dirs", nargs="+", type=Path, metavar="DIR",
@@ -56,13 +72,25 @@ def build_parser() -> ArgumentParser:
 
 @dataclass
 class Task:
-    """One training run of the comparison: the argv of `rlagents.train` and where it writes."""
+    """One training run of the comparison: its resolved spec (which says where it writes)."""
 
-    agent: str
-    env: str
-    seed: int
-    run_dir: Path
-    argv: list[str] = field(default_factory=list)
+    spec: RunSpec
+
+    @property
+    def agent(self) -> str:
+        return self.spec.agent
+
+    @property
+    def env(self) -> str:
+        return self.spec.env.id
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def run_dir(self) -> Path:
+        return self.spec.run_dir
 
     @property
     def label(self) -> str:
@@ -70,64 +98,71 @@ class Task:
 
 
 def plan(args) -> tuple[list[Task], Path]:
-    """Validate every option and each agent's resolved config before anything runs; returns the runs."""
+    """Validate every option and resolve each run's spec before anything runs; returns the runs."""
     if not args.agents or not args.env:
         raise UserError(f"--agents and --env are required (or --from DIR); valid agents: "
                         f"{choices(available_agents())}")
-    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
-    envs = [e.strip() for e in args.env.split(",") if e.strip()]
+    check_count(args.workers, "--workers", high=MAX_WORKERS)
+    overrides: dict[str, Any] = {}
+    for pair in args.overrides:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--set expects [AGENT.]KEY=VALUE, got {pair!r}")
+        overrides[key.strip()] = value.strip()
+    return plan_specs([a.strip() for a in args.agents.split(",") if a.strip()],
+                      [e.strip() for e in args.env.split(",") if e.strip()], seeds=parse_seeds(args.seeds),
+                      steps=args.steps,
+                      overrides=overrides, env_kwargs=parse_env_kwargs(args.env_kwargs),
+                      env_modules=tuple(args.env_module), out=args.out)
+
+
+def plan_specs(agents: list[str], envs: list[str], *, seeds: int | list[int], steps: int | None,
+               overrides: dict[str, Any],
+               env_kwargs: Mapping[str, Any] | None = None, env_modules: tuple[str, ...] = (),
+               out: Path | None = None) -> tuple[list[Task], Path]:
+    """Every agent × env × seed as a validated `RunSpec` (unknown agents, bad keys, spaces an agent cannot
+    take, envs that cannot be built: all refused here, in one line); returns the runs and the output folder.
+    `overrides` keys are `KEY` (every agent) or `AGENT.KEY` (one agent); `seeds` is a count (0..N-1) or a list."""
+    from rlagents.evaluate import spaces_of
+
+    if not agents:
+        raise UserError(f"--agents names no agent; valid agents: {choices(available_agents())}")
+    if not envs:
+        raise UserError("--env names no env, e.g. --env CartPole-v1")
     for agent in agents:
         agent_class(agent)  # unknown agent: one-line error with the valid ones
     if len(set(agents)) != len(agents):
-        raise UserError(f"--agents lists an agent twice: {args.agents}")
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
-    if args.steps is not None and args.steps < 1:
-        raise UserError(f"--steps must be at least 1, got {args.steps}")
-    per_agent: dict[str, list[str]] = {a: [] for a in agents}
-    for pair in args.overrides:
-        key, sep, value = pair.partition("=")
+        raise UserError(f"--agents lists an agent twice: {','.join(agents)}")
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = parse_seeds(str(seeds))
+    if not isinstance(seeds, list) or not seeds:
+        raise UserError(f"--seeds must be a count or a list of seeds, got {shown(seeds)}")
+    seeds = [check_seed(s, "--seeds") for s in seeds]
+    if len(agents) * len(envs) * len(seeds) > MAX_RUNS:
+        raise UserError(f"{len(agents)} agents × {len(envs)} envs × {len(seeds)} seeds is "
+                        f"{len(agents) * len(envs) * len(seeds):,} runs; one comparison runs at most {MAX_RUNS:,}")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps must be at least 1, got {steps}")
+    per_agent: dict[str, dict[str, Any]] = {a: {} for a in agents}
+    for key, value in overrides.items():
         target, dot, name = key.partition(".")
-        if not sep:
-            raise UserError(f"--set expects [AGENT.]KEY=VALUE, got {pair!r}")
-        if dot:
-            if target not in per_agent:
-                raise UserError(f"--set {pair}: agent {target!r} is not in --agents ({', '.join(agents)})")
-            per_agent[target].append(f"{name}={value}")
-        else:
-            for agent in agents:
-                per_agent[agent].append(pair)
-
-    from rlagents.environments import make_env
-
-    out = (args.out or OUT_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
+        if dot and target not in per_agent:
+            raise UserError(f"--set {key}={value}: agent {target!r} is not in --agents ({', '.join(agents)})")
+        for agent in [target] if dot else agents:
+            per_agent[agent][name if dot else key] = value
+    out = check_output_dir(out or OUT_DIR / datetime.now().strftime("%Y%m%d-%H%M%S"), "--out").resolve()
     if (out / "runs").exists() and any((out / "runs").iterdir()):
         raise UserError(f"output folder {out} already holds runs; choose another --out")
     tasks = []
     for env in envs:
-        probe = make_env(env)  # unknown env: one-line error with close matches
-        spaces = probe.observation_space, probe.action_space
-        probe.close()
         for agent in agents:
-            cls = agent_class(agent)
-            overrides = parse_overrides(per_agent[agent])
-            if args.steps is not None:
-                overrides["steps"] = args.steps
-            config_path = default_config_path(agent)
-            config = resolve(cls.config_class, read_config_file(config_path), env, overrides,
-                             source=str(config_path))
-            cls.check_spaces(*spaces, config.agent)
-            for seed in range(args.seeds):
-                run_dir = out / "runs" / f"{env.replace('/', '-')}__{agent}__s{seed}"
-                argv = ["--agent", agent, "--env", env, "--seed", str(seed), "--run-dir", str(run_dir),
-                        "--no-progress"]
-                if args.steps is not None:
-                    argv += ["--steps", str(args.steps)]
-                for pair in per_agent[agent]:
-                    argv += ["--set", pair]
-                tasks.append(Task(agent, env, seed, run_dir, argv))
+            agent_overrides = dict(per_agent[agent], **({"steps": steps} if steps is not None else {}))
+            base = resolve_spec(agent, env, overrides=agent_overrides, env_kwargs=env_kwargs,
+                                env_modules=env_modules, run_dir=out)
+            agent_class(agent).check_spaces(*spaces_of(base.env), base.config.agent)
+            for seed in seeds:
+                run_dir = out / "runs" / f"{base.env.id.replace('/', '-').replace(':', '-')}__{agent}__s{seed}"
+                tasks.append(Task(dataclasses.replace(base, seed=seed, run_dir=run_dir)))
     return tasks, out
 
 
@@ -144,10 +179,9 @@ def _init_worker(progress_queue: Any) -> None:
 
 def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
     """Train one run in this process with one torch thread; a failure becomes a record with its error."""
+    from rlagents.api import train_spec
     from rlagents.errors import TrainingFault
     from rlagents.threads import set_cpu_threads
-    from rlagents.train import build_parser as train_parser
-    from rlagents.train import prepare, train_new
 
     set_cpu_threads(1)
     sink_queue = progress_queue if progress_queue is not None else _progress_queue
@@ -160,16 +194,12 @@ def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
             except Exception:  # noqa: BLE001, S110 (a full or closed queue must never stop training)
                 pass
 
-    send(("start", label, 0))
+    send(("start", label, task.spec.config.train.steps))
     record: dict[str, Any] = {"agent": task.agent, "env": task.env, "seed": task.seed, "run_dir": str(task.run_dir)}
     try:
-        run = prepare(train_parser().parse_args(task.argv))
-        run.progress_sink = lambda step, speed, ret, ev: send(("progress", label, step, speed, ret, ev))
-        send(("start", label, run.config.train.steps))
-        summary = train_new(run)
-        run.envs.close()
-        run.eval_envs.close()
-        record.update(summary)
+        result = train_spec(task.spec, progress=False, progress_sink=lambda step, speed, ret, ev: send(
+            ("progress", label, step, speed, ret, ev)))
+        record.update(result.summary)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 (any failure is this run's alone)
         kind = "" if isinstance(exc, (UserError, TrainingFault)) else f"{type(exc).__name__}: "
         record.update(status="failed", error=kind + " ".join(str(exc).split())[:500])
@@ -359,26 +389,42 @@ def main(argv: list[str] | None = None) -> int:
         if args.agents or args.env:
             raise UserError("--from rebuilds a report from finished runs; drop --agents/--env")
         runs = report.load_runs(args.from_dirs)
-        out = (args.out or OUT_DIR / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}").resolve()
+        out = (args.out or check_output_dir(OUT_DIR / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}",
+                                            "--out")).resolve()
         out.mkdir(parents=True, exist_ok=True)
         report.write_all(out, runs, command=command, origin=report.load_headers(args.from_dirs))
         print(f"{len(runs)} runs; report: {out / 'report.md'}")
         return 0
     tasks, out = plan(args)
-    out.mkdir(parents=True, exist_ok=True)
     order = [a.strip() for a in args.agents.split(",")]
     t0 = time.perf_counter()
-    with Display(tasks, enabled=not args.no_progress) as display:
-        if args.backend == "ray":
-            runs = run_ray(tasks, args.address, args.workers, display)
-        else:
-            runs = run_local(tasks, args.workers, display)
-    report.write_all(out, runs, command=command, order=order)
+    runs = run_all(tasks, out, workers=args.workers, backend=args.backend, address=args.address,
+                   progress=not args.no_progress, order=order, command=command)
     failed = sum(r.get("status") != "completed" for r in runs)
     print(f"{len(runs)} runs ({failed} failed) in {time.perf_counter() - t0:.0f} s; report: {out / 'report.md'}; "
           f"curves: {out / 'curves.png'}; TensorBoard: tensorboard --logdir {out}")
     return 1 if failed == len(runs) else 0
 
+
+def run_all(tasks: list[Task], out: Path, *, workers: int | None = None, backend: str = "local",
+            address: str | None = None, progress: bool = True, order: list[str] | None = None,
+            command: str = "") -> list[dict[str, Any]]:
+    """Train `tasks` on `backend` (local processes or Ray) and write the report into `out`; returns every
+    run's record (its summary, or its error)."""
+    if backend not in BACKENDS:
+        raise UserError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    workers = workers or max(1, os.cpu_count() or 1)
+    out.mkdir(parents=True, exist_ok=True)
+    with Display(tasks, enabled=progress) as display:
+        if backend == "ray":
+            runs = run_ray(tasks, address, workers, display)
+        else:
+            runs = run_local(tasks, workers, display)
+    report.write_all(out, runs, command=command, order=order)
+    return runs
+
+
+_entry_module(__name__)  # rlagents.compare(...) is the Python API's compare (see rlagents/__init__.py)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
+import json
 import math
 import re
 import types
@@ -26,6 +28,7 @@ from rlagents.safeload import read_yaml, shown
 from rlagents.validate import SEED_MAX
 
 RESERVED_ENTRIES = ("run", "default")
+ENV_KWARGS = "env_kwargs"  # a mapping in any entry: constructor kwargs of the env, merged entry by entry
 MAX_STEPS = 10**11  # env steps of one run: at 100,000 steps/s, 12 days; at rlagents' usual speeds, decades
 MAX_EPISODES = 10**6  # episodes of one evaluation
 # libgomp cannot create tens of thousands of threads and the process then segfaults (65,536 did here);
@@ -192,6 +195,8 @@ class ResolvedConfig:
     train: TrainConfig
     agent: Any
     run_meta: dict[str, Any]
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    entries: tuple[str, ...] = ()  # the file's entries for this env (beyond `default`); none: untuned
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -222,6 +227,9 @@ def check_run_entry(run: dict[str, Any] | None, path: Path) -> None:
             problem = f"one of {', '.join(DEVICES)}"
         elif key == "data" and value is not None and not (isinstance(value, str) and value):
             problem = "a folder name, or null"
+        elif key == "env_modules" and not (isinstance(value, list) and all(
+                isinstance(m, str) and m and all(p.isidentifier() for p in m.split(".")) for m in value)):
+            problem = "a list of module names"
         else:
             continue
         raise ConfigError(f"config file {path}: run: {key} must be {problem}, got {shown(value)}")
@@ -239,29 +247,44 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def resolve(agent_config_cls: type, data: dict[str, Any], env_id: str, overrides: dict[str, Any],
-            *, source: str) -> ResolvedConfig:
-    """Merge dataclass defaults, the file's `default` and `env_id` entries, then CLI overrides."""
+            *, source: str, env_kwargs: dict[str, Any] | None = None) -> ResolvedConfig:
+    """Merge dataclass defaults, the file's `default` and `env_id` entries, then CLI overrides; `env_kwargs`
+    entries merge key by key, and `env_kwargs` (from `--env-kwargs`) goes on top of them."""
+    from rlagents.envspec import check_env_kwargs
+
     train_keys = set(field_types(TrainConfig))
     agent_keys = set(field_types(agent_config_cls))
     clash = train_keys & agent_keys
     assert not clash, f"agent config redefines loop keys {clash}"
+    names = env_entry_names(data, env_id)
     merged: dict[str, Any] = {}
-    merged.update(data.get("default") or {})
-    for name, entry in data.items():  # pattern entries such as `ALE/*`, in file order
-        if name != env_id and name not in RESERVED_ENTRIES and is_pattern(name) and fnmatch.fnmatchcase(env_id, name):
-            merged.update(entry or {})
-    merged.update(data.get(env_id) or {})
+    kwargs: dict[str, Any] = {}
+    for name in ("default", *names):
+        entry = dict(data.get(name) or {})
+        kwargs.update(check_env_kwargs(entry.pop(ENV_KWARGS, None) or {}, f"{source}: entry {name}"))
+        merged.update(entry)
     valid = sorted(train_keys | agent_keys)
     for key in merged:
         if key not in train_keys and key not in agent_keys:
-            raise ConfigError(f"{source}: unknown key {shown(key)}; valid keys: {choices(valid, 60)}")
+            raise ConfigError(f"{source}: unknown key {shown(key)}; valid keys: {choices(valid + [ENV_KWARGS], 60)}")
     for key in overrides:
         if key not in train_keys and key not in agent_keys:
             raise ConfigError(f"--set: unknown key {shown(key)}; valid keys: {choices(valid, 60)}")
     merged.update(overrides)
+    kwargs.update(env_kwargs or {})
     train = build(TrainConfig, {k: v for k, v in merged.items() if k in train_keys}, source=source)
     agent = build(agent_config_cls, {k: v for k, v in merged.items() if k in agent_keys}, source=source)
-    return ResolvedConfig(train=train, agent=agent, run_meta=dict(data.get("run") or {}))
+    return ResolvedConfig(train=train, agent=agent, run_meta=dict(data.get("run") or {}), env_kwargs=kwargs,
+                          entries=tuple(names))
+
+
+def env_entry_names(data: dict[str, Any], env_id: str) -> list[str]:
+    """The file's entries that apply to `env_id`, lowest precedence first: matching patterns (`ALE/*`) in
+    file order, then the id's own entry. A `module:Id` env also matches entries named by its bare `Id`."""
+    ids = [env_id] if ":" not in env_id else [env_id.rpartition(":")[2], env_id]
+    patterns = [name for name in data if name not in RESERVED_ENTRIES and name not in ids and is_pattern(name)
+                and any(fnmatch.fnmatchcase(i, name) for i in ids)]
+    return patterns + [i for i in ids if i in data and i not in RESERVED_ENTRIES]
 
 
 def is_pattern(name: Any) -> bool:
@@ -273,14 +296,45 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def dump_resolved(resolved: ResolvedConfig, *, agent: str, env_id: str, seed: int, device: str) -> str:
+def dump_resolved(resolved: ResolvedConfig, *, agent: str, env_id: str, seed: int, device: str,
+                  env_modules: tuple[str, ...] | list[str] = ()) -> str:
     """YAML text of a fully resolved config; loading it with `--config` reproduces the run."""
     entry = {k: _plain(v) for k, v in dataclasses.asdict(resolved.train).items()}
     entry.update({k: _plain(v) for k, v in dataclasses.asdict(resolved.agent).items()})
-    doc = {"run": {"agent": agent, "env": env_id, "seed": seed, "device": device}, "default": entry}
+    if resolved.env_kwargs:
+        entry[ENV_KWARGS] = dict(resolved.env_kwargs)
+    run: dict[str, Any] = {"agent": agent, "env": env_id, "seed": seed, "device": device}
+    if env_modules:
+        run["env_modules"] = list(env_modules)
+    doc = {"run": run, "default": entry}
     header = ("# Resolved config of an rlagents run. Reproduce it with:\n"
               "#   python -m rlagents.train --config <this file>\n")
     return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+# loop settings a resumed run may change: how long it runs and how it is watched, not what it learns
+RESUMABLE_KEYS = frozenset({"train.steps", "train.eval_every", "train.eval_episodes", "train.eval_envs",
+                            "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                            "train.torch_threads"})
+
+
+def config_values(train: Any, agent: Any, seed: Any) -> dict[str, Any]:
+    """The values a run's config fixes, flat (`seed`, `train.<key>`, `agent.<key>`), as JSON would give them
+    back; `train` and `agent` are config dataclasses or the mappings a checkpoint records."""
+    flat: dict[str, Any] = {"seed": seed}
+    for section, values in (("train", train), ("agent", agent)):
+        if dataclasses.is_dataclass(values):
+            values = dataclasses.asdict(values)
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            flat[f"{section}.{key}"] = value
+    return json.loads(json.dumps(flat, default=str))
+
+
+def config_sha256(train: Any, agent: Any, seed: Any) -> str:
+    """SHA-256 of the config values that fix what a run learns (all but `RESUMABLE_KEYS`): recorded in
+    every checkpoint, so that `--resume` refuses a run whose config.yaml was edited since."""
+    values = {k: v for k, v in config_values(train, agent, seed).items() if k not in RESUMABLE_KEYS}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def describe_fields(cls: type) -> list[tuple[str, str, Any]]:

@@ -22,8 +22,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
+from rlagents import envspec
 from rlagents import obs as batches
-from rlagents.errors import UserError
+from rlagents.envspec import EnvSpec, as_env_spec
+from rlagents.errors import TrainingFault, UserError, one_line
 
 
 def _register_project_envs(atari: bool = True) -> None:
@@ -114,37 +116,39 @@ def wrap_atari(env: gym.Env, *, training: bool) -> gym.Env:
     return FrameStackObservation(env, ATARI_STACK, padding_type="reset")
 
 
-def make_env(env_id: str, *, render_mode: str | None = None, training: bool = False, **kwargs: Any) -> gym.Env:
-    """`gym.make` with our envs registered and a one-line error naming close matches for unknown ids.
+def make_env(env: str | EnvSpec, *, render_mode: str | None = None, training: bool = False,
+             **kwargs: Any) -> gym.Env:
+    """Create `env` (an id, or an `EnvSpec` with kwargs and modules) with our envs registered; an unknown
+    id is a one-line error naming close matches, and anything the env's own code raises is one line too.
 
     Atari ids (`ALE/...`) get the standard DQN preprocessing (`wrap_atari`): the ALE's own frame skip is
     replaced by the wrapper's (frameskip=1 here), its sticky actions (v5: repeat_action_probability 0.25)
     are kept. `training` envs of Atari games end an episode at each lost life; evaluation envs do not.
     """
+    spec = as_env_spec(env)
+    env_id = spec.id
     atari = is_atari(env_id)
     _register_project_envs(atari=atari)
+    creator = spec.creator()
+    if not isinstance(creator, str):  # a factory function: nothing to look up
+        return envspec.create(spec, creator, {"render_mode": render_mode, **kwargs})
+    env_id = creator
     if atari:
         kwargs.setdefault("frameskip", 1)
     else:
         if env_id not in gym.registry:
             _register_atari_envs()  # so that close matches include the ALE ids
-        spec = gym.registry.get(env_id)
-        if spec is not None and str(spec.entry_point).startswith("ale_py"):  # Pong-v4, PongNoFrameskip-v4
+        found = gym.registry.get(env_id)
+        if found is not None and str(found.entry_point).startswith("ale_py"):  # Pong-v4, PongNoFrameskip-v4
             game = env_id.split("NoFrameskip")[0].split("Deterministic")[0].split("-")[0]
             raise UserError(f"legacy Atari id {env_id!r}: use ALE/{game}-v5 (ALE/ ids get the standard "
                             f"preprocessing and the ALE/* config entry)")
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, gym.registry.keys(), n=5, cutoff=0.5)
         hint = f"did you mean: {', '.join(close)}?" if close else "see `python -m rlagents.train --list-envs`"
-        raise UserError(f"unknown env {env_id!r}; {hint}")
-    try:
-        # The passive checker wraps every step in extra Python; `--check-env` runs the full checker instead.
-        env = gym.make(env_id, render_mode=render_mode, disable_env_checker=True, **kwargs)
-        return wrap_atari(env, training=training) if atari else env
-    except gym.error.DependencyNotInstalled as exc:
-        raise UserError(f"env {env_id!r} needs an extra package: {exc}") from None
-    except gym.error.Error as exc:
-        raise UserError(f"cannot create env {env_id!r}: {exc}") from None
+        raise UserError(f"unknown env {env_id!r}; {hint} (an env of your own: --env package.module:EnvId-v0)")
+    made = envspec.create(spec, env_id, {"render_mode": render_mode, **kwargs})
+    return wrap_atari(made, training=training) if atari else made
 
 
 def is_project_env(env_id: str) -> bool:
@@ -156,29 +160,31 @@ def is_project_env(env_id: str) -> bool:
     return module == "envs" or module.startswith("envs.")
 
 
-def check_env(env_id: str) -> None:
-    """Run Gymnasium's env checker on a fresh `env_id`; a failure is a one-line UserError."""
+def check_env(env: str | EnvSpec) -> None:
+    """Run Gymnasium's env checker on a fresh `env`; a failure is a one-line UserError."""
     from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
-    env = make_env(env_id)
+    made = make_env(env)
     try:
-        gymnasium_check_env(env.unwrapped, skip_render_check=True)
+        gymnasium_check_env(made.unwrapped, skip_render_check=True)
     except Exception as exc:  # the checker raises assorted types; all mean the env breaks the API
-        raise UserError(f"env {env_id!r} fails Gymnasium's env checker: {exc}") from None
+        raise UserError(f"env {as_env_spec(env).id!r} fails Gymnasium's env checker: {exc}") from None
     finally:
-        env.close()
+        made.close()
 
 
 class SyncVecEnv(gym.vector.VectorEnv):
     """Steps `len(env_fns)` envs in turn, with same-step autoreset and preallocated batch arrays."""
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], *, record_episodes: bool = False):
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], *, record_episodes: bool = False,
+                 label: str | None = None):
         self.envs = [fn() for fn in env_fns]
         self.num_envs = len(self.envs)
         first = self.envs[0]
         self.metadata = dict(first.metadata, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         self.render_mode = first.render_mode
         self.spec = first.spec
+        self.label = label or (first.spec.id if first.spec is not None else type(first.unwrapped).__name__)
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
         self.observation_space = batch_space(first.observation_space, self.num_envs)
@@ -196,7 +202,11 @@ class SyncVecEnv(gym.vector.VectorEnv):
         for i, (env, s) in enumerate(zip(self.envs, seeds)):
             if self.record_episodes:
                 self._note_episode_start(i, s, replayable=options is None)
-            observations.append(env.reset(seed=s, options=options)[0])
+            try:
+                observations.append(env.reset(seed=s, options=options)[0])
+            except Exception as exc:  # noqa: BLE001 (an env's own code can raise anything)
+                raise TrainingFault(f"env {self.label!r} (copy {i}): reset(seed={s}) raised "
+                                    f"{type(exc).__name__}: {one_line(exc)}") from exc
         return self._stack(observations), {}
 
     def _note_episode_start(self, i: int, seed: int | None, *, replayable: bool = True) -> None:
@@ -225,21 +235,26 @@ class SyncVecEnv(gym.vector.VectorEnv):
         record = self.record_episodes
         if record and isinstance(actions, np.ndarray) and actions.ndim > 1:
             actions = actions.copy()  # rows are kept in the episode record: no views of the caller's array
-        for i, env in enumerate(self.envs):
-            action = actions[i]
-            obs, rewards[i], terminated[i], truncated[i], _ = env.step(action)
-            if record:
-                self._episode_actions[i].append(action)
-            if terminated[i] or truncated[i]:
-                if not infos:
-                    infos = {"final_obs": np.empty(self.num_envs, dtype=object),
-                             "_final_obs": np.zeros(self.num_envs, dtype=bool)}
-                infos["final_obs"][i] = obs
-                infos["_final_obs"][i] = True
+        i = 0
+        try:  # free in Python 3.11+ unless something raises
+            for i, env in enumerate(self.envs):
+                action = actions[i]
+                obs, rewards[i], terminated[i], truncated[i], _ = env.step(action)
                 if record:
-                    self._note_episode_start(i, None)
-                obs, _ = env.reset()
-            observations.append(obs)
+                    self._episode_actions[i].append(action)
+                if terminated[i] or truncated[i]:
+                    if not infos:
+                        infos = {"final_obs": np.empty(self.num_envs, dtype=object),
+                                 "_final_obs": np.zeros(self.num_envs, dtype=bool)}
+                    infos["final_obs"][i] = obs
+                    infos["_final_obs"][i] = True
+                    if record:
+                        self._note_episode_start(i, None)
+                    obs, _ = env.reset()
+                observations.append(obs)
+        except Exception as exc:  # noqa: BLE001 (an env's own code can raise anything)
+            raise TrainingFault(f"env {self.label!r} (copy {i}): step, or the reset after an episode end, raised "
+                                f"{type(exc).__name__}: {one_line(exc)}") from exc
         return self._stack(observations), rewards, terminated, truncated, infos
 
     def episode_snapshot(self) -> dict[str, Any]:
@@ -307,10 +322,10 @@ class SyncVecEnv(gym.vector.VectorEnv):
 EVAL_STEP_CAP = 10_000
 
 
-def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None,
+def make_vec_env(env: str | EnvSpec, n_envs: int, *, render_mode: str | None = None,
                  step_cap: int | None = None, training: bool = False,
                  record_episodes: bool = False) -> SyncVecEnv:
-    """A vector of `n_envs` copies of `env_id` (`training`: see `make_env`; `record_episodes`: see
+    """A vector of `n_envs` copies of `env` (`training`: see `make_env`; `record_episodes`: see
     `SyncVecEnv`).
 
     `step_cap` adds a time limit to envs registered without one (CliffWalking, say), so that evaluating a
@@ -318,15 +333,27 @@ def make_vec_env(env_id: str, n_envs: int, *, render_mode: str | None = None,
     """
     # ALE games truncate themselves (v5: 108,000 frames; a TimeLimit here would count raw frames), and an
     # ALE env is slow to create (it loads the game): no probe for them
+    spec = as_env_spec(env)
     limit = None
-    if not is_atari(env_id):
-        probe = make_env(env_id, render_mode=render_mode)  # fail fast, with a clean error, on a bad id
-        limit = probe.spec.max_episode_steps if probe.spec is not None else None
+    if not is_atari(spec.id):
+        probe = make_env(spec, render_mode=render_mode)  # fail fast, with a clean error, on a bad id
+        limit = _time_limit(probe)
         probe.close()
-    capped = step_cap is not None and limit is None and not is_atari(env_id)
+    capped = step_cap is not None and limit is None and not is_atari(spec.id)
     kwargs = {"max_episode_steps": step_cap} if capped else {}
-    return SyncVecEnv([lambda: make_env(env_id, render_mode=render_mode, training=training, **kwargs)
-                       for _ in range(n_envs)], record_episodes=record_episodes)
+    return SyncVecEnv([lambda: make_env(spec, render_mode=render_mode, training=training, **kwargs)
+                       for _ in range(n_envs)], record_episodes=record_episodes, label=spec.id)
+
+
+def _time_limit(env: gym.Env) -> int | None:
+    """The env's episode step limit: its registration's, or that of a TimeLimit a factory wrapped it in."""
+    if env.spec is not None and env.spec.max_episode_steps is not None:
+        return env.spec.max_episode_steps
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env._max_episode_steps
+        env = env.env
+    return None
 
 
 def _same_obs(a: Any, b: Any) -> bool:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-from rlagents.cli import ArgumentParser, resolve_device
+from rlagents import _entry_module
+from rlagents.cli import ArgumentParser, count_arg, output_file_arg, resolve_device, seed_arg
+from rlagents.config import MAX_EPISODES
+from rlagents.validate import check_count, check_seed
 from rlagents.environments import EVAL_STEP_CAP, evaluate, make_env, make_vec_env
+from rlagents.envspec import EnvSpec
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.onnx_policy import OnnxPolicy
@@ -21,19 +28,22 @@ VIDEO_FORMATS = (".gif",)
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m rlagents.evaluate", description=__doc__)
     p.add_argument("run_dir", type=Path, help="a run directory written by rlagents.train")
-    p.add_argument("--episodes", type=int, default=None, help="episodes to run (default: the run's eval_episodes)")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--episodes", type=count_arg("--episodes", MAX_EPISODES), default=None,
+                   help="episodes to run (default: the run's eval_episodes)")
+    p.add_argument("--seed", type=seed_arg(), default=None,
                    help="seed of the evaluation episodes (default: the run's own, which reproduces its summary)")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint JSON (default: the final one)")
     p.add_argument("--onnx", type=Path, default=None,
                    help="play this exported policy (python -m rlagents.export) through onnxruntime instead")
-    p.add_argument("--video", type=Path, default=None, help="record one greedy episode to this .gif file")
+    p.add_argument("--video", type=output_file_arg("--video"), default=None,
+                   help="record one greedy episode to this .gif file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="torch device (default cpu)")
     return p
 
 
-def spaces_of(env_id: str):
-    env = make_env(env_id)
+def spaces_of(env: str | EnvSpec) -> tuple[gym.Space, gym.Space]:
+    """(observation space, action space) of a fresh `env`."""
+    env = make_env(env)
     try:
         return env.observation_space, env.action_space
     finally:
@@ -44,7 +54,7 @@ def record_video(run: LoadedRun, path: Path, seed: int, max_frames: int = 2_000)
     """Record one greedy episode as an animated GIF; returns the number of frames."""
     from PIL import Image
 
-    env = make_env(run.env_id, render_mode="rgb_array")
+    env = make_env(run.env, render_mode="rgb_array")
     frames = []
     try:
         obs, _ = env.reset(seed=seed)
@@ -68,31 +78,43 @@ def record_video(run: LoadedRun, path: Path, seed: int, max_frames: int = 2_000)
     return len(images)
 
 
+def evaluate_run(run: LoadedRun, episodes: int | None = None, seed: int | None = None,
+                 policy: Callable[[Any], Any] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Greedy episodes of `run`'s agent (or of `policy`) on its env: by default its own final evaluation
+    (`eval_episodes` episodes from its evaluation seed), which reproduces the summary. Returns (returns,
+    lengths, seed). `episodes` and `seed` are checked here too, for the Python API (`Policy.evaluate`)."""
+    episodes = run.config.train.eval_episodes if episodes is None else check_count(episodes, "episodes",
+                                                                                   high=MAX_EPISODES)
+    seed = run.seed + EVAL_SEED_OFFSET if seed is None else check_seed(seed, "seed")
+    if policy is None:
+        policy = lambda o: run.agent.act(o, explore=False)  # noqa: E731
+    envs = make_vec_env(run.env, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
+    try:
+        returns, lengths = evaluate(policy, envs, episodes, seed)
+    finally:
+        envs.close()
+    return returns, lengths, seed
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.video is not None and args.video.suffix.lower() not in VIDEO_FORMATS:
         raise UserError(f"--video {args.video}: unsupported format {args.video.suffix or '(none)'!r}; "
                         f"valid: {', '.join(VIDEO_FORMATS)}")
-    if args.episodes is not None and args.episodes < 1:
-        raise UserError(f"--episodes must be >= 1, got {args.episodes}")
     set_cpu_threads(1)
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
-    episodes = args.episodes or run.config.train.eval_episodes
-    seed = args.seed if args.seed is not None else run.seed + EVAL_SEED_OFFSET
-    envs = make_vec_env(run.env_id, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
     if args.onnx is not None:
         policy = OnnxPolicy.load(args.onnx, env_id=run.env_id)
         source = policy.source()
     else:
-        policy = lambda o: run.agent.act(o, explore=False)  # noqa: E731
+        policy = None
         source = f"{run.checkpoint.name}, step {run.meta.get('step')}"
-    returns, lengths = evaluate(policy, envs, episodes, seed)
-    envs.close()
+    returns, lengths, seed = evaluate_run(run, args.episodes, args.seed, policy)
     print(f"{run.agent_name} on {run.env_id} ({source}): "
-          f"return {returns.mean():.2f} ± {returns.std():.2f} over {episodes} episodes "
+          f"return {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes "
           f"(mean length {lengths.mean():.1f})")
-    env = make_env(run.env_id)
+    env = make_env(run.env)
     try:
         for line in run.agent.inspect(env, run.run_dir):
             print(line)
@@ -103,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"video: {args.video} ({n} frames)")
     return 0
 
+
+_entry_module(__name__)  # rlagents.evaluate(...) is the Python API's evaluate (see rlagents/__init__.py)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -165,7 +165,7 @@ def check_observations(run: LoadedRun) -> Any:
     seed (up to `CHECK_STEPS` steps), observations drawn from the space, and every state of a small `Discrete`
     space."""
     space, agent = run.agent.obs_space, run.agent
-    env = make_env(run.env_id)
+    env = make_env(run.env)
     try:
         obs, _ = env.reset(seed=run.seed + EVAL_SEED_OFFSET)
         rows = [obs]

@@ -368,7 +368,8 @@ def image_branch(backbone: nn.Module) -> "ConvBackbone":
 def load_pretrained_backbone(backbone: nn.Module, path: str, freeze: bool) -> None:
     """Load a trained `ConvBackbone` (e.g. from `rlagents.classify`) into `backbone`'s image branch.
 
-    `path` is a checkpoint JSON or a run directory holding `backbone.json`. Frozen weights get no gradients.
+    `path` is a classifier run directory (holding `backbone.json`), a checkpoint JSON, or the `.safetensors`
+    file beside one. Frozen weights get no gradients.
     """
     from pathlib import Path
 
@@ -380,6 +381,8 @@ def load_pretrained_backbone(backbone: nn.Module, path: str, freeze: bool) -> No
     file = Path(path)
     if file.is_dir():
         file = file / "backbone.json"
+    elif file.suffix == ".safetensors":  # the tensor half of a checkpoint: its JSON, beside it, describes it
+        file = file.with_suffix(".json")
     state, _ = read_checkpoint(file)
     weights = state.get("backbone") if isinstance(state, dict) else None
     if not isinstance(weights, dict):

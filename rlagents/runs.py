@@ -1,4 +1,5 @@
-"""Building an agent for an env from a resolved config, and reloading a finished run from its directory."""
+"""From a `RunSpec` to objects: the agent for an env, a run ready to train (`materialize`), and a finished
+run reloaded from its directory (`load_run`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from pathlib import Path
 import gymnasium as gym
 import torch
 
+from rlagents import envspec
 from rlagents.agents import Agent, agent_class
 from rlagents.checkpoint import check_spaces, latest_checkpoint, read_checkpoint
-from rlagents.config import ResolvedConfig, read_config_file, resolve
-from rlagents.errors import UserError
+from rlagents.cli import resolve_device
+from rlagents.config import ResolvedConfig
+from rlagents.environments import EVAL_STEP_CAP, is_atari, is_project_env, make_env, make_vec_env
+from rlagents.environments import check_env as gym_check_env
+from rlagents.envspec import EnvSpec
+from rlagents.loop import Run, seed_everything
+from rlagents.runspec import RunSpec, spec_of_run
+from rlagents.state_check import load_agent_state
+from rlagents.threads import set_cpu_threads
 
 
 def build_agent(agent_name: str, config: ResolvedConfig, obs_space: gym.Space, action_space: gym.Space, *,
@@ -23,9 +32,33 @@ def build_agent(agent_name: str, config: ResolvedConfig, obs_space: gym.Space, a
                device=device, seed=seed)
 
 
+def materialize(spec: RunSpec, *, progress: bool = True, check_env: bool | None = None) -> Run:
+    """Build what `spec` describes: probe the env (import, create, reset, step: each failure is one line),
+    make the training and evaluation envs, seed everything and construct the agent. Writes nothing."""
+    device = resolve_device(spec.device)
+    config = spec.config
+    if check_env or (check_env is None and is_project_env(spec.env.name)):
+        gym_check_env(spec.env)
+    if not is_atari(spec.env.id):  # a separate env, so the run's own envs start untouched
+        probe = make_env(spec.env)
+        try:
+            envspec.probe(probe, spec.env, spec.seed)
+        finally:
+            probe.close()
+    envs = make_vec_env(spec.env, config.train.n_envs, training=True, record_episodes=True)  # resumable episodes
+    eval_envs = make_vec_env(spec.env, min(config.train.eval_envs, config.train.eval_episodes),
+                             step_cap=EVAL_STEP_CAP)
+    set_cpu_threads(config.train.torch_threads)
+    seed_everything(spec.seed)
+    agent = build_agent(spec.agent, config, envs.single_observation_space, envs.single_action_space,
+                        n_envs=envs.num_envs, seed=spec.seed, device=device)
+    return Run(agent_name=spec.agent, env_id=spec.env.id, seed=spec.seed, device=device, config=config,
+               agent=agent, envs=envs, eval_envs=eval_envs, run_dir=spec.run_dir, progress=progress)
+
+
 @dataclass
 class LoadedRun:
-    """A finished run: its config, names, and the agent restored from a checkpoint."""
+    """A finished run: its spec, names, and the agent restored from a checkpoint."""
 
     run_dir: Path
     agent_name: str
@@ -35,35 +68,24 @@ class LoadedRun:
     agent: Agent
     checkpoint: Path
     meta: dict
+    env: EnvSpec  # the env with its kwargs and modules, as the run's config.yaml records it
+    observation_space: gym.Space
+    action_space: gym.Space
 
 
-def load_run(run_dir: Path, obs_space_of, *, device: torch.device, checkpoint: Path | None = None) -> LoadedRun:
+def load_run(run_dir: Path, obs_space_of, *, device: torch.device, checkpoint: Path | None = None,
+             spec: RunSpec | None = None) -> LoadedRun:
     """Rebuild the agent of `run_dir` and load its final (or given) checkpoint.
 
-    `obs_space_of(env_id)` returns (observation_space, action_space) of a fresh env, so the caller decides
-    how envs are made.
+    `obs_space_of(env)` returns (observation_space, action_space) of a fresh env (`env` an `EnvSpec`), so
+    the caller decides how envs are made; `spec` is the run's spec if the caller has resolved it already.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory not found: {run_dir}")
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise UserError(f"{run_dir} is not an rlagents run directory (no config.yaml)")
-    data = read_config_file(config_file)
-    meta = data.get("run") or {}
-    agent_name, env_id = meta.get("agent"), meta.get("env")
-    if not agent_name or not env_id:
-        raise UserError(f"{config_file} has no run: agent/env entry; was it written by rlagents.train?")
-    seed = int(meta.get("seed", 0))
-    config = resolve(agent_class(agent_name).config_class, data, env_id, {}, source=str(config_file))
-    obs_space, action_space = obs_space_of(env_id)
-    agent = build_agent(agent_name, config, obs_space, action_space, n_envs=1, seed=seed, device=device)
-    path = checkpoint or latest_checkpoint(run_dir)
-    state, ckpt_meta = read_checkpoint(path, agent=agent_name, env=env_id)
+    spec = spec or spec_of_run(run_dir)
+    obs_space, action_space = obs_space_of(spec.env)
+    agent = build_agent(spec.agent, spec.config, obs_space, action_space, n_envs=1, seed=spec.seed, device=device)
+    path = checkpoint or latest_checkpoint(spec.run_dir)
+    state, ckpt_meta = read_checkpoint(path, agent=spec.agent, env=spec.env.id)
     check_spaces(ckpt_meta, obs_space, action_space, path)
-    try:
-        agent.load_state_dict(state["agent"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} does not fit this agent's networks: {first}") from None
-    return LoadedRun(run_dir, agent_name, env_id, seed, config, agent, path, ckpt_meta)
+    load_agent_state(agent, state.get("agent"), path)
+    return LoadedRun(spec.run_dir, spec.agent, spec.env.id, spec.seed, spec.config, agent, path, ckpt_meta, spec.env,
+                     obs_space, action_space)

@@ -4,34 +4,38 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from pathlib import Path
 
-from rlagents.agents import agent_class, available_agents
-from rlagents.checkpoint import (CHECKPOINT_DIR, FINAL, atomic_write_text, check_spaces, read_checkpoint,
-                                 remove_stale_temp_files, step_checkpoints)
-from rlagents.cli import ArgumentParser, default_config_path, resolve_device
-from rlagents.config import ResolvedConfig, dump_resolved, parse_overrides, read_config_file, resolve
-from rlagents.environments import EVAL_STEP_CAP, check_env, is_project_env, known_env_ids, make_vec_env
+from rlagents import _entry_module
+from rlagents.agents import available_agents
+from rlagents.api import TrainResult, resume_spec, train_spec
+from rlagents.cli import ArgumentParser, output_dir_arg, seed_arg
+from rlagents.config import parse_overrides
+from rlagents.environments import known_env_ids
+from rlagents.envspec import import_env_module, parse_env_kwargs
 from rlagents.errors import UserError, cli_entry
-from rlagents.loop import Run, seed_everything, train
-from rlagents.runs import build_agent
-from rlagents.threads import set_cpu_threads
-
-RUNS_DIR = Path("runs")
+from rlagents.loop import Run
+from rlagents.runs import materialize
+from rlagents.runspec import RunSpec, check_new_run_dir, resolve_spec, spec_of_run
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m rlagents.train", description=__doc__)
     p.add_argument("--agent", help=f"agent to train ({', '.join(available_agents())})")
-    p.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1")
+    p.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1; an env of your own: package.module:EnvId-v0 "
+                   "(the module registers it when imported) or package.module:make_env (a function returning one)")
+    p.add_argument("--env-module", action="append", default=[], metavar="NAME",
+                   help="import this module first, for the env ids it registers (repeatable)")
+    p.add_argument("--env-kwargs", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument of the env's constructor, the value read as YAML (repeatable)")
     p.add_argument("--config", type=Path, help="config YAML (default: configs/<agent>.yaml); a run's "
                    "config.yaml reproduces that run")
     p.add_argument("--steps", type=int, help="total env steps (default: the config's entry for the env)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg(), help="random seed, 0 … 2**32 - 1 (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, typed by its field (repeatable)")
-    p.add_argument("--run-dir", type=Path, help="output folder (default: runs/<env>__<agent>__<seed>__<time>)")
+    p.add_argument("--run-dir", type=output_dir_arg("--run-dir"),
+                   help="output folder (default: runs/<env>__<agent>__<seed>__<time>)")
     p.add_argument("--n-envs", type=int, help="training envs stepped together")
     p.add_argument("--eval-every", type=int, help="env steps between greedy evaluations")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation")
@@ -39,20 +43,19 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--check-env", action=argparse.BooleanOptionalAction, default=None,
                    help="run Gymnasium's env checker before training (default: on for our own envs/)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    p.add_argument("--resume", type=output_dir_arg("--resume"), metavar="RUN_DIR",
                    help="continue a stopped run from its newest checkpoint, with the run's own config")
     p.add_argument("--list-agents", action="store_true", help="list agents and exit")
     p.add_argument("--list-envs", action="store_true", help="list registered env ids and exit")
     return p
 
 
-RUN_OPTIONS = ("agent", "env", "config", "steps", "seed", "overrides", "run_dir", "n_envs", "eval_every",
-               "eval_episodes")
+RUN_OPTIONS = ("agent", "env", "env_module", "env_kwargs", "config", "steps", "seed", "overrides", "run_dir",
+               "n_envs", "eval_every", "eval_episodes")
 
 
-def prepare(args) -> Run:
-    """Validate everything and build the agent and envs; writes nothing to disk."""
-    data: dict = {}
+def spec_from_args(args) -> RunSpec:
+    """The run the command line describes (a new one, or `--resume`'s), validated; writes nothing."""
     if args.resume is not None:
         given = [f"--{k.replace('_', '-')}" if k != "overrides" else "--set" for k in RUN_OPTIONS
                  if getattr(args, k) not in (None, [])]
@@ -60,56 +63,23 @@ def prepare(args) -> Run:
             raise UserError(f"--resume continues the run with its own config; drop {', '.join(given)}")
         if not (args.resume / "config.yaml").is_file():
             raise UserError(f"--resume {args.resume}: not an rlagents run directory (no config.yaml)")
-        args.config = args.resume / "config.yaml"
-    if args.config is not None:
-        data = read_config_file(args.config)
-    meta = data.get("run") or {}
-    agent_name = args.agent or meta.get("agent")
-    env_id = args.env or meta.get("env")
-    if agent_name is None:
-        raise UserError(f"--agent is required; valid agents: {', '.join(available_agents())}")
-    if env_id is None:
-        raise UserError("--env is required, e.g. --env CartPole-v1 (see --list-envs)")
-    cls = agent_class(agent_name)
-    config_path = args.config or default_config_path(agent_name)
-    if args.config is None:
-        data = read_config_file(config_path)
-    seed = args.seed if args.seed is not None else int(meta.get("seed", 0))
-    device = resolve_device(args.device or meta.get("device", "auto"))
-
-    overrides = parse_overrides(args.overrides)
+        return spec_of_run(args.resume, device=args.device)
+    overrides: dict = parse_overrides(args.overrides)
     for key, value in (("steps", args.steps), ("n_envs", args.n_envs), ("eval_every", args.eval_every),
                        ("eval_episodes", args.eval_episodes)):
         if value is not None:
             overrides[key] = value
-    config: ResolvedConfig = resolve(cls.config_class, data, env_id, overrides, source=str(config_path))
-
-    if args.check_env or (args.check_env is None and is_project_env(env_id)):
-        check_env(env_id)
-    envs = make_vec_env(env_id, config.train.n_envs, training=True, record_episodes=True)  # resumable episodes
-    eval_envs = make_vec_env(env_id, min(config.train.eval_envs, config.train.eval_episodes), step_cap=EVAL_STEP_CAP)
-    set_cpu_threads(config.train.torch_threads)
-    seed_everything(seed)
-    agent = build_agent(agent_name, config, envs.single_observation_space, envs.single_action_space,
-                        n_envs=envs.num_envs, seed=seed, device=device)
-
-    if args.resume is not None:
-        return Run(agent_name=agent_name, env_id=env_id, seed=seed, device=device, config=config, agent=agent,
-                   envs=envs, eval_envs=eval_envs, run_dir=args.resume, progress=not args.no_progress)
-    run_dir = args.run_dir or RUNS_DIR / (f"{env_id.replace('/', '-')}__{agent_name}__{seed}__"
-                                          f"{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir")
-    return Run(agent_name=agent_name, env_id=env_id, seed=seed, device=device, config=config, agent=agent,
-               envs=envs, eval_envs=eval_envs, run_dir=run_dir, progress=not args.no_progress)
+    return resolve_spec(args.agent, args.env, seed=args.seed, config_file=args.config, overrides=overrides,
+                        env_kwargs=parse_env_kwargs(args.env_kwargs), env_modules=args.env_module,
+                        run_dir=args.run_dir, device=args.device)
 
 
-def train_new(run: Run) -> dict:
-    """Create the run directory, write the resolved config, and train from scratch; returns the summary."""
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.run_dir / "config.yaml", dump_resolved(
-        run.config, agent=run.agent_name, env_id=run.env_id, seed=run.seed, device=str(run.device)))
-    return train(run)
+def prepare(args) -> Run:
+    """Validate everything and build the agent and envs; writes nothing to disk."""
+    spec = spec_from_args(args)
+    if args.resume is None:
+        check_new_run_dir(spec)
+    return materialize(spec, progress=not args.no_progress, check_env=args.check_env)
 
 
 @cli_entry
@@ -119,37 +89,37 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available_agents()))
         return 0
     if args.list_envs:
+        for module in args.env_module:  # the ids these modules register are listed too
+            import_env_module(module, "--env-module")
         print("\n".join(known_env_ids()))
         return 0
-    run = prepare(args)
+    spec = spec_from_args(args)
+    progress = not args.no_progress
     if args.resume is not None:
-        if (run.run_dir / CHECKPOINT_DIR / f"{FINAL}.json").is_file():
-            raise UserError(f"run {run.run_dir} already finished ({CHECKPOINT_DIR}/{FINAL}.json): nothing to resume")
-        remove_stale_temp_files(run.run_dir)  # a run killed mid-write (SIGKILL, power loss) leaves one
-        candidates = step_checkpoints(run.run_dir)
-        if not candidates:
-            raise UserError(f"no checkpoint to resume from in {run.run_dir / CHECKPOINT_DIR}")
-        resume, meta = read_checkpoint(candidates[-1], agent=run.agent_name, env=run.env_id)
-        check_spaces(meta, run.envs.single_observation_space, run.envs.single_action_space, candidates[-1])
-        if "loop" not in resume:
-            raise UserError(f"{candidates[-1]} is not a training checkpoint (no loop state)")
-        summary = train(run, resume)
+        result = resume_spec(spec, progress=progress, check_env=args.check_env)
     else:
-        summary = train_new(run)
-    if summary["status"] == "interrupted":
+        result = train_spec(spec, progress=progress, check_env=args.check_env)
+    return report(spec, result)
+
+
+def report(spec: RunSpec, result: TrainResult) -> int:
+    """Print the run's one-line outcome; the exit code (130 when interrupted)."""
+    summary = result.summary
+    if result.status != "completed":  # interrupted by a signal
         print(f"interrupted at step {summary['total_steps']}; a checkpoint was saved. Continue with: "
-              f"python -m rlagents.train --resume {run.run_dir}", file=sys.stderr)
+              f"python -m rlagents.train --resume {spec.run_dir}", file=sys.stderr)
         return 130
     solved = (f"solved at step {summary['solved_at_step']} ({summary['solved_at_time_s']} s of training)"
               if summary["solved_at_step"] is not None else "not solved")
-    print(f"{run.agent_name} on {run.env_id} seed {run.seed}: eval return {summary['eval_return_mean']:.2f} ± "
+    untuned = " (untuned config: its default: settings)" if spec.untuned else ""
+    print(f"{spec.agent} on {spec.env.id} seed {spec.seed}{untuned}: eval return {summary['eval_return_mean']:.2f} ± "
           f"{summary['eval_return_std']:.2f} over {summary['eval_episodes']} episodes; {solved}; "
           f"{summary['env_steps_per_s']:,.0f} env steps/s; {summary['total_steps']} steps in "
-          f"{summary['wall_time_s']:.1f} s. Run: {run.run_dir}")
-    run.envs.close()
-    run.eval_envs.close()
+          f"{summary['wall_time_s']:.1f} s. Run: {spec.run_dir}")
     return 0
 
+
+_entry_module(__name__)  # rlagents.train(...) is the Python API's train (see rlagents/__init__.py)
 
 if __name__ == "__main__":
     sys.exit(main())

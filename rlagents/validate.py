@@ -62,3 +62,36 @@ def require_memory(nbytes: int, what: str, hint: str) -> None:
     if available is not None and nbytes > available:
         raise ConfigError(f"{what} needs {format_bytes(nbytes)} of memory, but only {format_bytes(available)} "
                           f"is available: {hint}")
+
+
+MAX_SEED_LIST = 10_000  # seeds in one list: far more runs than any comparison or study makes
+
+
+def parse_seeds(text: str, what: str = "--seeds") -> list[int]:
+    """Seeds from `N` (0 … N-1), `A-B` (A … B inclusive) or `A,B,C`; a UserError naming `what` otherwise.
+
+    An explicit list lets a comparison run on seeds that a config was not chosen on."""
+    raw = str(text).strip()
+    valid = f"{what} takes N (seeds 0..N-1), A-B (a range) or A,B,C (a list), got {shown(raw)}"
+    try:
+        if "," in raw:
+            seeds = [int(part) for part in raw.split(",") if part.strip()]
+        elif "-" in raw.lstrip("-"):
+            low, _, high = raw.partition("-")
+            if int(high) < int(low):
+                raise UserError(f"{what} {raw}: the range is inverted ({low} > {high})")
+            seeds = list(range(int(low), int(high) + 1)) if int(high) - int(low) < MAX_SEED_LIST else []
+        else:
+            count = int(raw)
+            if count < 1:
+                raise UserError(f"{what} must be at least 1, got {count}")
+            seeds = list(range(count)) if count <= MAX_SEED_LIST else []
+    except ValueError:
+        raise UserError(valid) from None
+    if not seeds or len(seeds) > MAX_SEED_LIST:
+        raise UserError(f"{what} must name 1 to {MAX_SEED_LIST:,} seeds, got {shown(raw)}")
+    for seed in seeds:
+        check_seed(seed, what)
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{what} lists a seed twice: {shown(raw)}")
+    return seeds

@@ -22,7 +22,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 @pytest.mark.parametrize("agent, env, steps", [("dqn", "CartPole-v1", 2000), ("reinforce", "CartPole-v1", 4000),
-                                               ("reinforce", "Pendulum-v1", 2000),
+                                               ("reinforce", "Pendulum-v1", 2000), ("ppo", "Pendulum-v1", 2000),
                                                ("qlearning", "FrozenLake-v1", 5000),
                                                ("qlearning", "CartPole-v1", 3000),
                                                ("planner", "FrozenLake-v1", 3000), ("planner", "CartPole-v1", 600)])

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from rlagents.agents.reinforce import (ReinforceAgent, ReinforceConfig, explained_variance, normalize,
-                                       rewards_to_go, tanh_gaussian_log_prob)
+from rlagents.agents.reinforce import ReinforceAgent, ReinforceConfig, rewards_to_go
 from rlagents.checkpoint import read_checkpoint, save_checkpoint
 from rlagents.config import resolve
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.evaluate import main as evaluate_main
+from rlagents.policies import RunningNorm, explained_variance, normalize, tanh_gaussian_log_prob
 from rlagents.train import main as train_main
 
 BOX_OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -136,7 +136,7 @@ def test_continuous_action_smoke_run_and_evaluate(tmp_path: Path, capsys):
 
 
 def test_running_norm_matches_batch_statistics_and_is_checkpointed(tmp_path: Path):
-    from rlagents.agents.reinforce import RunningNorm
+
 
     data = np.random.default_rng(0).normal(3.0, 2.0, (300, 3))
     norm = RunningNorm((3,))

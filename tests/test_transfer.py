@@ -30,10 +30,12 @@ def test_dqn_trains_on_dict_observations(tmp_path: Path):
     assert summary["total_steps"] == 400 and np.isfinite(summary["eval_return_mean"])
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_pretrained_backbone_loads_into_the_image_branch(classifier_run: Path, tmp_path: Path, freeze: bool):
+@pytest.mark.parametrize("freeze, given", [(True, ""), (False, "backbone.safetensors"), (True, "backbone.json")])
+def test_pretrained_backbone_loads_into_the_image_branch(classifier_run: Path, tmp_path: Path, freeze: bool,
+                                                         given: str):
+    """The backbone is named by the classifier's run directory, its JSON or its tensor file."""
     pretrained = read_checkpoint(classifier_run / "backbone.json")[0]["backbone"]
-    state = dqn_on_digitlock(tmp_path / "run", "--set", f"backbone={classifier_run}",
+    state = dqn_on_digitlock(tmp_path / "run", "--set", f"backbone={classifier_run / given}",
                              "--set", f"freeze_backbone={str(freeze).lower()}",
                              "--set", "tau=0.5")  # soft target updates pair only the trained parameters
     image = {k.removeprefix("backbone.branches.image."): v for k, v in state["q"].items()

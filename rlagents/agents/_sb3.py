@@ -90,7 +90,7 @@ def _loop_vec_env_class():
             for i in np.flatnonzero(dones):
                 out_infos[i]["terminal_observation"] = infos["final_obs"][i]
                 out_infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            self.keep_going = self.on_step(rewards, terminated, truncated)
+            self.keep_going = self.on_step(rewards, terminated, truncated, dones if dones.any() else None)
             return obs, rewards.astype(np.float32), dones, out_infos
 
         def close(self) -> None:

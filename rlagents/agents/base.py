@@ -19,7 +19,9 @@ import torch
 from rlagents.errors import ExportError, TrainingFault
 
 
-StepCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], bool]
+#: `on_step(rewards, terminated, truncated, done)` after each vector step; `done` is the mask of envs whose
+#: episode ended, or None when none did (the common case, kept cheap). Returns False to stop.
+StepCallback = Callable[[np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None"], bool]
 
 
 class Agent(ABC):
@@ -78,7 +80,7 @@ class Agent(ABC):
 
     def drive(self, envs: gym.vector.VectorEnv, obs: np.ndarray, steps: int, on_step: StepCallback) -> None:
         """Train for `steps` env steps by stepping the loop's `envs` (already reset; `obs` are their current
-        observations), calling `on_step(rewards, terminated, truncated)` after every vector step with the
+        observations), calling `on_step(rewards, terminated, truncated, done)` after every vector step with the
         raw rewards, and stopping as soon as it returns False. Only for agents with `drives_env = True`."""
         raise NotImplementedError(f"{self.name} does not drive envs itself")
 

@@ -13,7 +13,6 @@ undervalued (the baseline is then a critic as well).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,16 +22,16 @@ import torch
 from torch import nn
 
 from rlagents import obs as batches
-from rlagents.agents.base import Agent, nonfinite_loss
+from rlagents.agents.base import nonfinite_loss
 from rlagents.config import param
-from rlagents.errors import ConfigError, UnsupportedSpaceError
-from rlagents.networks import NetworkConfig, build_backbone
-from rlagents.numpy_mlp import numpy_mlp_forward
+from rlagents.errors import ConfigError
+from rlagents.networks import build_backbone
+from rlagents.policies import PolicyConfig, PolicyGradientAgent, explained_variance, normalize
 
 
 @dataclass
-class ReinforceConfig(NetworkConfig):
-    """REINFORCE hyperparameters (after the shared network settings)."""
+class ReinforceConfig(PolicyConfig):
+    """REINFORCE hyperparameters (after the shared network and acting settings)."""
 
     gamma: float = param(0.99, "discount factor", low=0.0, high=1.0)
     lr: float = param(1.0e-2, "policy learning rate (Adam)", low=0.0, low_open=True)
@@ -47,24 +46,11 @@ class ReinforceConfig(NetworkConfig):
     normalize_advantages: bool = param(True, "scale advantages to zero mean, unit variance per batch")
     entropy_coef: float = param(0.0, "entropy bonus weight", low=0.0)
     max_grad_norm: float | None = param(1.0, "gradient norm clip (null = no clipping)", low=0.0, low_open=True)
-    squash: Literal["tanh", "clip"] = param("tanh", "continuous actions: tanh-squash into the bounds, or clip")
-    log_std: Literal["state", "learned"] = param("state", "continuous actions: state-independent log-std "
-                                                 "parameter, or learned by the policy head")
-    log_std_init: float = param(0.0, "initial log standard deviation of Gaussian policies")
-    nonfinite: Literal["stop", "skip"] = param("stop", "on a NaN/infinite loss: stop training (the last good "
-                                               "checkpoint stays), or skip that batch")
-    normalize_obs: bool = param(False, "scale Box observations by a running mean and std (updated from "
-                                "training experience, saved in checkpoints)")
-    head_init_gain: float = param(0.01, "orthogonal init gain of the policy head: small is a near-uniform "
-                                  "start; ~1 starts state-dependent, which explores sparse tasks", low=0.0)
 
     def validate(self) -> None:
         super().validate()
         if self.truncation == "bootstrap" and self.baseline != "value":
             raise ConfigError("truncation: bootstrap needs baseline: value (it bootstraps from V)")
-
-
-# ---------------------------------------------------------------- pure maths
 
 
 def rewards_to_go(rewards: np.ndarray, gamma: float, bootstrap: float = 0.0) -> np.ndarray:
@@ -77,111 +63,21 @@ def rewards_to_go(rewards: np.ndarray, gamma: float, bootstrap: float = 0.0) -> 
     return out
 
 
-def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Zero mean, unit variance (left as is for a single element)."""
-    if x.numel() < 2:
-        return x - x.mean()
-    return (x - x.mean()) / (x.std() + eps)
-
-
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    """1 − Var[target − predicted] / Var[target]: 1 is perfect, 0 no better than the mean."""
-    var = target.var()
-    return float("nan") if var.item() == 0 else float(1.0 - (target - predicted).var() / var)
-
-
-def tanh_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-    """log π(a) of a = tanh(u), u ~ N(mean, std): Gaussian log-density of u minus log|da/du|, summed."""
-    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(raw)
-    # log(1 − tanh(u)²) written stably as 2·(log 2 − u − softplus(−2u))
-    correction = 2.0 * (math.log(2.0) - raw - nn.functional.softplus(-2.0 * raw))
-    return (gaussian - correction).sum(dim=-1)
-
-
-class RunningNorm:
-    """Running mean and variance of observations (Chan et al.'s parallel update), for normalisation."""
-
-    def __init__(self, shape: tuple[int, ...], clip: float = 10.0):
-        self.mean = np.zeros(shape, np.float64)
-        self.var = np.ones(shape, np.float64)
-        self.count = 1e-4
-        self.clip = clip
-
-    def update(self, batch: np.ndarray) -> None:
-        b_mean, b_var, n = batch.mean(axis=0), batch.var(axis=0), len(batch)
-        delta, total = b_mean - self.mean, self.count + n
-        self.mean = self.mean + delta * n / total
-        self.var = (self.var * self.count + b_var * n + delta ** 2 * self.count * n / total) / total
-        self.count = total
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return np.clip((obs - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean, self.var = np.asarray(state["mean"]), np.asarray(state["var"])
-        self.count = float(state["count"])
-
-
-class Policy(nn.Module):
-    """Backbone + linear head; for Gaussian policies also the log-std (a parameter or half the head)."""
-
-    def __init__(self, backbone: nn.Module, n_out: int, state_log_std: int | None, log_std_init: float,
-                 head_gain: float = 0.01):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.features_dim, n_out)
-        nn.init.orthogonal_(self.head.weight, head_gain)
-        nn.init.zeros_(self.head.bias)
-        self.log_std = nn.Parameter(torch.full((state_log_std,), log_std_init)) if state_log_std else None
-
-    def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.backbone(obs))
-
-
-class ReinforceAgent(Agent):
+class ReinforceAgent(PolicyGradientAgent):
     """Monte-Carlo policy gradient over vectorised envs, for discrete and continuous actions."""
 
     name = "reinforce"
     config_class = ReinforceConfig
     recorded_state = frozenset({"trajectories", "batch"})
 
-    @classmethod
-    def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: ReinforceConfig) -> None:
-        if isinstance(action_space, gym.spaces.Box):
-            if len(action_space.shape) != 1:
-                raise UnsupportedSpaceError(f"reinforce needs 1-D Box actions, got shape {action_space.shape}")
-            if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-                raise UnsupportedSpaceError("reinforce needs finite Box action bounds to squash or clip into")
-        elif not isinstance(action_space, gym.spaces.Discrete):
-            raise UnsupportedSpaceError(f"reinforce needs Discrete or Box actions, got {action_space}")
-        parts = obs_space.spaces.values() if isinstance(obs_space, gym.spaces.Dict) else [obs_space]
-        if not all(isinstance(p, (gym.spaces.Box, gym.spaces.Discrete)) for p in parts):
-            raise UnsupportedSpaceError(f"reinforce needs a Box or Discrete observation space (or a Dict of them), "
-                                        f"got {obs_space}")
-
     def __init__(self, config: ReinforceConfig, obs_space: gym.Space, action_space: gym.Space, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
         c = config
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
 
         def backbone() -> nn.Module:  # policy and value each get their own copy (of the pretrained CNN too)
             return build_backbone(c, obs_space)
 
-        if self.discrete:
-            self.n_actions = int(action_space.n)
-            self.policy = Policy(backbone(), self.n_actions, None, c.log_std_init, c.head_init_gain)
-        else:
-            self.act_dim = int(action_space.shape[0])
-            self.low = action_space.low.astype(np.float32)
-            self.high = action_space.high.astype(np.float32)
-            learned = c.log_std == "learned"
-            self.policy = Policy(backbone(), self.act_dim * (2 if learned else 1),
-                                 None if learned else self.act_dim, c.log_std_init, c.head_init_gain)
-            if learned:
-                nn.init.constant_(self.policy.head.bias[self.act_dim:], c.log_std_init)
+        self.policy = self._init_policy(backbone())
         self.policy.to(self.device)
         # a frozen backbone is not trained
         self.policy_params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -192,15 +88,12 @@ class ReinforceAgent(Agent):
             self.value = nn.Sequential(vb, nn.Linear(vb.features_dim, 1)).to(self.device)
             self.value_params = [p for p in self.value.parameters() if p.requires_grad]
             self.value_optimizer = torch.optim.Adam(self.value_params, lr=c.value_lr)
-        self._numpy_policy = numpy_mlp_forward(self.policy.backbone, self.policy.head)
-        normalizable = isinstance(obs_space, gym.spaces.Box) and obs_space.dtype != np.uint8
-        self.obs_norm = RunningNorm(obs_space.shape) if c.normalize_obs and normalizable else None
+        self._init_acting()
         self.rng = np.random.default_rng(self.seed)
 
         # per-env trajectories in progress, and finished episodes awaiting an update
         self._traj: list[dict[str, list]] = [self._new_traj() for _ in range(self.n_envs)]
         self._batch: list[dict[str, Any]] = []
-        self._last_raw: np.ndarray | None = None  # pre-squash Gaussian samples of the last act()
         self.steps = 0
         self.updates = 0
         self.skipped_updates = 0
@@ -209,50 +102,6 @@ class ReinforceAgent(Agent):
     @staticmethod
     def _new_traj() -> dict[str, list]:
         return {"obs": [], "actions": [], "rewards": []}
-
-    # ------------------------------------------------------------ acting
-
-    def _head(self, obs: np.ndarray) -> np.ndarray:
-        if self.obs_norm is not None:
-            obs = self.obs_norm(obs)
-        if self._numpy_policy is not None:
-            return self._numpy_policy(obs)
-        with torch.inference_mode():
-            return self.policy(batches.to_tensor(obs, self.device)).cpu().numpy()
-
-    def _std(self, out: np.ndarray) -> np.ndarray:
-        if self.policy.log_std is not None:
-            return np.exp(self.policy.log_std.detach().cpu().numpy())[None].repeat(len(out), 0)
-        return np.exp(np.clip(out[:, self.act_dim:], -20.0, 2.0))
-
-    def _to_env(self, raw: np.ndarray) -> np.ndarray:
-        if self.config.squash == "tanh":
-            return self.low + (np.tanh(raw) + 1.0) * 0.5 * (self.high - self.low)
-        return np.clip(raw, self.low, self.high)
-
-    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
-        out = self._head(obs)
-        if self.discrete:
-            if not explore:
-                return out.argmax(axis=1)
-            logits = out - out.max(axis=1, keepdims=True)
-            probs = np.exp(logits)
-            probs /= probs.sum(axis=1, keepdims=True)
-            u = self.rng.random((len(out), 1))
-            return np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), self.n_actions - 1)
-        mean = out[:, : self.act_dim]
-        if not explore:
-            return self._to_env(mean).astype(np.float32)
-        raw = mean + self._std(out) * self.rng.standard_normal(mean.shape)
-        self._last_raw = raw.astype(np.float32)
-        return self._to_env(raw).astype(np.float32)
-
-    def export_module(self) -> nn.Module:
-        """Greedy policy for `rlagents.export`: [observation normaliser] → policy network → argmax (discrete) or
-        the mean squashed or clipped into the bounds (continuous)."""
-        from rlagents.graphs import greedy_policy
-
-        return greedy_policy(self.policy, self.action_space, squash=self.config.squash, obs_norm=self.obs_norm)
 
     # ------------------------------------------------------------ learning
 
@@ -280,20 +129,6 @@ class ReinforceAgent(Agent):
         self.steps += self.n_envs
         if len(self._batch) >= self.config.episodes_per_update:
             self._update()
-
-    def log_prob_and_entropy(self, obs: Any, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log π(a|s) and the policy's entropy (for Gaussian-tanh policies, of the pre-squash Gaussian)."""
-        out = self.policy(obs)
-        if self.discrete:
-            dist = torch.distributions.Categorical(logits=out)
-            return dist.log_prob(actions.long()), dist.entropy()
-        mean = out[:, : self.act_dim]
-        log_std = (self.policy.log_std.expand_as(mean) if self.policy.log_std is not None
-                   else out[:, self.act_dim:].clamp(-20.0, 2.0))
-        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(dim=-1)
-        if self.config.squash == "tanh":
-            return tanh_gaussian_log_prob(mean, log_std, actions), entropy
-        return torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).sum(dim=-1), entropy
 
     def _update(self) -> None:
         c = self.config

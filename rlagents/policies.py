@@ -1,0 +1,232 @@
+"""What the policy-gradient family (REINFORCE, PPO) shares: the policy network, its action distributions
+(categorical for `Discrete` actions; Gaussian, squashed by tanh or clipped into the bounds, for `Box`
+actions), sampling in NumPy, log-probabilities and entropy in torch, running normalisation, and the greedy
+policy's export.
+
+Acting goes through NumPy where the network allows (`numpy_mlp_forward`): for the small MLPs these agents
+use, torch's per-call dispatch costs more than the arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlagents import obs as batches
+from rlagents.agents.base import Agent
+from rlagents.config import param
+from rlagents.errors import UnsupportedSpaceError
+from rlagents.networks import NetworkConfig
+from rlagents.numpy_mlp import numpy_mlp_forward
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # bounds of a learned (state-dependent) log standard deviation
+
+
+@dataclass
+class PolicyConfig(NetworkConfig):
+    """The acting settings every policy-gradient agent shares (after the shared network settings)."""
+
+    squash: Literal["tanh", "clip"] = param("tanh", "continuous actions: tanh-squash into the bounds, or clip")
+    log_std: Literal["state", "learned"] = param("state", "continuous actions: state-independent log-std "
+                                                 "parameter, or learned by the policy head")
+    log_std_init: float = param(0.0, "initial log standard deviation of Gaussian policies")
+    head_init_gain: float = param(0.01, "orthogonal init gain of the policy head: small is a near-uniform "
+                                  "start; ~1 starts state-dependent, which explores sparse tasks", low=0.0)
+    normalize_obs: bool = param(False, "scale Box observations by a running mean and std (updated from "
+                                "training experience, saved in checkpoints)")
+    nonfinite: Literal["stop", "skip"] = param("stop", "on a NaN/infinite loss: stop training (the last good "
+                                               "checkpoint stays), or skip that batch")
+
+
+# ---------------------------------------------------------------- pure maths
+
+
+def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Zero mean, unit variance (left as is for a single element)."""
+    if x.numel() < 2:
+        return x - x.mean()
+    return (x - x.mean()) / (x.std() + eps)
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 − Var[target − predicted] / Var[target]: 1 is perfect, 0 no better than the mean."""
+    var = target.var()
+    return float("nan") if var.item() == 0 else float(1.0 - (target - predicted).var() / var)
+
+
+def tanh_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """log π(a) of a = tanh(u), u ~ N(mean, std): Gaussian log-density of u minus log|da/du|, summed."""
+    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(raw)
+    # log(1 − tanh(u)²) written stably as 2·(log 2 − u − softplus(−2u))
+    correction = 2.0 * (math.log(2.0) - raw - nn.functional.softplus(-2.0 * raw))
+    return (gaussian - correction).sum(dim=-1)
+
+
+class RunningNorm:
+    """Running mean and variance of observations (Chan et al.'s parallel update), for normalisation."""
+
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0):
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        self.count = 1e-4
+        self.clip = clip
+
+    def update(self, batch: np.ndarray) -> None:
+        b_mean, b_var, n = batch.mean(axis=0), batch.var(axis=0), len(batch)
+        delta, total = b_mean - self.mean, self.count + n
+        self.mean = self.mean + delta * n / total
+        self.var = (self.var * self.count + b_var * n + delta ** 2 * self.count * n / total) / total
+        self.count = total
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip((obs - self.mean) / np.sqrt(self.var + 1e-8), -self.clip, self.clip).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.var = np.asarray(state["mean"]), np.asarray(state["var"])
+        self.count = float(state["count"])
+
+
+class Policy(nn.Module):
+    """Backbone + linear head; for Gaussian policies also the log-std (a parameter or half the head)."""
+
+    def __init__(self, backbone: nn.Module, n_out: int, state_log_std: int | None, log_std_init: float,
+                 head_gain: float = 0.01):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.features_dim, n_out)
+        nn.init.orthogonal_(self.head.weight, head_gain)
+        nn.init.zeros_(self.head.bias)
+        self.log_std = nn.Parameter(torch.full((state_log_std,), log_std_init)) if state_log_std else None
+
+    def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.backbone(obs))
+
+
+# ---------------------------------------------------------------- the agents' shared acting
+
+
+class PolicyGradientAgent(Agent):
+    """Base of the policy-gradient agents: builds `self.policy` and the observation normaliser, acts (sampling
+    in NumPy), computes log-probabilities and entropy, and exports the greedy policy.
+
+    Subclasses build `self.policy` with `_init_policy`, then call `_init_acting`, and own `self.rng`; `act` leaves the
+    pre-squash Gaussian samples of continuous actions in `_last_raw` (what the log-probabilities are of).
+    """
+
+    config: PolicyConfig
+
+    @classmethod
+    def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: Any) -> None:
+        if isinstance(action_space, gym.spaces.Box):
+            if len(action_space.shape) != 1:
+                raise UnsupportedSpaceError(f"{cls.name} needs 1-D Box actions, got shape {action_space.shape}")
+            if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+                raise UnsupportedSpaceError(f"{cls.name} needs finite Box action bounds to squash or clip into")
+        elif not isinstance(action_space, gym.spaces.Discrete):
+            raise UnsupportedSpaceError(f"{cls.name} needs Discrete or Box actions, got {action_space}")
+        parts = obs_space.spaces.values() if isinstance(obs_space, gym.spaces.Dict) else [obs_space]
+        if not all(isinstance(p, (gym.spaces.Box, gym.spaces.Discrete)) for p in parts):
+            raise UnsupportedSpaceError(f"{cls.name} needs a Box or Discrete observation space (or a Dict of "
+                                        f"them), got {obs_space}")
+
+    def _init_policy(self, backbone: nn.Module) -> Policy:
+        """The policy network on `backbone`: logits for `Discrete` actions; for `Box` actions the Gaussian's
+        mean (and, with `log_std: learned`, its log-std as the head's second half)."""
+        c = self.config
+        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        if self.discrete:
+            self.n_actions = int(self.action_space.n)
+            return Policy(backbone, self.n_actions, None, c.log_std_init, c.head_init_gain)
+        self.act_dim = int(self.action_space.shape[0])
+        self.low = self.action_space.low.astype(np.float32)
+        self.high = self.action_space.high.astype(np.float32)
+        learned = c.log_std == "learned"
+        policy = Policy(backbone, self.act_dim * (2 if learned else 1), None if learned else self.act_dim,
+                        c.log_std_init, c.head_init_gain)
+        if learned:
+            nn.init.constant_(policy.head.bias[self.act_dim:], c.log_std_init)
+        return policy
+
+    def _init_acting(self) -> None:
+        """The NumPy forward of `self.policy` (when it is an MLP on the CPU) and the observation normaliser."""
+        self._numpy_policy = numpy_mlp_forward(self.policy.backbone, self.policy.head)
+        space = self.obs_space
+        normalizable = isinstance(space, gym.spaces.Box) and space.dtype != np.uint8
+        self.obs_norm = RunningNorm(space.shape) if self.config.normalize_obs and normalizable else None
+        self._last_raw: np.ndarray | None = None  # pre-squash Gaussian samples of the last act()
+
+    def _head(self, obs: np.ndarray) -> np.ndarray:
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
+        return self._forward(obs)
+
+    def _forward(self, obs: Any) -> np.ndarray:
+        """The policy head's outputs for (already normalised) observations, in NumPy."""
+        if self._numpy_policy is not None:
+            return self._numpy_policy(obs)
+        with torch.inference_mode():
+            return self.policy(batches.to_tensor(obs, self.device)).cpu().numpy()
+
+    def _std(self, out: np.ndarray) -> np.ndarray:
+        if self.policy.log_std is not None:
+            return np.exp(self.policy.log_std.detach().cpu().numpy())[None].repeat(len(out), 0)
+        return np.exp(np.clip(out[:, self.act_dim:], LOG_STD_MIN, LOG_STD_MAX))
+
+    def _to_env(self, raw: np.ndarray) -> np.ndarray:
+        if self.config.squash == "tanh":
+            return self.low + (np.tanh(raw) + 1.0) * 0.5 * (self.high - self.low)
+        return np.clip(raw, self.low, self.high)
+
+    def _actions(self, out: np.ndarray, explore: bool) -> np.ndarray:
+        """Actions from the policy head's outputs: sampled (`explore`) or greedy (mode, or the mean)."""
+        if self.discrete:
+            if not explore:
+                return out.argmax(axis=1)
+            logits = out - out.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            probs /= probs.sum(axis=1, keepdims=True)
+            u = self.rng.random((len(out), 1))
+            return np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), self.n_actions - 1)
+        mean = out[:, : self.act_dim]
+        if not explore:
+            return self._to_env(mean).astype(np.float32)
+        raw = mean + self._std(out) * self.rng.standard_normal(mean.shape)
+        self._last_raw = raw.astype(np.float32)
+        return self._to_env(raw).astype(np.float32)
+
+    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
+        return self._actions(self._head(obs), explore)
+
+    def export_module(self) -> nn.Module:
+        """Greedy policy for `rlagents.export`: [observation normaliser] → policy network → argmax (discrete) or
+        the mean squashed or clipped into the bounds (continuous)."""
+        from rlagents.graphs import greedy_policy
+
+        return greedy_policy(self.policy, self.action_space, squash=self.config.squash, obs_norm=self.obs_norm)
+
+    def log_prob_and_entropy(self, obs: Any, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π(a|s) and the policy's entropy (for Gaussian-tanh policies, of the pre-squash Gaussian)."""
+        return self.distribution_terms(self.policy(obs), actions)
+
+    def distribution_terms(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π(a|s) and the entropy, from the policy head's outputs `out`; continuous `actions` are the
+        pre-squash samples."""
+        if self.discrete:
+            dist = torch.distributions.Categorical(logits=out)
+            return dist.log_prob(actions.long()), dist.entropy()
+        mean = out[:, : self.act_dim]
+        log_std = (self.policy.log_std.expand_as(mean) if self.policy.log_std is not None
+                   else out[:, self.act_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX))
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(dim=-1)
+        if self.config.squash == "tanh":
+            return tanh_gaussian_log_prob(mean, log_std, actions), entropy
+        return torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).sum(dim=-1), entropy

@@ -1,0 +1,322 @@
+"""`python -m rlagents.tune`: bad input refused before anything is written, a small study's outputs, reruns that
+continue it, crashing trials, two objectives, several processes sharing one SQLite study, and kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+
+from rlagents import tune
+from rlagents.agents import agent_class
+from rlagents.config import read_config_file, resolve
+from rlagents.tune_report import write_config_entry
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = """
+default:
+  lr: {log_uniform: [0.05, 1.0]}
+  epsilon_fraction: {uniform: [0.1, 0.9]}
+  update: {categorical: [qlearning, sarsa]}
+"""
+# FrozenLake: a tabular run of a few thousand steps takes well under a second
+SMALL = ["--agent", "qlearning", "--env", "FrozenLake-v1", "--fix", "eval_every=1000", "--fix", "eval_episodes=10",
+         "--fix", "eval_envs=10", "--sampler-seed", "0"]
+
+
+@pytest.fixture
+def space(tmp_path: Path) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def _trials(db: Path) -> list[tuple]:
+    """(number, state, value) of every trial, read from the SQLite file as any SQL client would."""
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v ON "
+                           "v.trial_id = t.trial_id AND v.objective = 0 ORDER BY t.number").fetchall()
+
+
+def _attrs(db: Path, key: str) -> dict[int, object]:
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON "
+                           "a.trial_id = t.trial_id WHERE a.key = ?", (key,)).fetchall()
+    return {n: json.loads(v) for n, v in rows}
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, capsys):
+    missing = tmp_path / "missing.yaml"
+    cases = [  # (agent, env, search space file text or None for a missing file, more options, message)
+        ("nope", "FrozenLake-v1", SPACE, [], "unknown agent 'nope'"),
+        ("qlearning", "NoSuchEnv-v0", SPACE, [], "NoSuchEnv-v0"),
+        ("qlearning", "FrozenLake-v1", None, [], f"search space {missing} not found"),
+        ("qlearning", "FrozenLake-v1", "default: {nope: {uniform: [0, 1]}}", [], "unknown key 'nope'"),
+        ("qlearning", "FrozenLake-v1", "default: {lr: {uniform: [0.5, 0.1]}}", [], "inverted range [0.5, 0.1]"),
+        ("qlearning", "FrozenLake-v1", "default: {lr: {uniform: [0.5, 0.5]}}", [], "empty range"),
+        ("qlearning", "FrozenLake-v1", "default: {lr: {log_uniform: [0.0, 0.5]}}", [], "positive low bound"),
+        ("qlearning", "FrozenLake-v1", "default: {lr: {int: [1, 3]}}", [], "a float key cannot take a int"),
+        ("qlearning", "FrozenLake-v1", "default: {update: {uniform: [0.1, 0.3]}}", [], "cannot take a uniform"),
+        ("qlearning", "FrozenLake-v1", "default: {update: {categorical: [sarsa, nope]}}", [], "includes 'nope'"),
+        ("qlearning", "FrozenLake-v1", "default: {update: {categorical: []}}", [], "categorical takes a list"),
+        ("qlearning", "FrozenLake-v1", "default: {lr: {uniform: [0.5, 2.0]}}", [], "must be <= 1.0"),
+        ("qlearning", "FrozenLake-v1", "default: {lr: {normal: [0.5, 2.0]}}", [], "kinds: uniform, log_uniform"),
+        ("qlearning", "FrozenLake-v1", "default: [lr]", [], "must be a mapping"),
+        ("qlearning", "FrozenLake-v1", "default: {lr: {uniform: [0.1, 0.5]}}", ["--fix", "lr=0.2"],
+         "nothing left to search"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--fix", "nope=1"], "--fix: unknown key 'nope'"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--fix", "lr"], "--fix expects KEY=VALUE"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--fix", "gamma=2"], "--fix: gamma: bad value 2.0"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--objective", "return,speed"], "--objective takes one or two of"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--seeds", "0-1", "--holdout-seeds", "1,2"], "repeat a tuning seed"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--seeds", "5-3"], "range is inverted"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--trials", "0"], "--trials must be an integer from 1"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--holdout-seeds", "none", "--write-config"], "needs the held-out"),
+        ("qlearning", "Pendulum-v1", SPACE, ["--objective", "seconds"], "no reward_threshold"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--storage", "sqlite:////nonexistent-dir/sub/study.db"],
+         "--storage sqlite:////nonexistent-dir/sub/study.db: cannot open it"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--storage", "nosuchdb://host/db"], "cannot open it"),
+    ]
+    for agent, env, text, extra, needle in cases:
+        out = tmp_path / "study"
+        space = missing
+        if text is not None:
+            space = tmp_path / "space.yaml"
+            space.write_text(text)
+        argv = ["--agent", agent, "--env", env, "--space", str(space), "--steps", "100", "--out", str(out)] + extra
+        with pytest.raises(SystemExit) as exc:
+            tune.main(argv)
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2, (extra, err)
+        assert needle in err and len(err.splitlines()) == 1, (needle, err)
+        assert not out.exists(), extra  # nothing written
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "tune").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_search_space_is_valid(path: Path):
+    """The spaces in configs/tune pass the checks a study makes before it starts, for every agent's envs."""
+    envs = ["CartPole-v1", "Acrobot-v1"] + (["MountainCar-v0"] if path.stem in ("qlearning", "dqn") else [])
+    for env in envs:
+        args = tune.build_parser().parse_args(["--agent", path.stem, "--env", env, "--space", str(path)])
+        settings = tune.plan(args, [])
+        assert settings.params and settings.directions == ["maximize"]
+
+
+def test_small_study_writes_its_outputs_and_a_rerun_continues_it(tmp_path: Path, space: Path):
+    out = tmp_path / "study"
+    argv = SMALL + ["--space", str(space), "--seeds", "2", "--steps", "2000", "--holdout-seeds", "1000-1001",
+                    "--out", str(out)]
+    assert tune.main(argv + ["--trials", "2"]) == 0
+    first = _trials(out / "study.db")
+    assert [(n, s) for n, s, _ in first] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    for n in range(2):  # every trial is one ordinary run directory per seed
+        for seed in (0, 1):
+            run = out / "trials" / f"trial{n:04d}__s{seed}"
+            assert json.loads((run / "summary.json").read_text())["seed"] == seed
+            assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
+    # best.yaml: a config entry for the env that the agent's config accepts
+    entry = read_config_file(out / "best.yaml")
+    assert list(entry) == ["FrozenLake-v1"] and entry["FrozenLake-v1"]["steps"] == 2000
+    assert "eval_every" not in entry["FrozenLake-v1"]  # how trials were measured stays out
+    resolve(agent_class("qlearning").config_class, entry, "FrozenLake-v1", {}, source="best.yaml")
+    assert (out / "best.yaml").read_text().startswith("# Found by `python -m rlagents.tune`")
+    report = (out / "report.md").read_text()
+    for needle in ("## Best config", "## Top 2 trials", "## Parameter importances", "## Held-out check",
+                   "## Optimisation history", "held-out seeds 1000,1001", "P(best > default) = "):
+        assert needle in report, needle
+    check = json.loads((out / "holdout.json").read_text())
+    assert len(check["finals"]["best"]) == len(check["finals"]["default"]) == 2
+    assert check["best"]["steps"] == check["default"]["steps"] == 2000  # the same budget on both sides
+    assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
+    # the same command with a larger budget runs only the missing trials; the finished ones are kept
+    assert tune.main(argv + ["--trials", "3"]) == 0
+    again = _trials(out / "study.db")
+    assert again[:2] == first and [(n, s) for n, s, _ in again[2:]] == [(2, "COMPLETE")]
+    # another objective on the same study is refused (one line, exit 2)
+    with pytest.raises(SystemExit) as exc:
+        tune.main(argv + ["--trials", "3", "--objective", "auc"])
+    assert exc.value.code == 2
+
+
+class NaNAfter(gym.Env):
+    """A 1-D random walk whose rewards turn NaN after 300 steps (a broken reward function)."""
+
+    observation_space = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, render_mode=None):
+        self.total = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = 0.0
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.total += 1
+        self.x = float(np.clip(self.x + (1.0 if action else -1.0), -10, 10))
+        reward = float("nan") if self.total > 300 else 1.0
+        return np.array([self.x], np.float32), reward, abs(self.x) >= 10, False, {}
+
+
+def test_a_crashing_trial_is_recorded_failed_and_the_study_goes_on(tmp_path: Path, capsys):
+    gym.register("rlagents-test/TuneNaN-v0", entry_point=NaNAfter, max_episode_steps=50)
+    try:
+        space = tmp_path / "space.yaml"
+        space.write_text("default:\n  nonfinite: {categorical: [stop, skip]}\n  lr: {log_uniform: [1.0e-3, 1.0e-2]}\n")
+        out = tmp_path / "study"
+        code = tune.main(["--agent", "reinforce", "--env", "rlagents-test/TuneNaN-v0", "--space", str(space),
+                          "--sampler", "random", "--sampler-seed", "3", "--trials", "4", "--seeds", "1",
+                          "--steps", "1000", "--fix", "eval_every=500", "--fix", "eval_episodes=2",
+                          "--fix", "episodes_per_update=2", "--fix", "n_envs=1", "--holdout-seeds", "none", "--out", str(out)])
+    finally:
+        del gym.registry["rlagents-test/TuneNaN-v0"]
+    assert code == 0
+    trials = _trials(out / "study.db")
+    choices = _params(out / "study.db", "nonfinite")
+    errors = _attrs(out / "study.db", "error")
+    assert len(trials) == 4 and {choices[n] for n, _, _ in trials} == {0, 1}  # both choices were tried
+    for n, state, _ in trials:  # `stop` crashes its trial with the loop's message; `skip` completes
+        assert state == ("FAIL" if choices[n] == 0 else "COMPLETE")
+        assert ("non-finite" in errors[n]) if choices[n] == 0 else n not in errors
+    assert (out / "trials" / f"trial{trials[0][0]:04d}__s0").is_dir()
+    report = (out / "report.md").read_text()
+    assert "## Failed trials" in report and "non-finite" in report
+    assert "failed: " in capsys.readouterr().err
+
+
+def _params(db: Path, name: str) -> dict[int, float]:
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT t.number, p.param_value FROM trials t JOIN trial_params p ON p.trial_id = "
+                           "t.trial_id WHERE p.param_name = ?", (name,)).fetchall()
+    return {n: v for n, v in rows}
+
+
+class TwoArms(gym.Env):
+    """One state, five steps per episode; action 1 pays 1, action 0 pays 0. An agent that never explores (and
+    breaks ties towards action 0) never finds action 1: its greedy return stays 0, the other's reaches 5."""
+
+    observation_space = gym.spaces.Discrete(1)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return 0, {}
+
+    def step(self, action):
+        self.t += 1
+        return 0, float(action), self.t >= 5, False, {}
+
+
+def test_the_pruner_stops_trials_from_their_periodic_evaluations(tmp_path: Path):
+    gym.register("rlagents-test/TwoArms-v0", entry_point=TwoArms)
+    try:
+        space = tmp_path / "space.yaml"
+        space.write_text("default:\n  epsilon_start: {categorical: [0.0, 1.0]}\n  lr: {uniform: [0.2, 0.8]}\n")
+        out = tmp_path / "study"
+        code = tune.main(["--agent", "qlearning", "--env", "rlagents-test/TwoArms-v0", "--space", str(space),
+                          "--sampler", "random", "--sampler-seed", "1", "--trials", "8", "--seeds", "1",
+                          "--steps", "1000", "--fix", "eval_every=200", "--fix", "eval_episodes=2",
+                          "--fix", "eval_envs=2", "--fix", "q_noise=0", "--fix", "epsilon_end=0",
+                          "--holdout-seeds", "none", "--out", str(out)])
+    finally:
+        del gym.registry["rlagents-test/TwoArms-v0"]
+    assert code == 0
+    trials = _trials(out / "study.db")
+    explored = _params(out / "study.db", "epsilon_start")  # the index of the choice: 1 explores
+    pruned = [n for n, state, _ in trials if state == "PRUNED"]
+    assert pruned and all(explored[n] == 0 for n in pruned)  # only the agents that never explore
+    for n in pruned:  # stopped early by the loop's callback, with a resumable checkpoint
+        checkpoints = sorted((out / "trials" / f"trial{n:04d}__s0" / "checkpoints").glob("step_*.json"))
+        assert checkpoints and int(checkpoints[-1].stem.removeprefix("step_")) < 1000
+    with sqlite3.connect(out / "study.db") as con:  # every evaluation was reported to the pruner
+        steps = con.execute("SELECT t.number, v.step FROM trial_intermediate_values v JOIN trials t ON t.trial_id "
+                            "= v.trial_id WHERE t.state = 'COMPLETE' ORDER BY t.number, v.step").fetchall()
+    first = trials[0][0]
+    assert [s for n, s in steps if n == first] == [200, 400, 600, 800, 1000]
+
+
+def test_two_objectives_report_their_pareto_front(tmp_path: Path, space: Path):
+    out = tmp_path / "study"
+    assert tune.main(SMALL + ["--space", str(space), "--seeds", "1", "--steps", "2000", "--trials", "4",
+                              "--objective", "return,seconds", "--holdout-seeds", "none", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Pareto front" in report and "| trial | return | seconds | params |" in report
+    assert (out / "pareto.png").is_file()
+    with sqlite3.connect(out / "study.db") as con:  # two values per trial: return and seconds
+        assert con.execute("SELECT COUNT(DISTINCT objective) FROM trial_values").fetchone()[0] == 2
+
+
+def _command(out: Path, space: Path, trials: int, steps: int, seed: int) -> list[str]:
+    return [sys.executable, "-m", "rlagents.tune"] + SMALL[:-1] + [
+        str(seed), "--space", str(space), "--seeds", "1", "--steps", str(steps), "--trials", str(trials),
+        "--holdout-seeds", "none", "--pruner", "none", "--out", str(out)]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_several_processes_share_one_sqlite_study(tmp_path: Path, space: Path):
+    out = tmp_path / "study"
+    procs = [subprocess.Popen(_command(out, space, 6, 10_000, seed), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    trials = _trials(out / "study.db")
+    numbers = [n for n, _, _ in trials]
+    assert numbers == list(range(len(numbers))) and 6 <= len(numbers) <= 7  # at most one extra in flight
+    assert {s for _, s, _ in trials} == {"COMPLETE"}
+    assert len(set(_attrs(out / "study.db", "pid").values())) == 2  # both processes ran trials
+
+
+def test_kill_9_loses_only_the_trial_in_flight_and_a_rerun_continues(tmp_path: Path, space: Path):
+    out = tmp_path / "study"
+    command = _command(out, space, 3, 40_000, 1)
+    proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait for one finished trial and one running
+        states = [s for _, s, _ in _trials(out / "study.db")] if (out / "study.db").is_file() else []
+        if states.count("COMPLETE") >= 1 and "RUNNING" in states:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("no trial finished in time")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _trials(out / "study.db")
+    kept = [t for t in before if t[1] == "COMPLETE"]
+    rerun = subprocess.run(command, check=False, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "marked failed" in rerun.stderr
+    after = _trials(out / "study.db")
+    assert kept and all(t in after for t in kept)  # finished trials keep their numbers and values
+    lost = _attrs(out / "study.db", "lost")
+    running = [n for n, s, _ in before if s == "RUNNING"]
+    assert running and all(after[n][1] == "FAIL" and "ended while the trial ran" in lost[n] for n in running)
+    assert sum(s == "COMPLETE" for _, s, _ in after) == 3  # the lost trial was replaced, not counted
+
+
+def test_write_config_replaces_the_env_entry_and_keeps_the_rest(tmp_path: Path):
+    path = tmp_path / "qlearning.yaml"
+    path.write_text("# header\ndefault:\n  steps: 100\n\n# about MountainCar\nMountainCar-v0:\n  steps: 300000\n"
+                    "  bins: [20, 20]\n\n# about Acrobot\nAcrobot-v1:\n  steps: 5\n")
+    write_config_entry(path, "MountainCar-v0", "# Found by tune\nMountainCar-v0:\n  steps: 300000\n  bins: [30, 30]\n")
+    text = path.read_text()
+    assert text == ("# header\ndefault:\n  steps: 100\n\n# about MountainCar\n# Found by tune\nMountainCar-v0:\n"
+                    "  steps: 300000\n  bins: [30, 30]\n\n# about Acrobot\nAcrobot-v1:\n  steps: 5\n")
+    write_config_entry(path, "Taxi-v4", "# Found by tune\nTaxi-v4:\n  steps: 7\n")  # a new env: appended
+    assert yaml.safe_load(path.read_text())["Taxi-v4"] == {"steps": 7}
+    assert yaml.safe_load(path.read_text())["Acrobot-v1"] == {"steps": 5}
