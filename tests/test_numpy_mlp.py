@@ -87,6 +87,7 @@ def test_numpy_applies_only_to_plain_mlp_q_networks():
     ("DigitLock-v0", {"learner": "numpy"}, ("learner numpy trains plain MLP Q-networks on a CPU with every layer "
                                             "trained; this one is a DictBackbone on cpu")),
     ("CartPole-v1", {"learner": "gpu"}, "learner: "),
+    ("CartPole-v1", {"clipped_double": True, "double": False}, "clipped_double clips double DQN's target"),
 ])
 def test_learner_numpy_is_refused_where_it_does_not_apply(tmp_path, capsys, env, settings, message):
     from rlagents.train import main

@@ -93,6 +93,8 @@ class DQNConfig(NetworkConfig):
         if self.frame_stack and (self.n_step > 1 or self.prioritized):
             raise ConfigError("frame_stack replay supports 1-step uniform replay only: set n_step=1 and "
                               "prioritized=false, or frame_stack=0")
+        if self.clipped_double and not self.double:
+            raise ConfigError("clipped_double clips double DQN's target: set double=true, or clipped_double=false")
         if self.learner == "numpy" and (self.prioritized or self.dueling):
             raise ConfigError("learner numpy trains plain Q-networks with uniform replay: set prioritized=false "
                               "and dueling=false, or learner torch (or auto)")
