@@ -89,7 +89,7 @@ def test_numpy_applies_only_to_plain_mlp_q_networks():
     ("CartPole-v1", {"learner": "gpu"}, "learner: "),
     ("CartPole-v1", {"clipped_double": True, "double": False}, "clipped_double clips double DQN's target"),
 ])
-def test_learner_numpy_is_refused_where_it_does_not_apply(tmp_path, capsys, env, settings, message):
+def test_learner_settings_that_cannot_apply_are_refused(tmp_path, capsys, env, settings, message):
     from rlagents.train import main
 
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
