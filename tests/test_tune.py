@@ -102,6 +102,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, capsys)
         assert not out.exists(), extra  # nothing written
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "tune").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_search_space_is_valid(path: Path):
+    """The spaces in configs/tune pass the checks a study makes before it starts, for every agent's envs."""
+    envs = ["CartPole-v1", "Acrobot-v1"] + (["MountainCar-v0"] if path.stem in ("qlearning", "dqn") else [])
+    for env in envs:
+        args = tune.build_parser().parse_args(["--agent", path.stem, "--env", env, "--space", str(path)])
+        settings = tune.plan(args, [])
+        assert settings.params and settings.directions == ["maximize"]
+
+
 def test_small_study_writes_its_outputs_and_a_rerun_continues_it(tmp_path: Path, space: Path):
     out = tmp_path / "study"
     argv = SMALL + ["--space", str(space), "--seeds", "2", "--steps", "2000", "--holdout-seeds", "1000-1001",
@@ -190,6 +200,51 @@ def _params(db: Path, name: str) -> dict[int, float]:
         rows = con.execute("SELECT t.number, p.param_value FROM trials t JOIN trial_params p ON p.trial_id = "
                            "t.trial_id WHERE p.param_name = ?", (name,)).fetchall()
     return {n: v for n, v in rows}
+
+
+class TwoArms(gym.Env):
+    """One state, five steps per episode; action 1 pays 1, action 0 pays 0. An agent that never explores (and
+    breaks ties towards action 0) never finds action 1: its greedy return stays 0, the other's reaches 5."""
+
+    observation_space = gym.spaces.Discrete(1)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return 0, {}
+
+    def step(self, action):
+        self.t += 1
+        return 0, float(action), self.t >= 5, False, {}
+
+
+def test_the_pruner_stops_trials_from_their_periodic_evaluations(tmp_path: Path):
+    gym.register("rlagents-test/TwoArms-v0", entry_point=TwoArms)
+    try:
+        space = tmp_path / "space.yaml"
+        space.write_text("default:\n  epsilon_start: {categorical: [0.0, 1.0]}\n  lr: {uniform: [0.2, 0.8]}\n")
+        out = tmp_path / "study"
+        code = tune.main(["--agent", "qlearning", "--env", "rlagents-test/TwoArms-v0", "--space", str(space),
+                          "--sampler", "random", "--sampler-seed", "1", "--trials", "8", "--seeds", "1",
+                          "--steps", "1000", "--fix", "eval_every=200", "--fix", "eval_episodes=2",
+                          "--fix", "eval_envs=2", "--fix", "q_noise=0", "--fix", "epsilon_end=0",
+                          "--holdout-seeds", "none", "--out", str(out)])
+    finally:
+        del gym.registry["rlagents-test/TwoArms-v0"]
+    assert code == 0
+    trials = _trials(out / "study.db")
+    explored = _params(out / "study.db", "epsilon_start")  # the index of the choice: 1 explores
+    pruned = [n for n, state, _ in trials if state == "PRUNED"]
+    assert pruned and all(explored[n] == 0 for n in pruned)  # only the agents that never explore
+    for n in pruned:  # stopped early by the loop's callback, with a resumable checkpoint
+        checkpoints = sorted((out / "trials" / f"trial{n:04d}__s0" / "checkpoints").glob("step_*.json"))
+        assert checkpoints and int(checkpoints[-1].stem.removeprefix("step_")) < 1000
+    with sqlite3.connect(out / "study.db") as con:  # every evaluation was reported to the pruner
+        steps = con.execute("SELECT t.number, v.step FROM trial_intermediate_values v JOIN trials t ON t.trial_id "
+                            "= v.trial_id WHERE t.state = 'COMPLETE' ORDER BY t.number, v.step").fetchall()
+    first = trials[0][0]
+    assert [s for n, s in steps if n == first] == [200, 400, 600, 800, 1000]
 
 
 def test_two_objectives_report_their_pareto_front(tmp_path: Path, space: Path):
