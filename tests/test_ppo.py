@@ -239,7 +239,8 @@ def test_discrete_observations(tmp_path: Path):
 
 @pytest.mark.parametrize("space, extra", [
     (gym.spaces.Discrete(3), {"entropy_coef": 0.05, "clip_range_vf": 0.1}),
-    (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"entropy_coef": 0.01}),
+    (gym.spaces.Discrete(3), {"activation": "tanh", "hidden": (8, 8)}),
+    (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"entropy_coef": 0.01, "activation": "tanh"}),
     (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"squash": "clip", "clip_range_vf": 0.05}),
 ])
 def test_numpy_gradients_equal_autograds(space, extra):
