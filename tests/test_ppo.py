@@ -202,9 +202,11 @@ def test_save_load_gives_identical_greedy_actions_and_normaliser(space, tmp_path
 
 
 def test_ppo_learns_cartpole(tmp_path: Path):
-    summary = train(tmp_path / "run", "--env", "CartPole-v1", "--seed", "1", "--steps", "24000",
-                    "--eval-every", "8000", "--eval-episodes", "5")
-    assert max(e["return_mean"] for e in summary["evaluations"]) >= 400
+    # the default CartPole config, its schedules held constant so that they do not depend on the short budget
+    summary = train(tmp_path / "run", "--env", "CartPole-v1", "--seed", "0", "--steps", "20000",
+                    "--eval-every", "2000", "--eval-episodes", "5", "--set", "lr_final=null",
+                    "--set", "clip_range_final=null")
+    assert summary["solved_at_step"] is not None
 
 
 def test_ppo_learns_a_continuous_task(tmp_path: Path):
