@@ -334,7 +334,7 @@ def _importances(study, settings: Settings) -> dict[str, dict[str, float]]:
     for index, name in enumerate(settings.objectives):
         try:
             out[name] = optuna.importance.get_param_importances(
-                study, target=(lambda t, i=index: t.values[i]) if len(settings.objectives) > 1 else None)
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=(lambda t, i=index: t.values[i]) if len(settings.objectives) > 1 else None)
         except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every completed trial had the same params
             continue
     return out
