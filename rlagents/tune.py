@@ -511,9 +511,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     study = load_study(settings)
-    outcome = tune_report.finish(study, settings, time.perf_counter() - t0, write_config=args.write_config)
-    print(outcome)
-    return 0
+    best, line = tune_report.finish(study, settings, time.perf_counter() - t0, write_config=args.write_config)
+    print(line if best is not None else f"error: {line}", file=sys.stdout if best is not None else sys.stderr)
+    return 0 if best is not None else 1
 
 
 if __name__ == "__main__":

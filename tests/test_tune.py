@@ -179,8 +179,16 @@ def test_a_crashing_trial_is_recorded_failed_and_the_study_goes_on(tmp_path: Pat
                           "--sampler", "random", "--sampler-seed", "3", "--trials", "4", "--seeds", "1",
                           "--steps", "1000", "--fix", "eval_every=500", "--fix", "eval_episodes=2",
                           "--fix", "episodes_per_update=2", "--fix", "n_envs=1", "--holdout-seeds", "none", "--out", str(out)])
+        # every trial crashing: the study ends with exit code 1 and a report of the errors
+        doomed = tmp_path / "doomed"
+        doomed_code = tune.main(["--agent", "reinforce", "--env", "rlagents-test/TuneNaN-v0", "--space", str(space),
+                                 "--fix", "nonfinite=stop", "--trials", "2", "--seeds", "1", "--steps", "1000",
+                                 "--fix", "n_envs=1", "--fix", "episodes_per_update=2", "--holdout-seeds", "none",
+                                 "--out", str(doomed)])
     finally:
         del gym.registry["rlagents-test/TuneNaN-v0"]
+    assert doomed_code == 1 and "No trial completed." in (doomed / "report.md").read_text()
+    assert "error: no trial completed (fail 2)" in capsys.readouterr().err
     assert code == 0
     trials = _trials(out / "study.db")
     choices = _params(out / "study.db", "nonfinite")
@@ -192,7 +200,6 @@ def test_a_crashing_trial_is_recorded_failed_and_the_study_goes_on(tmp_path: Pat
     assert (out / "trials" / f"trial{trials[0][0]:04d}__s0").is_dir()
     report = (out / "report.md").read_text()
     assert "## Failed trials" in report and "non-finite" in report
-    assert "failed: " in capsys.readouterr().err
 
 
 def _params(db: Path, name: str) -> dict[int, float]:
