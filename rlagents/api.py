@@ -18,6 +18,7 @@ good checkpoint kept.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlagents.checkpoint import (CHECKPOINT_DIR, FINAL, atomic_write_text, check_spaces, read_checkpoint,
-                                 remove_stale_temp_files, step_checkpoints)
+from rlagents.checkpoint import CHECKPOINT_DIR, atomic_write_text
 from rlagents.errors import CheckpointError, UserError
 from rlagents.loop import Callback
+from rlagents.paths import check_output_dir
+from rlagents.resuming import resume_run
+from rlagents.runlock import run_lock
 from rlagents.runs import materialize
 from rlagents.runspec import EnvLike, RunSpec, check_new_run_dir, resolve_spec, spec_of_run
-
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ def train(agent: str, env: EnvLike, seed: int = 0, steps: int | None = None,
         overrides["steps"] = steps
     spec = resolve_spec(agent, env, seed=seed, config_file=config_file, overrides=overrides, env_kwargs=env_kwargs,
                         env_modules=env_modules, run_dir=run_dir, device=device)
+    if not spec.env.rebuildable:
+        warnings.warn(f"env factory {spec.env.id} cannot be imported again (a lambda, a local function or one in a "
+                      f"script): load, resume and evaluate of {spec.run_dir} need it passed again as env=, and the "
+                      f"python -m commands cannot rebuild it; define it at the top level of a module", stacklevel=2)
     return train_spec(spec, progress=progress, callback=callback, check_env=check_env)
 
 
@@ -93,9 +99,11 @@ def train_spec(spec: RunSpec, *, progress: bool = False, callback: Callback | No
     run = materialize(spec, progress=progress, check_env=check_env)
     run.progress_sink = progress_sink
     try:
-        spec.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(spec.run_dir / "config.yaml", dataclasses.replace(spec, device=str(run.device)).config_yaml())
-        summary = train_loop(run, callback=callback)
+        with run_lock(spec.run_dir):  # one process at a time in a run directory
+            check_new_run_dir(spec)  # again, under the lock: another process may have written it meanwhile
+            atomic_write_text(spec.run_dir / "config.yaml",
+                              dataclasses.replace(spec, device=str(run.device)).config_yaml())
+            summary = train_loop(run, callback=callback)
     finally:
         run.envs.close()
         run.eval_envs.close()
@@ -111,32 +119,15 @@ def resume(run_dir: str | Path, *, progress: bool = False, callback: Callback | 
 
 def resume_spec(spec: RunSpec, *, progress: bool = False, callback: Callback | None = None,
                 check_env: bool | None = None) -> TrainResult:
-    """Continue the stopped run `spec` describes (see `resume`)."""
-    from rlagents.loop import train as train_loop
-
+    """Continue the stopped run `spec` describes (see `resume`): `resuming.resume_run`, under the run's lock."""
+    check_output_dir(spec.run_dir, "--resume")
     run = materialize(spec, progress=progress, check_env=check_env)
     try:
-        state = resume_state(run)
-        summary = train_loop(run, state, callback=callback)
+        summary = resume_run(run, callback)
     finally:
         run.envs.close()
         run.eval_envs.close()
     return TrainResult.of(spec, summary)
-
-
-def resume_state(run) -> dict[str, Any]:
-    """The newest training checkpoint of `run`'s directory, checked against the run's agent, env and spaces."""
-    if (run.run_dir / CHECKPOINT_DIR / f"{FINAL}.json").is_file():
-        raise UserError(f"run {run.run_dir} already finished ({CHECKPOINT_DIR}/{FINAL}.json): nothing to resume")
-    remove_stale_temp_files(run.run_dir)  # a run killed mid-write (SIGKILL, power loss) leaves one
-    candidates = step_checkpoints(run.run_dir)
-    if not candidates:
-        raise UserError(f"no checkpoint to resume from in {run.run_dir / CHECKPOINT_DIR}")
-    state, meta = read_checkpoint(candidates[-1], agent=run.agent_name, env=run.env_id)
-    check_spaces(meta, run.envs.single_observation_space, run.envs.single_action_space, candidates[-1])
-    if "loop" not in state:
-        raise UserError(f"{candidates[-1]} is not a training checkpoint (no loop state)")
-    return state
 
 
 # ---------------------------------------------------------------- trained policies

@@ -38,8 +38,8 @@ _STRING, _INTEGER, _MAPPING, _NUMBER = ((str,), "a string"), ((int,), "an intege
 # metadata fields rlagents writes, with their types; other fields are kept, unread
 _META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "agent": _STRING, "env": _STRING, "reason": _STRING, "observation_space": _STRING, "action_space": _STRING,
-    "versions": _MAPPING, "config": _MAPPING, "seed": _INTEGER, "step": _INTEGER, "episodes": _INTEGER,
-    "test_accuracy": _NUMBER}
+    "config_sha256": _STRING, "versions": _MAPPING, "config": _MAPPING, "seed": _INTEGER, "step": _INTEGER,
+    "episodes": _INTEGER, "test_accuracy": _NUMBER}
 
 
 # ---------------------------------------------------------------- atomic files
@@ -275,6 +275,14 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
     return stale
 
 
+def check_inside(path: Path, folder: Path) -> None:
+    """Refuse a checkpoint file found in a run's `folder` that is a symbolic link to a file elsewhere (or to
+    no file): loading a run reads nothing outside it."""
+    if path.is_symlink() and Path(os.path.realpath(path)).parent != Path(os.path.realpath(folder)):
+        raise CheckpointError(f"checkpoint {path} is a symbolic link to {clip(os.path.realpath(path), 120)}, "
+                              f"outside its run's {CHECKPOINT_DIR} folder")
+
+
 def step_checkpoints(run_dir: Path) -> list[Path]:
     """The periodic (and interrupted-run) checkpoints of a run, oldest first."""
     return sorted((Path(run_dir) / CHECKPOINT_DIR).glob("step_*.json"))
@@ -285,8 +293,10 @@ def latest_checkpoint(run_dir: Path) -> Path:
     folder = Path(run_dir) / CHECKPOINT_DIR
     final = folder / f"{FINAL}.json"
     if final.is_file():
+        check_inside(final, folder)
         return final
     candidates = step_checkpoints(run_dir)
     if not candidates:
         raise CheckpointError(f"no checkpoint in {folder}: was the run trained to the end?")
+    check_inside(candidates[-1], folder)
     return candidates[-1]

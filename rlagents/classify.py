@@ -25,7 +25,7 @@ import yaml
 from torch import nn
 
 from rlagents.checkpoint import atomic_write_json, atomic_write_text, library_versions, read_checkpoint, save_checkpoint
-from rlagents.cli import ArgumentParser, default_config_path
+from rlagents.cli import ArgumentParser, default_config_path, seed_arg
 from rlagents.config import MAX_TORCH_THREADS, build, param, parse_overrides, read_config_file
 from rlagents.digits import N_CLASSES, Digits, Split, canvas_space, load_idx_digits, load_sklearn_digits, split_indices
 from rlagents.errors import ConfigError, UserError, cli_entry
@@ -33,6 +33,7 @@ from rlagents.networks import ConvBackbone, Net
 from rlagents.paths import check_output_dir
 from rlagents.threads import set_cpu_threads
 from rlagents.progress import EpochProgress
+from rlagents.runlock import is_empty_run_dir, run_lock
 from rlagents.validate import SEED_MAX, check_seed
 
 RUNS_DIR = Path("runs")
@@ -196,7 +197,7 @@ def build_parser() -> ArgumentParser:
                    "config.yaml reproduces that run")
     p.add_argument("--data", type=Path, help="folder with MNIST IDX files (train-/t10k-images-idx3-ubyte and "
                    "-labels-idx1-ubyte, optionally .gz); default: scikit-learn's load_digits")
-    p.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation (default 0)")
+    p.add_argument("--seed", type=seed_arg(), help="seed of initialisation, shuffling and augmentation (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, typed by its field (repeatable)")
     p.add_argument("--run-dir", help="output folder (default: runs/digits__classify__<seed>__<time>)")
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     data_path = args.data if args.data is not None else (Path(run_meta["data"]) if run_meta.get("data") else None)
     run_dir = check_output_dir(args.run_dir if args.run_dir is not None else
                                RUNS_DIR / f"digits__classify__{seed}__{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if not is_empty_run_dir(run_dir):
         raise UserError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir")
     data = load_idx_digits(data_path) if data_path is not None else load_sklearn_digits()
     split = split_indices(data.labels, config.split_seed, config.val_fraction, config.test_fraction)
@@ -241,34 +242,38 @@ def main(argv: list[str] | None = None) -> int:
 
     from torch.utils.tensorboard import SummaryWriter  # slow import: only once the input is valid
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(config, seed=seed, data=str(data_path) if data_path else None))
-    writer = SummaryWriter(log_dir=str(run_dir))
-    progress = EpochProgress(f"classify s{seed}", config.epochs, not args.no_progress)
-    try:
-        result = train_classifier(data, split, config, seed, writer=writer, progress=progress)
-    finally:
-        progress.close()
-    writer.add_scalar("eval/test_accuracy", result.test_accuracy, result.best_epoch)
-    writer.close()
+    with run_lock(run_dir):  # one process at a time in a run directory
+        if not is_empty_run_dir(run_dir):  # another process wrote it since the check above
+            raise UserError(f"run directory {run_dir} already exists and is not empty; choose another --run-dir")
+        atomic_write_text(run_dir / "config.yaml",
+                          dump_config(config, seed=seed, data=str(data_path) if data_path else None))
+        writer = SummaryWriter(log_dir=str(run_dir))
+        progress = EpochProgress(f"classify s{seed}", config.epochs, not args.no_progress)
+        try:
+            result = train_classifier(data, split, config, seed, writer=writer, progress=progress)
+        finally:
+            progress.close()
+        writer.add_scalar("eval/test_accuracy", result.test_accuracy, result.best_epoch)
+        writer.close()
 
-    net = result.net
-    save_checkpoint(run_dir, WEIGHTS, {"backbone": net.backbone.state_dict(), "head": net.head.state_dict()},
-                    {"agent": "classify", "env": data.source, "seed": seed, "observation_space": repr(canvas_space()),
-                     "config": dataclasses.asdict(config), "test_accuracy": result.test_accuracy})
-    from rlagents.tabular_views import save_heatmap
+        net = result.net
+        save_checkpoint(run_dir, WEIGHTS, {"backbone": net.backbone.state_dict(), "head": net.head.state_dict()},
+                        {"agent": "classify", "env": data.source, "seed": seed,
+                         "observation_space": repr(canvas_space()), "config": dataclasses.asdict(config),
+                         "test_accuracy": result.test_accuracy})
+        from rlagents.tabular_views import save_heatmap
 
-    save_heatmap(result.confusion.astype(float), run_dir / "confusion.png",
-                 f"test confusion: rows true, columns predicted; accuracy {result.test_accuracy:.4f}",
-                 labels=result.confusion.astype(str), row_names=[str(d) for d in range(result.confusion.shape[0])],
-                 col_names=[str(d) for d in range(result.confusion.shape[1])])
-    wall = time.perf_counter() - start
-    summary = {"data": data.source, "seed": seed, "split_seed": config.split_seed,
-               "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
-               "test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy,
-               "best_epoch": result.best_epoch, "wall_time_s": round(wall, 2),
-               "confusion": result.confusion.tolist(), "history": result.history, "versions": library_versions()}
-    atomic_write_json(run_dir / "summary.json", summary)
+        save_heatmap(result.confusion.astype(float), run_dir / "confusion.png",
+                     f"test confusion: rows true, columns predicted; accuracy {result.test_accuracy:.4f}",
+                     labels=result.confusion.astype(str), row_names=[str(d) for d in range(result.confusion.shape[0])],
+                     col_names=[str(d) for d in range(result.confusion.shape[1])])
+        wall = time.perf_counter() - start
+        summary = {"data": data.source, "seed": seed, "split_seed": config.split_seed,
+                   "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
+                   "test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy,
+                   "best_epoch": result.best_epoch, "wall_time_s": round(wall, 2),
+                   "confusion": result.confusion.tolist(), "history": result.history, "versions": library_versions()}
+        atomic_write_json(run_dir / "summary.json", summary)
     print(f"classifier on {data.source} seed {seed}: test accuracy {result.test_accuracy:.4f} "
           f"({len(split.test)} images; best validation {result.val_accuracy:.4f} at epoch {result.best_epoch}) "
           f"in {wall:.1f} s. Run: {run_dir}")

@@ -30,13 +30,17 @@ from typing import Any
 from rlagents import report
 from rlagents import _entry_module
 from rlagents.agents import agent_class, available_agents
-from rlagents.cli import ArgumentParser
+from rlagents.cli import ArgumentParser, output_dir_arg
 from rlagents.envspec import parse_env_kwargs
 from rlagents.errors import UserError, choices, cli_entry
+from rlagents.paths import check_output_dir
 from rlagents.runspec import RunSpec, resolve_spec
-from rlagents.validate import check_seed, parse_seeds
+from rlagents.safeload import shown
+from rlagents.validate import check_count, check_seed, parse_seeds
 
 OUT_DIR = Path("runs/compare")
+MAX_RUNS = 10_000  # agents × envs × seeds of one comparison
+MAX_WORKERS = 1_024  # worker processes
 BACKENDS = ("local", "ray")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -56,7 +60,7 @@ def build_parser() -> ArgumentParser:
                    help="override a config key of one agent (AGENT.KEY=VALUE) or of all (KEY=VALUE); repeatable")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                    help="parallel runs (default: CPU count); each uses one torch thread")
-    p.add_argument("--out", type=Path, help="output folder (default: runs/compare/<time>)")
+    p.add_argument("--out", type=output_dir_arg("--out"), help="output folder (default: runs/compare/<time>)")
     p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local worker processes, or Ray tasks of one CPU each (pip install -e .[ray])")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
@@ -98,8 +102,7 @@ def plan(args) -> tuple[list[Task], Path]:
     if not args.agents or not args.env:
         raise UserError(f"--agents and --env are required (or --from DIR); valid agents: "
                         f"{choices(available_agents())}")
-    if args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    check_count(args.workers, "--workers", high=MAX_WORKERS)
     overrides: dict[str, Any] = {}
     for pair in args.overrides:
         key, sep, value = pair.partition("=")
@@ -122,6 +125,10 @@ def plan_specs(agents: list[str], envs: list[str], *, seeds: int | list[int], st
     `overrides` keys are `KEY` (every agent) or `AGENT.KEY` (one agent); `seeds` is a count (0..N-1) or a list."""
     from rlagents.evaluate import spaces_of
 
+    if not agents:
+        raise UserError(f"--agents names no agent; valid agents: {choices(available_agents())}")
+    if not envs:
+        raise UserError("--env names no env, e.g. --env CartPole-v1")
     for agent in agents:
         agent_class(agent)  # unknown agent: one-line error with the valid ones
     if len(set(agents)) != len(agents):
@@ -129,8 +136,11 @@ def plan_specs(agents: list[str], envs: list[str], *, seeds: int | list[int], st
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = parse_seeds(str(seeds))
     if not isinstance(seeds, list) or not seeds:
-        raise UserError(f"--seeds must be a count or a list of seeds, got {seeds!r}")
+        raise UserError(f"--seeds must be a count or a list of seeds, got {shown(seeds)}")
     seeds = [check_seed(s, "--seeds") for s in seeds]
+    if len(agents) * len(envs) * len(seeds) > MAX_RUNS:
+        raise UserError(f"{len(agents)} agents × {len(envs)} envs × {len(seeds)} seeds is "
+                        f"{len(agents) * len(envs) * len(seeds):,} runs; one comparison runs at most {MAX_RUNS:,}")
     if steps is not None and steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
     per_agent: dict[str, dict[str, Any]] = {a: {} for a in agents}
@@ -140,7 +150,7 @@ def plan_specs(agents: list[str], envs: list[str], *, seeds: int | list[int], st
             raise UserError(f"--set {key}={value}: agent {target!r} is not in --agents ({', '.join(agents)})")
         for agent in [target] if dot else agents:
             per_agent[agent][name if dot else key] = value
-    out = Path(out or OUT_DIR / datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
+    out = check_output_dir(out or OUT_DIR / datetime.now().strftime("%Y%m%d-%H%M%S"), "--out").resolve()
     if (out / "runs").exists() and any((out / "runs").iterdir()):
         raise UserError(f"output folder {out} already holds runs; choose another --out")
     tasks = []
@@ -379,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.agents or args.env:
             raise UserError("--from rebuilds a report from finished runs; drop --agents/--env")
         runs = report.load_runs(args.from_dirs)
-        out = (args.out or OUT_DIR / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}").resolve()
+        out = (args.out or check_output_dir(OUT_DIR / f"report-{datetime.now().strftime('%Y%m%d-%H%M%S')}",
+                                            "--out")).resolve()
         out.mkdir(parents=True, exist_ok=True)
         report.write_all(out, runs, command=command, origin=report.load_headers(args.from_dirs))
         print(f"{len(runs)} runs; report: {out / 'report.md'}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
+import json
 import math
 import re
 import types
@@ -308,6 +310,31 @@ def dump_resolved(resolved: ResolvedConfig, *, agent: str, env_id: str, seed: in
     header = ("# Resolved config of an rlagents run. Reproduce it with:\n"
               "#   python -m rlagents.train --config <this file>\n")
     return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+# loop settings a resumed run may change: how long it runs and how it is watched, not what it learns
+RESUMABLE_KEYS = frozenset({"train.steps", "train.eval_every", "train.eval_episodes", "train.eval_envs",
+                            "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                            "train.torch_threads"})
+
+
+def config_values(train: Any, agent: Any, seed: Any) -> dict[str, Any]:
+    """The values a run's config fixes, flat (`seed`, `train.<key>`, `agent.<key>`), as JSON would give them
+    back; `train` and `agent` are config dataclasses or the mappings a checkpoint records."""
+    flat: dict[str, Any] = {"seed": seed}
+    for section, values in (("train", train), ("agent", agent)):
+        if dataclasses.is_dataclass(values):
+            values = dataclasses.asdict(values)
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            flat[f"{section}.{key}"] = value
+    return json.loads(json.dumps(flat, default=str))
+
+
+def config_sha256(train: Any, agent: Any, seed: Any) -> str:
+    """SHA-256 of the config values that fix what a run learns (all but `RESUMABLE_KEYS`): recorded in
+    every checkpoint, so that `--resume` refuses a run whose config.yaml was edited since."""
+    values = {k: v for k, v in config_values(train, agent, seed).items() if k not in RESUMABLE_KEYS}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def describe_fields(cls: type) -> list[tuple[str, str, Any]]:

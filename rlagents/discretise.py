@@ -1,4 +1,5 @@
-"""Mapping continuous (Box) observations to one integer state index, so tabular agents can learn on them.
+"""Mapping observations to one integer state index, so tabular agents can learn on them: continuous (Box)
+observations by binning (`Discretiser`), finite structured ones by indexing (`SpaceIndexer`).
 
 Each dimension is cut into `bins[d]` equal-width bins over [low[d], high[d]]; values beyond the clip range
 fall into the first or last bin. The per-dimension bin indices are combined into one index, row-major
@@ -7,7 +8,9 @@ fall into the first or last bin. The per-dimension bin indices are combined into
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -75,3 +78,97 @@ def discretiser_for(space: gym.spaces.Box, bins: Sequence[int], clip_low: Sequen
         raise ConfigError(f"observation dimensions {unbounded} of {space} are unbounded: give finite ranges "
                           f"with --set clip_low=... --set clip_high=... ({dims} values each)")
     return Discretiser(bins, low, high)
+
+
+class SpaceIndexer:
+    """Vectorised map from a finite structured space (`Tuple`, `Dict`, `MultiDiscrete`, `MultiBinary`, nested,
+    of discrete parts) to one state index.
+
+    The space is flattened into discrete components in its own order (a Tuple's elements, a Dict's keys,
+    a MultiDiscrete's entries row-major); each component `d` takes `sizes[d]` values from `starts[d]`, and
+    the state is their row-major mixed-radix number, as `Discretiser` combines bins.
+    """
+
+    def __init__(self, space: gym.Space, agent: str):
+        names: list[str] = []
+        sizes: list[int] = []
+        starts: list[int] = []
+        _components(space, agent, "", names, sizes, starts)
+        self.space = space
+        self.names = names
+        self.bins = np.asarray(sizes, dtype=np.int64)  # named as Discretiser's, for views of the table
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.n_states = math.prod(sizes)  # a Python int: may exceed int64 before the agent refuses it
+        if self.n_states >= 2 ** 62:
+            raise ConfigError(f"{agent}: {space} has {self.n_states:.3g} states, far too many for a table")
+        self.strides = np.asarray([math.prod(sizes[d + 1:]) for d in range(len(sizes))], dtype=np.int64)
+
+    def components(self, obs: Any) -> np.ndarray:
+        """Component values (n, components), shifted to start at 0, of a batch of observations: a tuple or
+        dict of arrays as vector envs batch them, or an (n, components) array."""
+        columns = _columns(obs, self.space)
+        return columns - self.starts
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        """State indices (shape (n,)) of a batch of observations."""
+        return self.components(obs) @ self.strides
+
+
+def _components(space: gym.Space, agent: str, name: str, names: list[str], sizes: list[int],
+                starts: list[int]) -> None:
+    """Append the discrete components of `space` (depth first, in the space's order)."""
+    if isinstance(space, gym.spaces.Discrete):
+        names.append(name or "obs")
+        sizes.append(int(space.n))
+        starts.append(int(space.start))
+    elif isinstance(space, gym.spaces.MultiDiscrete):
+        for index in np.ndindex(space.nvec.shape):
+            names.append(f"{name}[{','.join(map(str, index))}]")
+            sizes.append(int(space.nvec[index]))
+            starts.append(int(space.start[index]))
+    elif isinstance(space, gym.spaces.MultiBinary):
+        for index in np.ndindex(space.shape):
+            names.append(f"{name}[{','.join(map(str, index))}]")
+            sizes.append(2)
+            starts.append(0)
+    elif isinstance(space, gym.spaces.Tuple):
+        for i, sub in enumerate(space.spaces):
+            _components(sub, agent, f"{name}[{i}]", names, sizes, starts)
+    elif isinstance(space, gym.spaces.Dict):
+        for key, sub in space.spaces.items():
+            _components(sub, agent, f"{name}.{key}" if name else str(key), names, sizes, starts)
+    else:
+        where = f" (at {name})" if name else ""
+        raise UnsupportedSpaceError(f"{agent} needs a finite observation space: Discrete, MultiDiscrete, "
+                                    f"MultiBinary, or a Tuple/Dict of them; {space}{where} is not")
+
+
+def _columns(obs: Any, space: gym.Space) -> np.ndarray:
+    """The components of a batch of observations of `space` as one int64 array (n, components)."""
+    if isinstance(space, gym.spaces.Tuple):
+        if isinstance(obs, np.ndarray):  # e.g. np.asarray of one Tuple observation of scalars, batched
+            obs = [obs[:, i] for i in range(len(space.spaces))]
+        return np.concatenate([_columns(o, s) for o, s in zip(obs, space.spaces)], axis=1)
+    if isinstance(space, gym.spaces.Dict):
+        return np.concatenate([_columns(obs[key], s) for key, s in space.spaces.items()], axis=1)
+    array = np.asarray(obs, dtype=np.int64)
+    return array.reshape(len(array), -1)
+
+
+
+def finite_states(space: gym.Space, agent: str) -> tuple[int, SpaceIndexer | None]:
+    """Number of states of a finite observation space and its indexer (None for `Discrete`, whose states
+    are its values minus `start`); raises `UnsupportedSpaceError` for spaces with continuous parts."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n), None
+    indexer = SpaceIndexer(space, agent)
+    return indexer.n_states, indexer
+
+
+def is_finite(space: gym.Space) -> bool:
+    """Whether `space` is `Discrete` or a structured space whose parts are all discrete."""
+    try:
+        finite_states(space, "")
+    except (UnsupportedSpaceError, ConfigError):
+        return False
+    return True

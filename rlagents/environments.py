@@ -202,7 +202,11 @@ class SyncVecEnv(gym.vector.VectorEnv):
         for i, (env, s) in enumerate(zip(self.envs, seeds)):
             if self.record_episodes:
                 self._note_episode_start(i, s, replayable=options is None)
-            observations.append(env.reset(seed=s, options=options)[0])
+            try:
+                observations.append(env.reset(seed=s, options=options)[0])
+            except Exception as exc:  # noqa: BLE001 (an env's own code can raise anything)
+                raise TrainingFault(f"env {self.label!r} (copy {i}): reset(seed={s}) raised "
+                                    f"{type(exc).__name__}: {one_line(exc)}") from exc
         return self._stack(observations), {}
 
     def _note_episode_start(self, i: int, seed: int | None, *, replayable: bool = True) -> None:

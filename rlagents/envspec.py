@@ -63,7 +63,7 @@ class EnvSpec:
         if self.factory is not None:
             return self.factory
         for module in self.modules:
-            import_env_module(module, self.id)
+            import_env_module(module, f"env {self.id!r}")
         if self.module is None:
             return self.id
         if self.module == "__main__" or "<" in self.name:
@@ -71,7 +71,7 @@ class EnvSpec:
                            f"which cannot be imported again, so this run's env cannot be rebuilt from its "
                            f"config.yaml: pass the factory again (rlagents.load(run_dir, env=factory)), or define "
                            f"it at the top level of an importable module")
-        module = import_env_module(self.module, self.id)
+        module = import_env_module(self.module, f"env {self.id!r}")
         if self.name in gym.registry:
             return self.name
         attr = getattr(module, self.name, None)
@@ -123,8 +123,9 @@ def _importable(factory: Callable[..., Any]) -> str | None:
     return f"{module}:{name}" if found is factory else None
 
 
-def import_env_module(name: str, env_id: str) -> Any:
-    """Import `name` (from the current directory or the environment); a failure is a one-line EnvError."""
+def import_env_module(name: str, context: str) -> Any:
+    """Import `name` (from the current directory or the environment); a failure is a one-line EnvError
+    starting with `context` (`env 'mygrid:Line-v0'`, `--env-module`)."""
     if os.getcwd() not in sys.path and "" not in sys.path:  # console scripts do not put the cwd on the path
         sys.path.append(os.getcwd())
     try:
@@ -132,9 +133,9 @@ def import_env_module(name: str, env_id: str) -> Any:
     except ModuleNotFoundError as exc:
         missing = exc.name or name
         where = "" if missing != name else " (it must be importable from the current directory or the environment)"
-        raise EnvError(f"env {env_id!r}: import {name} failed: ModuleNotFoundError: {one_line(exc)}{where}") from None
+        raise EnvError(f"{context}: import {name} failed: ModuleNotFoundError: {one_line(exc)}{where}") from None
     except Exception as exc:  # noqa: BLE001 (a user module can raise anything while importing)
-        raise EnvError(f"env {env_id!r}: import {name} raised {type(exc).__name__}: {one_line(exc)}") from None
+        raise EnvError(f"{context}: import {name} raised {type(exc).__name__}: {one_line(exc)}") from None
 
 
 def registered_by(module: str) -> str:
@@ -242,6 +243,11 @@ def missing_dependency_hint(exc: Exception) -> str:
     return text
 
 
+def _python(value: Any) -> Any:
+    """NumPy scalars and arrays as Python numbers and lists, for messages (`1`, not `np.int64(1)`)."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
 def probe(env: gym.Env, spec: EnvSpec, seed: int) -> None:
     """Reset `env` with `seed` and take one random step, so that an env which raises in `reset` or `step`
     fails before training, with the call and the exception on one line."""
@@ -254,5 +260,5 @@ def probe(env: gym.Env, spec: EnvSpec, seed: int) -> None:
     try:
         env.step(action)
     except Exception as exc:  # noqa: BLE001
-        raise EnvError(f"env {spec.id!r}: step({shown(action, 40)}) after reset raised {type(exc).__name__}: "
+        raise EnvError(f"env {spec.id!r}: step({shown(_python(action), 40)}) after reset raised {type(exc).__name__}: "
                        f"{one_line(exc)}") from None

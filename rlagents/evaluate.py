@@ -11,7 +11,9 @@ import gymnasium as gym
 import numpy as np
 
 from rlagents import _entry_module
-from rlagents.cli import ArgumentParser, resolve_device
+from rlagents.cli import ArgumentParser, count_arg, output_file_arg, resolve_device, seed_arg
+from rlagents.config import MAX_EPISODES
+from rlagents.validate import check_count, check_seed
 from rlagents.environments import EVAL_STEP_CAP, evaluate, make_env, make_vec_env
 from rlagents.envspec import EnvSpec
 from rlagents.errors import UserError, cli_entry
@@ -26,13 +28,15 @@ VIDEO_FORMATS = (".gif",)
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m rlagents.evaluate", description=__doc__)
     p.add_argument("run_dir", type=Path, help="a run directory written by rlagents.train")
-    p.add_argument("--episodes", type=int, default=None, help="episodes to run (default: the run's eval_episodes)")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--episodes", type=count_arg("--episodes", MAX_EPISODES), default=None,
+                   help="episodes to run (default: the run's eval_episodes)")
+    p.add_argument("--seed", type=seed_arg(), default=None,
                    help="seed of the evaluation episodes (default: the run's own, which reproduces its summary)")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint JSON (default: the final one)")
     p.add_argument("--onnx", type=Path, default=None,
                    help="play this exported policy (python -m rlagents.export) through onnxruntime instead")
-    p.add_argument("--video", type=Path, default=None, help="record one greedy episode to this .gif file")
+    p.add_argument("--video", type=output_file_arg("--video"), default=None,
+                   help="record one greedy episode to this .gif file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="torch device (default cpu)")
     return p
 
@@ -78,9 +82,10 @@ def evaluate_run(run: LoadedRun, episodes: int | None = None, seed: int | None =
                  policy: Callable[[Any], Any] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Greedy episodes of `run`'s agent (or of `policy`) on its env: by default its own final evaluation
     (`eval_episodes` episodes from its evaluation seed), which reproduces the summary. Returns (returns,
-    lengths, seed)."""
-    episodes = episodes or run.config.train.eval_episodes
-    seed = seed if seed is not None else run.seed + EVAL_SEED_OFFSET
+    lengths, seed). `episodes` and `seed` are checked here too, for the Python API (`Policy.evaluate`)."""
+    episodes = run.config.train.eval_episodes if episodes is None else check_count(episodes, "episodes",
+                                                                                   high=MAX_EPISODES)
+    seed = run.seed + EVAL_SEED_OFFSET if seed is None else check_seed(seed, "seed")
     if policy is None:
         policy = lambda o: run.agent.act(o, explore=False)  # noqa: E731
     envs = make_vec_env(run.env, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
@@ -97,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.video is not None and args.video.suffix.lower() not in VIDEO_FORMATS:
         raise UserError(f"--video {args.video}: unsupported format {args.video.suffix or '(none)'!r}; "
                         f"valid: {', '.join(VIDEO_FORMATS)}")
-    if args.episodes is not None and args.episodes < 1:
-        raise UserError(f"--episodes must be >= 1, got {args.episodes}")
     set_cpu_threads(1)
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
     if args.onnx is not None:

@@ -12,15 +12,17 @@ own `drive` (SB3's). The per-step path does only what every step needs; everythi
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import math
 import random
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,14 +35,16 @@ from rlagents.agents import Agent
 from rlagents.agents.base import StepCallback
 from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json, library_versions, save_checkpoint,
                                  step_checkpoints)
-from rlagents.config import ResolvedConfig
+from rlagents.config import ResolvedConfig, config_sha256
 from rlagents.environments import evaluate, final_observations
-from rlagents.errors import TrainingFault
+from rlagents.errors import CheckpointError, TrainingFault
 from rlagents.progress import TrainingProgress
+from rlagents.safeload import clip, shown
+from rlagents.state_check import LOAD_ERRORS, check_state, load_agent_state
 
 EVAL_SEED_OFFSET = 1_000_003  # eval episodes never share seeds with training envs
 PROGRESS_EVERY_S = 0.25
-RUNNING, COMPLETED, STOPPED, INTERRUPTED = "running", "completed", "stopped", "interrupted"
+RUNNING, COMPLETED, STOPPED, INTERRUPTED, FAILED = "running", "completed", "stopped", "interrupted", "failed"
 
 #: `callback(step, metrics)`: see `train`; returning False stops the run.
 Callback = Callable[[int, dict[str, Any]], "bool | None"]
@@ -87,9 +91,109 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n["kind"], np.asarray(n["keys"]).astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
+def check_session(record: dict[str, Any], path: Path | str) -> None:
+    """Refuse (CheckpointError naming checkpoint `path`) a checkpoint's loop and RNG state that a resume
+    cannot use: unknown or mistyped LoopState fields and evaluation records, RNG states of the wrong shape or
+    type."""
+    where = f"checkpoint {path}"
+    loop = record.get("loop")
+    if not isinstance(loop, dict):
+        raise CheckpointError(f"{where}: its loop state must be a mapping, got {shown(loop)}")
+    unknown = sorted(set(loop) - set(_LOOP_TYPES))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown loop state {', '.join(shown(k) for k in unknown[:5])}")
+    _check_fields(loop, _LOOP_TYPES, f"{where}: loop state")
+    evaluations = loop.get("evaluations", [])
+    if not isinstance(evaluations, list):
+        raise CheckpointError(f"{where}: loop state: evaluations must be a list, got {shown(evaluations)}")
+    for i, evaluation in enumerate(evaluations):
+        if not isinstance(evaluation, dict):
+            raise CheckpointError(f"{where}: loop state: evaluations.{i} must be a mapping, got {shown(evaluation)}")
+        _check_fields(evaluation, _EVALUATION_TYPES, f"{where}: loop state: evaluations.{i}", required=True)
+        if not all(_is_number(r) for r in evaluation["returns"]) or not evaluation["returns"]:
+            raise CheckpointError(f"{where}: loop state: evaluations.{i}.returns must be a list of numbers")
+    schedule = loop.get("schedule", {})
+    unknown = sorted(set(schedule) - set(_SCHEDULE_TYPES))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown loop state schedule.{shown(unknown[0])}")
+    _check_fields(schedule, _SCHEDULE_TYPES, f"{where}: loop state: schedule")
+    check_state(record.get("rng"), global_rng_state(), where=f"{where}: RNG state")
+
+
+# types of the loop state's fields as a checkpoint's JSON holds them (None: may be null); evaluation results
+# may be NaN or infinite (an env may return such rewards): they are records, not state
+_LOOP_TYPES = {"step": (int,), "episodes": (int,), "sessions": (int,), "eval_time": (float,), "train_time": (float,),
+               "solved_at_step": (int, None), "solved_at_time": (float, None), "best_eval": (float, None),
+               "evaluations": (list,), "schedule": (dict,)}
+_SCHEDULE_TYPES = {"log": (int,), "eval": (int,), "checkpoint": (int,)}
+_EVALUATION_TYPES = {"step": (int,), "train_time_s": (float,), "return_mean": (float,), "return_std": (float,),
+                     "length_mean": (float,), "returns": (list,)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_fields(values: dict[str, Any], types: dict[str, tuple], where: str, required: bool = False) -> None:
+    for key, allowed in types.items():
+        if key not in values:
+            if required:
+                raise CheckpointError(f"{where} has no {key}")
+            continue
+        value = values[key]
+        if value is None and None in allowed:
+            continue
+        if int in allowed and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise CheckpointError(f"{where}: {key} must be a non-negative integer, got {shown(value)}")
+        if float in allowed and not _is_number(value):
+            raise CheckpointError(f"{where}: {key} must be a number, got {shown(value)}")
+        if list in allowed and not isinstance(value, list):
+            raise CheckpointError(f"{where}: {key} must be a list, got {shown(value)}")
+        if dict in allowed and not isinstance(value, dict):
+            raise CheckpointError(f"{where}: {key} must be a mapping, got {shown(value)}")
+
+
+def restore_session(agent: Agent, record: dict[str, Any], path: Path | str) -> LoopState:
+    """Load a training checkpoint's agent, loop and RNG state (checked first); returns the loop state of
+    the new session. Anything that does not fit is a CheckpointError naming `path`, never a traceback."""
+    check_session(record, path)
+    load_agent_state(agent, record.get("agent"), path)
+    try:
+        state = LoopState(**record["loop"])
+        set_global_rng_state(record["rng"])
+    except LOAD_ERRORS as exc:
+        raise CheckpointError(f"checkpoint {path}: its loop or RNG state cannot be restored "
+                              f"({clip(str(exc), 200)})") from None
+    state.sessions += 1
+    return state
+
+
 def resume_seed(seed: int, step: int) -> int:
     """Seed for the envs of a resumed session: differs per resume point, same for the same point."""
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def nonfinite_entries(state: dict[str, Any], recorded: Collection[str]) -> list[str]:
+    """Key paths of an agent's `state_dict` holding NaN or inf floats, outside its `recorded` experience keys
+    (the values `state_check` refuses to load)."""
+    bad = []
+    stack: list[tuple[Any, str]] = [(value, key) for key, value in state.items() if key not in recorded]
+    while stack:
+        value, key = stack.pop()
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad.append(key)
+        elif isinstance(value, np.ndarray):
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                bad.append(key)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                bad.append(key)
+        elif isinstance(value, dict):
+            stack.extend((item, f"{key}.{k}") for k, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, f"{key}.{i}") for i, item in enumerate(value))
+    return sorted(bad)
 
 
 @dataclass
@@ -112,14 +216,17 @@ class Run:
     def save(self, name: str, state: LoopState, reason: str, in_flight: dict[str, Any] | None = None) -> None:
         """Write checkpoint `name`: agent, loop state, global RNGs and the episodes in flight (`in_flight`,
         see `train`), with metadata (atomic files)."""
-        bad = self.agent.nonfinite_parameters()
-        if bad:  # e.g. an infinite gradient behind a finite loss: keep the last good checkpoint instead
+        agent_state = self.agent.state_dict()
+        # e.g. an infinite gradient behind a finite loss, or NaN rewards in a planner's model: keep the last
+        # good checkpoint instead (what `state_check` would refuse to load is never saved)
+        bad = self.agent.nonfinite_parameters() or nonfinite_entries(agent_state, self.agent.recorded_state)
+        if bad:
             raise TrainingFault(f"non-finite weights ({', '.join(bad[:3])}{', …' if len(bad) > 3 else ''}) at env "
                                 f"step {state.step}: not saved; the last good checkpoint is kept (check rewards and "
                                 f"observations for NaN/inf, or lower lr)")
         meta = self.checkpoint_meta(state.step, state.episodes)
         meta["reason"] = reason
-        record = {"agent": self.agent.state_dict(), "loop": dataclasses.asdict(state), "rng": global_rng_state()}
+        record = {"agent": agent_state, "loop": dataclasses.asdict(state), "rng": global_rng_state()}
         if in_flight is not None:
             record["in_flight"] = in_flight
         save_checkpoint(self.run_dir / CHECKPOINT_DIR, name, record, meta)
@@ -134,7 +241,8 @@ class Run:
                 "observation_space": repr(self.envs.single_observation_space),
                 "action_space": repr(self.envs.single_action_space),
                 "config": {"train": dataclasses.asdict(self.config.train),
-                           "agent": dataclasses.asdict(self.config.agent)}}
+                           "agent": dataclasses.asdict(self.config.agent)},
+                "config_sha256": config_sha256(self.config.train, self.config.agent, self.seed)}
 
 
 class LoopListener:
@@ -163,23 +271,30 @@ class TensorBoardLog(LoopListener):
         from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
         self.run = run
-        # everything at the checkpoint step itself was logged before the checkpoint was written: keep it
-        self.writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step + 1 if resumed else None)
-        if not resumed:
-            self.writer.add_text("hyperparameters", _markdown_table(run), 0)
+        with writing("the TensorBoard log", run.run_dir):
+            # everything at the checkpoint step itself was logged before the checkpoint was written: keep it
+            self.writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=state.step + 1 if resumed else None)
+            if not resumed:
+                self.writer.add_text("hyperparameters", _markdown_table(run), 0)
 
     def on_event(self, step: int, metrics: dict[str, Any]) -> None:
-        for tag, value in metrics.items():
-            if "/" in tag:
-                self.writer.add_scalar(tag, value, step)
+        with writing("the TensorBoard log", self.run.run_dir):
+            for tag, value in metrics.items():
+                if "/" in tag:
+                    self.writer.add_scalar(tag, value, step)
 
     def end(self, status: str, summary: dict[str, Any] | None) -> None:
-        if summary is not None:
-            step = summary["total_steps"]
-            self.writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
-            self.writer.add_hparams(_hparams(self.run), {"hparam/eval_return_mean": summary["eval_return_mean"]},
-                                    run_name=".", global_step=step)
-        self.writer.close()
+        if status == FAILED:  # best effort: the fault being reported may be this writer's full disk
+            with suppress(Exception):
+                self.writer.close()
+            return
+        with writing("the TensorBoard log", self.run.run_dir):
+            if summary is not None:
+                step = summary["total_steps"]
+                self.writer.add_scalar("charts/steps_per_s", summary["env_steps_per_s"], step)
+                self.writer.add_hparams(_hparams(self.run), {"hparam/eval_return_mean": summary["eval_return_mean"]},
+                                        run_name=".", global_step=step)
+            self.writer.close()
 
 
 class CallbackListener(LoopListener):
@@ -276,6 +391,18 @@ def _after(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
+@contextmanager
+def writing(what: str, where: Path) -> Iterator[None]:
+    """Turn a full disk while writing `what` into a TrainingFault saying where space ran out."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise TrainingFault(f"no space left on the device of {where} while writing {what} "
+                            f"({exc.strerror or exc})") from exc
+
+
 class StopSignals:
     """SIGINT and SIGTERM ask training to stop at its next event; during an evaluation (which may take long)
     they stop it at once by raising KeyboardInterrupt, and a second SIGINT does so anywhere. Installed for a
@@ -351,13 +478,14 @@ class Session:
 
         def on_step(rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
                     done: np.ndarray | None) -> bool:
-            state.step += n_envs
-            np.add(returns, rewards, out=returns)
-            np.add(lengths, 1, out=lengths)
+            nonlocal returns, lengths  # updated in place (the names keep their arrays)
+            state.step = step = state.step + n_envs
+            returns += rewards
+            lengths += 1
             if done is not None:  # rare: an episode ended (`done` is the mask of envs whose did)
                 state.episodes += stats.end(done)
-            if state.step < schedule.next_event:
-                return state.step < limit
+            if step < schedule.next_event:
+                return step < limit
             return events() and state.step < limit
 
         return on_step
@@ -441,9 +569,10 @@ class Session:
         return record
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, name: str, reason: str) -> None:
+    def save(self, name: str, reason: str, in_flight: bool = True) -> None:
         state = dataclasses.replace(self.state, train_time=self.train_seconds(), schedule=self.schedule.saved())
-        self.run.save(name, state, reason, self.in_flight())
+        with writing(f"checkpoint {name}", self.run.run_dir / CHECKPOINT_DIR):
+            self.run.save(name, state, reason, self.in_flight() if in_flight else None)
 
     def in_flight(self) -> dict[str, Any] | None:
         """The running episodes and the not-yet-logged statistics, for an exact resume."""
@@ -492,11 +621,11 @@ class Session:
                 stopped["stopped_by"] = "callback"
             return stopped
         train_time = self.train_seconds()
-        self.run.save(FINAL, dataclasses.replace(state, train_time=train_time, schedule=self.schedule.saved()),
-                      "end of training")
+        self.save(FINAL, "end of training", in_flight=False)
         summary = _summary(self.run, state, train_time)
         self.ended(summary)
-        atomic_write_json(self.run.run_dir / "summary.json", summary)
+        with writing("summary.json", self.run.run_dir):
+            atomic_write_json(self.run.run_dir / "summary.json", summary)
         return summary
 
     def ended(self, summary: dict[str, Any] | None) -> None:
@@ -504,13 +633,22 @@ class Session:
         for listener in self.listeners:
             listener.end(self.status, summary)
 
-    def failed(self) -> None:
-        """A training fault: no checkpoint is written (the newest on disk is the last good state)."""
-        self.status = "failed"
-        self.ended(None)
-        atomic_write_json(self.run.run_dir / "summary.json", {
-            "agent": self.run.agent_name, "env": self.run.env_id, "seed": self.run.seed, "status": "failed",
-            "total_steps": self.state.step})
+    def failed(self, fault: TrainingFault) -> TrainingFault:
+        """A fault ends the session: no checkpoint is written (the newest on disk is the last good state), the
+        summary says "failed" (if the disk takes it). Returns the TrainingFault to raise: for a fault from
+        outside the agent (an env that raised, a full disk), one that names the step and that checkpoint."""
+        self.status = FAILED
+        with suppress(Exception):
+            self.ended(None)
+        with suppress(OSError):
+            atomic_write_json(self.run.run_dir / "summary.json", {
+                "agent": self.run.agent_name, "env": self.run.env_id, "seed": self.run.seed, "status": FAILED,
+                "total_steps": self.state.step})
+        if fault.__cause__ is None:  # the agent's own (non-finite weights): its message says it all
+            return fault
+        kept = step_checkpoints(self.run.run_dir)
+        last = f"the last good checkpoint, {kept[-1]}, is kept" if kept else "no checkpoint was written yet"
+        return TrainingFault(f"{fault}; stopped at env step {self.state.step}, {last}")
 
 
 def step_envs(session: Session, on_step: StepCallback) -> None:
@@ -531,7 +669,8 @@ def step_envs(session: Session, on_step: StepCallback) -> None:
             return
 
 
-def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | None = None) -> dict[str, Any]:
+def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | None = None, *,
+          resume_from: str = "the checkpoint") -> dict[str, Any]:
     """Train `run.agent` for the configured number of env steps; returns the summary written to disk.
 
     `resume` is a checkpoint's state (agent, loop, RNGs, episodes in flight) to continue from: the agent and
@@ -540,6 +679,7 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
     restore_episodes`), so a resumed run continues exactly as the uninterrupted one would. An env that cannot
     be replayed exactly starts a new episode, seeded from the resume point, and the agent drops its partial
     data for it. SIGINT and SIGTERM stop training cleanly with a resumable checkpoint, up to the final save.
+    `resume_from` names the checkpoint in errors: a state that does not fit is a CheckpointError.
 
     `callback(step, metrics)` is called at every log and evaluation event (`LoopListener.on_event` says what
     `metrics` holds); returning False stops the run like a signal does (a resumable checkpoint; the returned
@@ -547,10 +687,7 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
     """
     state = LoopState()
     if resume is not None:
-        run.agent.load_state_dict(resume["agent"])
-        state = LoopState(**resume["loop"])
-        state.sessions += 1
-        set_global_rng_state(resume["rng"])
+        state = restore_session(run.agent, resume, resume_from)
     listeners = [TensorBoardLog(), *run.listeners, *([CallbackListener(callback)] if callback else [])]
     for listener in listeners:
         listener.start(run, state, resumed=resume is not None)
@@ -560,7 +697,11 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
             if resume is None:
                 session.obs, _ = run.envs.reset(seed=run.seed)
             else:
-                session.restore_in_flight(resume.get("in_flight"))
+                try:
+                    session.restore_in_flight(resume.get("in_flight"))
+                except LOAD_ERRORS as exc:
+                    raise CheckpointError(f"checkpoint {resume_from}: its episodes in flight cannot be restored "
+                                          f"({clip(str(exc), 200)})") from None
             on_step = session.step_callback()
             # events left due by a stopped session (a signal at an event step, an interrupted evaluation) first
             keep_going = state.step < session.schedule.next_event or session.events()
@@ -571,10 +712,12 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
                     step_envs(session, on_step)
         except KeyboardInterrupt:
             session.status = INTERRUPTED
-        except TrainingFault:
-            session.failed()
-            raise
-        return session.finish()
+        except TrainingFault as fault:  # NaN weights, an env that raised, a full disk
+            raise session.failed(fault) from None
+        try:
+            return session.finish()
+        except TrainingFault as fault:
+            raise session.failed(fault) from None
 
 
 def _summary(run: Run, state: LoopState, train_time: float) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 from rlagents import stats
 from rlagents.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
 from rlagents.errors import UserError
-from rlagents.safeload import read_json
+from rlagents.safeload import read_json, shown
 
 CURVE_POINTS = 100
 
@@ -52,13 +52,58 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
                 record = _read_json(summary)
                 record.setdefault("run_dir", str(summary.parent))
                 found.append(record)
+        if not isinstance(found, list):
+            raise UserError(f"--from {d}: results.json's runs must be a list, got {shown(found)}")
         if not found:
             raise UserError(f"--from {d}: no results.json or run directories with summary.json")
         for record in found:
-            if not all(k in record for k in ("agent", "env", "seed")):
-                raise UserError(f"--from {d}: a run record lacks agent/env/seed: {str(record)[:80]}")
+            check_run_record(record, d)
             runs[str(record.get("run_dir", len(runs)))] = record
     return sort_runs(list(runs.values()))
+
+
+_NUMBER_FIELDS = ("eval_return_mean", "eval_return_std", "env_steps_per_s", "train_time_s", "reward_threshold",
+                  "solved_at_time_s")
+
+
+def check_run_record(record: Any, source: Path) -> None:
+    """Refuse (UserError naming `source` and the field) a run record whose fields the report reads have the
+    wrong type; numbers may be NaN or infinite (a run on an env that returned them), which the report shows
+    as such rather than averaging them."""
+    if not isinstance(record, dict):
+        raise UserError(f"--from {source}: a run record must be a JSON object, got {shown(record)}")
+    if not all(k in record for k in ("agent", "env", "seed")):
+        raise UserError(f"--from {source}: a run record lacks agent/env/seed: {shown(record)}")
+    where = f"--from {source}: run {shown(record.get('agent'), 40)} {shown(record.get('env'), 40)}"
+    for key in ("agent", "env", "run_dir", "status", "error"):
+        if key in record and not (isinstance(record[key], str) and (record[key] or key == "error")):
+            raise UserError(f"{where}: {key} must be a non-empty string, got {shown(record[key])}")
+    if isinstance(record["seed"], bool) or not isinstance(record["seed"], int):
+        raise UserError(f"{where}: seed must be an integer, got {shown(record['seed'])}")
+    for key in _NUMBER_FIELDS:
+        if record.get(key) is not None and not _is_number(record[key]):
+            raise UserError(f"{where}: {key} must be a number, got {shown(record[key])}")
+    if record.get("solved_at_step") is not None and not _is_int(record["solved_at_step"]):
+        raise UserError(f"{where}: solved_at_step must be an integer or null, got {shown(record['solved_at_step'])}")
+    costs = record.get("costs", {})
+    if not isinstance(costs, dict) or not all(_is_number(v) for v in costs.values()):
+        raise UserError(f"{where}: costs must map names to numbers, got {shown(costs)}")
+    evaluations = record.get("evaluations", [])
+    if not isinstance(evaluations, list):
+        raise UserError(f"{where}: evaluations must be a list, got {shown(evaluations)}")
+    for e in evaluations:
+        if not isinstance(e, dict) or not all(_is_number(e.get(k)) for k in ("step", "return_mean")) or (
+                e.get("train_time_s") is not None and not _is_number(e["train_time_s"])):
+            raise UserError(f"{where}: each evaluation must hold numbers step, return_mean and train_time_s, "
+                            f"got {shown(e)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -73,7 +118,19 @@ def sort_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def completed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in runs if r.get("status") == "completed" and "eval_return_mean" in r]
+    """The runs that count in the statistics: completed, with a finite final return (a NaN or infinite one,
+    from an env that returned such rewards, would make every statistic of its agent NaN)."""
+    return [r for r in runs if r.get("status") == "completed" and _is_number(r.get("eval_return_mean"))
+            and np.isfinite(r["eval_return_mean"])]
+
+
+def failure(run: dict[str, Any]) -> str:
+    """Why a run is not among `completed` runs, in a few words."""
+    if run.get("error"):
+        return str(run["error"])
+    if run.get("status") == "completed":
+        return f"final evaluation return is {run.get('eval_return_mean')}, not a finite number"
+    return f"status {run.get('status')}"
 
 
 # ---------------------------------------------------------------- writing
@@ -139,7 +196,8 @@ def env_rows(runs: list[dict[str, Any]], agents: list[str]) -> list[dict[str, An
             row["ends_solved"] = None if threshold is None else int((finals >= threshold).sum())
             row["median_steps"] = stats.median_with_unreached(reached)
             row["median_seconds"] = stats.median_with_unreached([r.get("solved_at_time_s") for r in done])
-            row["steps_per_s"] = float(np.median([r["env_steps_per_s"] for r in done]))
+            speeds = [r["env_steps_per_s"] for r in done if r.get("env_steps_per_s") is not None]
+            row["steps_per_s"] = float(np.median(speeds)) if speeds else None
             costs = defaultdict(list)
             for r in done:
                 for k, v in (r.get("costs") or {}).items():
@@ -203,8 +261,7 @@ def markdown(runs: list[dict[str, Any]], header: dict[str, str], order: list[str
     if failed:
         lines += ["## Failed runs", ""]
         for r in failed:
-            error = r.get("error") or f"status {r.get('status')}"
-            lines.append(f"- {r['agent']} on {r['env']}, seed {r['seed']}: {error}")
+            lines.append(f"- {r['agent']} on {r['env']}, seed {r['seed']}: {failure(r)}")
         lines.append("")
     lines += ["Learning curves: `curves.png`. TensorBoard: `tensorboard --logdir <this folder>`.", ""]
     return "\n".join(lines)
@@ -212,9 +269,10 @@ def markdown(runs: list[dict[str, Any]], header: dict[str, str], order: list[str
 
 def _curve(run: dict[str, Any], key: str) -> tuple[np.ndarray, np.ndarray]:
     evals = run.get("evaluations") or []
-    xs = np.array([e[key] for e in evals], dtype=np.float64)
+    xs = np.array([e.get(key) for e in evals], dtype=np.float64)
     ys = np.array([e["return_mean"] for e in evals], dtype=np.float64)
-    return xs, ys
+    keep = np.isfinite(xs) & np.isfinite(ys)  # a NaN evaluation (or one without a time) is no point of a curve
+    return xs[keep], ys[keep]
 
 
 def curve_band(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:

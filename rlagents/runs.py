@@ -17,9 +17,9 @@ from rlagents.config import ResolvedConfig
 from rlagents.environments import EVAL_STEP_CAP, is_atari, is_project_env, make_env, make_vec_env
 from rlagents.environments import check_env as gym_check_env
 from rlagents.envspec import EnvSpec
-from rlagents.errors import UserError
 from rlagents.loop import Run, seed_everything
 from rlagents.runspec import RunSpec, spec_of_run
+from rlagents.state_check import load_agent_state
 from rlagents.threads import set_cpu_threads
 
 
@@ -86,10 +86,6 @@ def load_run(run_dir: Path, obs_space_of, *, device: torch.device, checkpoint: P
     path = checkpoint or latest_checkpoint(spec.run_dir)
     state, ckpt_meta = read_checkpoint(path, agent=spec.agent, env=spec.env.id)
     check_spaces(ckpt_meta, obs_space, action_space, path)
-    try:
-        agent.load_state_dict(state["agent"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} does not fit this agent's networks: {first}") from None
+    load_agent_state(agent, state.get("agent"), path)
     return LoadedRun(spec.run_dir, spec.agent, spec.env.id, spec.seed, spec.config, agent, path, ckpt_meta, spec.env,
                      obs_space, action_space)

@@ -21,6 +21,8 @@ from rlagents.cli import default_config_path
 from rlagents.config import DEVICES, ResolvedConfig, dump_resolved, read_config_file, resolve
 from rlagents.envspec import EnvSpec, check_env_kwargs, from_callable
 from rlagents.errors import ConfigError, UserError, choices
+from rlagents.paths import check_output_dir
+from rlagents.runlock import is_empty_run_dir
 from rlagents.safeload import shown
 from rlagents.validate import check_seed
 
@@ -131,6 +133,8 @@ def spec_of_run(run_dir: Path | str, *, env: EnvLike | None = None, device: str 
 
 
 def check_new_run_dir(spec: RunSpec) -> None:
-    """Refuse to train a new run into a folder that already holds something."""
-    if spec.run_dir.exists() and (not spec.run_dir.is_dir() or any(spec.run_dir.iterdir())):
+    """Refuse to train a new run into a folder that cannot be written (`paths.check_output_dir`: a file, a
+    device, read-only, a full disk…) or that already holds something (other than a free lock file)."""
+    check_output_dir(spec.run_dir, "--run-dir")
+    if not is_empty_run_dir(spec.run_dir):
         raise UserError(f"run directory {spec.run_dir} already exists and is not empty; choose another --run-dir")

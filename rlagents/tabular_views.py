@@ -1,8 +1,10 @@
 """Seeing what a tabular agent learned: greedy-policy arrows on grid-world maps, and value heat maps.
 
 Grid worlds are recognised by what their envs expose (FrozenLake's `desc` map, CliffWalking's `shape` and
-`_cliff` mask) and only when every table row is one map cell. Any other table is shown as a heat map of
-state values over two discretised dimensions, or of the whole Q-table (states x actions).
+`_cliff` mask) and only when every table row is one map cell. Structured observations (a Tuple, Dict or
+MultiDiscrete of discrete parts, e.g. Blackjack's) get their greedy policy as a table over the first two
+components, one per value of the others. Any other table is shown as a heat map of state values over two
+discretised dimensions, or of the whole Q-table (states x actions).
 """
 
 from __future__ import annotations
@@ -14,8 +16,14 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from rlagents.discretise import SpaceIndexer
+
 # Action index → arrow, per env class (their action orders differ).
 ARROWS = {"FrozenLakeEnv": "←↓→↑", "CliffWalkingEnv": "↑→↓←"}
+# Action labels and observation component names of envs with structured observations, per env class.
+ACTION_LABELS = {"BlackjackEnv": "SH"}  # stick, hit
+COMPONENT_NAMES = {"BlackjackEnv": ("player sum", "dealer card", "usable ace")}
+MAX_POLICY_TABLES = 8  # value combinations of the components beyond the first two
 # A perceptually ordered colour ramp (viridis' anchors): low values dark blue, high values yellow.
 RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
 
@@ -138,10 +146,46 @@ def save_heatmap(values: np.ndarray, path: Path, title: str, labels: np.ndarray 
     return path
 
 
-def describe_table(q: np.ndarray, env: gym.Env, out_dir: Path, bins: tuple[int, ...] | None = None) -> list[str]:
-    """Lines showing the greedy policy of Q-table `q` on `env` (grid worlds), and a heat map in `out_dir`."""
+def structured_policy_lines(q: np.ndarray, indexer: SpaceIndexer, env: gym.Env,
+                            visited: np.ndarray | None = None) -> list[str]:
+    """The greedy action of every state of a structured observation space as tables: rows are the values of
+    the first component, columns those of the second, one table per value combination of the others.
+    States never visited show '·'; rows and columns with none visited are left out."""
+    sizes = [int(b) for b in indexer.bins]
+    if len(sizes) < 2 or int(np.prod(sizes[2:])) > MAX_POLICY_TABLES:
+        return []
+    kind = type(env.unwrapped).__name__
+    labels = ACTION_LABELS.get(kind) or [str(a) for a in range(q.shape[1])]
+    names = COMPONENT_NAMES.get(kind, indexer.names)
+    seen = (np.ones(q.shape[0], dtype=bool) if visited is None else visited).reshape(sizes[0], sizes[1], -1)
+    greedy = q.argmax(axis=1).reshape(sizes[0], sizes[1], -1)
+    starts = [int(s) for s in indexer.starts]
+    width = max(len(str(starts[1] + sizes[1] - 1)), *(len(label) for label in labels))
+    actions = ", ".join(f"{label}={a}" for a, label in enumerate(labels))
+    lines = [f"greedy policy (actions: {actions}; rows: {names[0]}, columns: {names[1]}; · = never visited):"]
+    for rest, combo in enumerate(np.ndindex(*sizes[2:])):
+        rows = [r for r in range(sizes[0]) if seen[r, :, rest].any()]
+        cols = [c for c in range(sizes[1]) if seen[:, c, rest].any()]
+        if not rows:
+            continue
+        if combo:
+            lines.append("  " + ", ".join(f"{names[2 + i]} = {starts[2 + i] + v}" for i, v in enumerate(combo)))
+        row_width = len(str(starts[0] + sizes[0] - 1))
+        lines.append("  " + " " * row_width + " " + " ".join(str(starts[1] + c).rjust(width) for c in cols))
+        for r in reversed(rows):  # high values on top, as policy charts are drawn
+            cells = [(labels[greedy[r, c, rest]] if seen[r, c, rest] else "·").rjust(width) for c in cols]
+            lines.append("  " + str(starts[0] + r).rjust(row_width) + " " + " ".join(cells))
+    return lines
+
+
+def describe_table(q: np.ndarray, env: gym.Env, out_dir: Path, bins: tuple[int, ...] | None = None, *,
+                   indexer: SpaceIndexer | None = None, visited: np.ndarray | None = None) -> list[str]:
+    """Lines showing the greedy policy of Q-table `q` on `env` (grid worlds, structured observations given
+    their `indexer`, with `visited` states), and a heat map in `out_dir`."""
     lines: list[str] = []
     image = Path(out_dir) / "values.png"
+    if indexer is not None:
+        lines += structured_policy_lines(q, indexer, env, visited)
     grid = grid_map(env, q.shape[0])
     if grid is not None:
         lines.append("greedy policy:")
@@ -155,6 +199,13 @@ def describe_table(q: np.ndarray, env: gym.Env, out_dir: Path, bins: tuple[int, 
         kept = [d for d, b in enumerate(bins) if b > 1]
         values = q.max(axis=1).reshape([bins[d] for d in kept])  # row-major, like the discretiser's index
         save_heatmap(values, image, f"max_a Q over observation dims {kept[0]} (rows) x {kept[1]} (columns)")
+    elif indexer is not None and len(indexer.bins) >= 2:
+        values = q.max(axis=1).reshape(int(indexer.bins[0]), -1)  # first component x the others, row-major
+        seen = (np.ones(q.shape[0], dtype=bool) if visited is None else visited).reshape(values.shape)
+        rows, cols = seen.any(axis=1), seen.any(axis=0)
+        if rows.any():
+            values = values[rows][:, cols]
+        save_heatmap(values, image, f"max_a Q: {indexer.names[0]} (rows) x the other components (columns)")
     else:
         save_heatmap(q, image, "Q(s,a): states (rows) x actions (columns)")
     lines.append(f"value heat map: {image}")

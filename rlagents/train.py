@@ -9,10 +9,10 @@ from pathlib import Path
 from rlagents import _entry_module
 from rlagents.agents import available_agents
 from rlagents.api import TrainResult, resume_spec, train_spec
-from rlagents.cli import ArgumentParser
+from rlagents.cli import ArgumentParser, output_dir_arg, seed_arg
 from rlagents.config import parse_overrides
 from rlagents.environments import known_env_ids
-from rlagents.envspec import parse_env_kwargs
+from rlagents.envspec import import_env_module, parse_env_kwargs
 from rlagents.errors import UserError, cli_entry
 from rlagents.loop import Run
 from rlagents.runs import materialize
@@ -31,10 +31,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--config", type=Path, help="config YAML (default: configs/<agent>.yaml); a run's "
                    "config.yaml reproduces that run")
     p.add_argument("--steps", type=int, help="total env steps (default: the config's entry for the env)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg(), help="random seed, 0 … 2**32 - 1 (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, typed by its field (repeatable)")
-    p.add_argument("--run-dir", type=Path, help="output folder (default: runs/<env>__<agent>__<seed>__<time>)")
+    p.add_argument("--run-dir", type=output_dir_arg("--run-dir"),
+                   help="output folder (default: runs/<env>__<agent>__<seed>__<time>)")
     p.add_argument("--n-envs", type=int, help="training envs stepped together")
     p.add_argument("--eval-every", type=int, help="env steps between greedy evaluations")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation")
@@ -42,7 +43,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--check-env", action=argparse.BooleanOptionalAction, default=None,
                    help="run Gymnasium's env checker before training (default: on for our own envs/)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+    p.add_argument("--resume", type=output_dir_arg("--resume"), metavar="RUN_DIR",
                    help="continue a stopped run from its newest checkpoint, with the run's own config")
     p.add_argument("--list-agents", action="store_true", help="list agents and exit")
     p.add_argument("--list-envs", action="store_true", help="list registered env ids and exit")
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available_agents()))
         return 0
     if args.list_envs:
+        for module in args.env_module:  # the ids these modules register are listed too
+            import_env_module(module, "--env-module")
         print("\n".join(known_env_ids()))
         return 0
     spec = spec_from_args(args)

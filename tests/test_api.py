@@ -124,7 +124,8 @@ def test_a_factory_that_cannot_be_imported_again_is_named(tmp_path: Path):
     def local_corridor() -> gym.Env:
         return make_corridor(3)
 
-    rlagents.train("qlearning", local_corridor, steps=300, config={"eval_episodes": 2}, run_dir=tmp_path / "run")
+    with pytest.warns(UserWarning, match="cannot be imported again"):
+        rlagents.train("qlearning", local_corridor, steps=300, config={"eval_episodes": 2}, run_dir=tmp_path / "run")
     with pytest.raises(rlagents.UserError, match="cannot be imported again.*rlagents.load"):
         rlagents.load(tmp_path / "run")
     assert rlagents.load(tmp_path / "run", env=local_corridor).act(1) in (0, 1)  # given again, it rebuilds

@@ -95,6 +95,21 @@ def test_a_symlinked_tensor_file_must_stay_in_the_folder(run: Path, capsys):
     assert evaluate_main([str(run), "--episodes", "1"]) == 0
 
 
+@pytest.mark.parametrize("target", ["/etc/passwd", "elsewhere"])
+def test_a_checkpoint_json_symlinked_out_of_the_run_is_refused_not_read(run: Path, capsys, target):
+    """The JSON evaluate picks in RUN_DIR (final.json) may not lead outside the run either."""
+    ckpt = final(run)
+    if target == "elsewhere":  # a whole valid checkpoint, outside the run
+        target = run.parent / "elsewhere" / "final.json"
+        target.parent.mkdir()
+        for path in (ckpt, ckpt.with_suffix(".safetensors")):
+            shutil.copy(path, target.parent / path.name)
+    ckpt.unlink()
+    ckpt.symlink_to(target)
+    err = evaluate_error(run, capsys)
+    assert f"checkpoint {ckpt} is a symbolic link to {target}, outside its run's checkpoints folder" in err
+
+
 def test_a_fifo_as_tensor_file_is_refused_not_read(run: Path, capsys):
     tensors = run / "checkpoints" / "final.safetensors"
     tensors.unlink()
@@ -219,8 +234,6 @@ def test_recorded_experience_may_hold_non_finite_values():
         check_state({"replay": {"rewards": np.zeros(3, np.int32)}}, reference, where="c", recorded={"replay"})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15, part 2: rlagents.runs.load_run must call "
-                   "state_check.load_agent_state; remove this marker then")
 @pytest.mark.parametrize("dtype", ["nan", "int32"])
 def test_evaluate_refuses_non_finite_or_integer_weights(run: Path, capsys, dtype):
     def damage(state):

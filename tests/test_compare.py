@@ -114,3 +114,73 @@ def test_small_local_compare(tmp_path):
     assert "## CartPole-v1" in text and "| dqn | 2 |" in text and "| sb3-dqn | 2 |" in text
     assert "| dqn | sb3-dqn |" in text
     assert (out / "curves.png").is_file()
+
+
+def _one_line(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        compare.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err[-500:]
+    return err
+
+
+@pytest.mark.parametrize("agents, env, message", [
+    (",", "CartPole-v1", "--agents names no agent; valid agents: "),  # was exit 1 and a report of 0 runs
+    (" , ,", "CartPole-v1", "names no agent"), ("dqn", ",", "--env names no env"),
+    ("dqn,dqn", "CartPole-v1", "--agents lists an agent twice: dqn,dqn"),
+])
+def test_empty_agent_and_env_lists_are_refused(tmp_path, capsys, agents, env, message):
+    assert message in _one_line(["--agents", agents, "--env", env, "--out", str(tmp_path / "out")], capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def _with_summary(root: Path, change) -> Path:
+    _write_runs(root)
+    path = root / "CartPole-v1__good__s0" / "summary.json"
+    record = json.loads(path.read_text())
+    path.write_text(change(record) if callable(change) else change)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ("[" * 1000 + "]" * 1000, "nested more than 64 levels deep"),
+    ('{"a": ' * 100_000 + "1" + "}" * 100_000, "nested more than 64 levels deep"),
+    (lambda r: json.dumps({**r, "seed": "zero"}), "seed must be an integer, got 'zero'"),
+    (lambda r: json.dumps({**r, "agent": ["dqn"]}), "agent must be a non-empty string, got ['dqn']"),
+    (lambda r: json.dumps({**r, "eval_return_mean": "high"}), "eval_return_mean must be a number, got 'high'"),
+    (lambda r: json.dumps({**r, "evaluations": [{"step": "1"}]}), "each evaluation must hold numbers"),
+    (lambda r: json.dumps({**r, "evaluations": 3}), "evaluations must be a list, got 3"),
+    (lambda r: json.dumps({**r, "costs": {"update_ms": None}}), "costs must map names to numbers"),
+    (lambda r: json.dumps({**r, "solved_at_step": 1.5}), "solved_at_step must be an integer or null, got 1.5"),
+    (lambda r: json.dumps([r]), "does not hold a JSON object"),
+])
+def test_hostile_summaries_in_from_are_one_line(tmp_path, capsys, change, message):
+    _with_summary(tmp_path / "runs", change)
+    err = _one_line(["--from", str(tmp_path / "runs"), "--out", str(tmp_path / "out")], capsys)
+    assert message in err and len(err) < 600
+    assert not (tmp_path / "out").exists()
+
+
+def test_hostile_results_json_in_from_is_one_line(tmp_path, capsys):
+    (tmp_path / "cmp").mkdir()
+    for runs, message in ((5, "runs must be a list, got 5"), (["x"], "a run record must be a JSON object")):
+        (tmp_path / "cmp" / "results.json").write_text(json.dumps({"runs": runs}))
+        assert message in _one_line(["--from", str(tmp_path / "cmp"), "--out", str(tmp_path / "out")], capsys)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_final_return_is_listed_not_averaged(tmp_path, capsys, bad):
+    def nan_run(record):
+        record["eval_return_mean"] = bad
+        record["evaluations"][0]["return_mean"] = bad
+        return json.dumps(record)
+
+    _with_summary(tmp_path / "runs", nan_run)
+    out = tmp_path / "report"
+    assert compare.main(["--from", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert not [line for line in text.splitlines() if line.startswith("|") and ("nan" in line or "inf" in line)]
+    # good: seeds 1 and 2 remain (finals 490 and 30)
+    assert "| good | 2 (1 failed) | 260.0 [30.0, 490.0] | 260.0 ± 230.0 |" in text
+    assert f"- good on CartPole-v1, seed 0: final evaluation return is {bad}, not a finite number" in text
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,9 @@ import pytest
 import yaml
 
 from rlagents.checkpoint import read_checkpoint, step_checkpoints
+from rlagents import compare
 from rlagents.evaluate import main as evaluate_main
+from rlagents.export import main as export_main
 from rlagents.train import main as train_main
 
 ENV_MODULE = textwrap.dedent('''
@@ -126,6 +128,8 @@ def test_module_env_with_kwargs_survives_resume_and_evaluate(user_folder: Path, 
     assert evaluate_main([str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert f"return {summary['eval_return_mean']:.2f} ± {summary['eval_return_std']:.2f} over 3 episodes" in out
+    assert export_main([str(run_dir)]) == 0  # checks the graph on a real episode of the rebuilt env
+    assert json.loads((run_dir / "policy.json").read_text())["env"] == "linegrid:Line-v0"
 
 
 def test_env_module_and_config_entry_kwargs(user_folder: Path):
@@ -177,6 +181,19 @@ def test_bad_env_is_one_line_before_training(user_folder: Path, capsys, argv, ne
     for needle in needles:
         assert needle in err
     assert not run_dir.exists()  # nothing written
+
+
+def test_list_envs_shows_the_ids_a_module_registers(user_folder: Path, capsys):
+    assert train_main(["--list-envs", "--env-module", "linegrid"]) == 0
+    assert "Line-v0" in capsys.readouterr().out.split()
+
+
+def test_compare_refuses_a_bad_env_before_any_run(user_folder: Path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--agents", "dqn", "--env", "linegrid:Line-v0", "--env-kwargs", "width=3", "--out",
+                      str(user_folder / "cmp"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "gym.make('Line-v0', width=3) raised TypeError" in err
 
 
 def test_env_failing_mid_training_exits_3_with_the_last_checkpoint(user_folder: Path, capsys):

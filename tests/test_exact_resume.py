@@ -38,6 +38,7 @@ def rewind_to(run_dir: Path, keep: Path) -> None:
     ("ppo", "CartPole-v1", 3000, ["n_steps=48", "normalize_obs=true", "normalize_reward=true"]),
     ("ppo", "Pendulum-v1", 2400, ["n_steps=70", "batch_size=128", "target_kl=0.02", "clip_range_vf=0.5"]),
     ("qlearning", "FrozenLake-v1", 6000, ["n_envs=2"]),
+    ("qlearning", "Blackjack-v1", 6000, ["n_envs=2"]),  # Tuple observations in the in-flight record
     ("planner", "FrozenLake-v1", 3000, []),
     ("planner", "CartPole-v1", 600, []),
 ])

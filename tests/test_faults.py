@@ -16,40 +16,64 @@ from rlagents.train import main as train_main
 
 
 class NaNAfter(gym.Env):
-    """A 1-D random walk whose rewards turn NaN after `clean_steps` steps (a broken reward function)."""
+    """A 1-D random walk whose rewards (or, with `nan_obs`, observations) turn NaN after `clean_steps` steps (a
+    broken reward function or sensor); with `discrete`, its observation is the position as a Discrete state."""
 
-    observation_space = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, render_mode=None, clean_steps: int = 600):
+    def __init__(self, render_mode=None, clean_steps: int = 600, nan_obs: bool = False, discrete: bool = False):
         self.render_mode, self.clean_steps, self.total = render_mode, clean_steps, 0
+        self.nan_obs, self.discrete = nan_obs, discrete
+        self.observation_space = (gym.spaces.Discrete(21, start=-10) if discrete
+                                  else gym.spaces.Box(-10.0, 10.0, (1,), np.float32))
+
+    def observation(self, broken: bool = False):
+        if self.discrete:
+            return int(self.x)
+        return np.array([float("nan") if broken else self.x], np.float32)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.x = 0.0
-        return np.array([self.x], np.float32), {}
+        return self.observation(), {}
 
     def step(self, action):
         self.total += 1
         self.x = float(np.clip(self.x + (1.0 if action else -1.0), -10, 10))
-        reward = float("nan") if self.total > self.clean_steps else 1.0
-        return np.array([self.x], np.float32), reward, abs(self.x) >= 10, False, {}
+        broken = self.total > self.clean_steps
+        reward = float("nan") if broken and not self.nan_obs else 1.0
+        return self.observation(broken and self.nan_obs), reward, abs(self.x) >= 10, False, {}
+
+
+BROKEN_ENVS = {"rlagents-test/NaNAfter-v0": {}, "rlagents-test/NaNObsAfter-v0": {"nan_obs": True},
+               "rlagents-test/NaNAfterDiscrete-v0": {"discrete": True}}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def nan_env():
-    gym.register("rlagents-test/NaNAfter-v0", entry_point=NaNAfter, max_episode_steps=50)
+    for env_id, kwargs in BROKEN_ENVS.items():
+        gym.register(env_id, entry_point=NaNAfter, max_episode_steps=50, kwargs=kwargs)
     yield
-    del gym.registry["rlagents-test/NaNAfter-v0"]
+    for env_id in BROKEN_ENVS:
+        del gym.registry[env_id]
 
 
-@pytest.mark.parametrize("agent, extra", [("dqn", ["--set", "learning_starts=100"]),
-                                          ("reinforce", ["--set", "episodes_per_update=2"]),
-                                          ("qlearning", ["--set", "bins=21"])])
-def test_nan_loss_stops_with_the_last_good_checkpoint_intact(agent, extra, tmp_path: Path, capsys):
+PLANNER_QUICK = ["--set", "learning_starts=100", "--set", "train_every=100", "--set", "train_steps=10",
+                 "--set", "value_steps=10", "--set", "candidates=8", "--set", "elites=2", "--set", "horizon=4"]
+
+
+@pytest.mark.parametrize("agent, env, extra", [
+    ("dqn", "NaNAfter", ["--set", "learning_starts=100"]),
+    ("reinforce", "NaNAfter", ["--set", "episodes_per_update=2"]),
+    ("qlearning", "NaNAfter", ["--set", "bins=21"]),
+    ("planner", "NaNAfter", PLANNER_QUICK),
+    ("planner", "NaNObsAfter", PLANNER_QUICK),
+    ("planner", "NaNAfterDiscrete", []),  # the tabular model
+])
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(agent, env, extra, tmp_path: Path, capsys):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
-        train_main(["--agent", agent, "--env", "rlagents-test/NaNAfter-v0", "--steps", "5000", "--eval-every", "0",
+        train_main(["--agent", agent, "--env", f"rlagents-test/{env}-v0", "--steps", "5000", "--eval-every", "0",
                     "--run-dir", str(run_dir), "--no-progress", "--set", "checkpoint_every=300", *extra])
     err = capsys.readouterr().err
     assert exc.value.code == 3 and err.startswith("error: training stopped: non-finite") and err.count("\n") == 1
@@ -59,6 +83,10 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(agent, extra, tmp_p
     state, _ = read_checkpoint(last_good)
     if agent == "qlearning":
         assert all(np.isfinite(table).all() for table in state["agent"]["q"])
+    elif agent == "planner":
+        arrays = ([state["agent"]["q"], state["agent"]["model"]["reward_sums"]] if env.endswith("Discrete")
+                  else [t.numpy() for t in state["agent"]["model"]["net"].values()])
+        assert all(np.isfinite(a).all() for a in arrays)
     else:
         weights = state["agent"]["q" if agent == "dqn" else "policy"]
         assert all(np.isfinite(t.numpy()).all() for t in weights.values())
@@ -81,6 +109,22 @@ def test_qlearning_skips_nonfinite_rewards_when_asked(tmp_path: Path):
                        "--set", "nonfinite=skip"]) == 0
     state, _ = read_checkpoint(run_dir / "checkpoints" / "final.json")
     assert all(np.isfinite(table).all() for table in state["agent"]["q"])
+
+
+@pytest.mark.parametrize("env, extra", [("NaNAfter", PLANNER_QUICK), ("NaNObsAfter", PLANNER_QUICK),
+                                        ("NaNAfterDiscrete", [])])
+def test_planner_skips_nonfinite_transitions_when_asked(env, extra, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    assert train_main(["--agent", "planner", "--env", f"rlagents-test/{env}-v0", "--steps", "1200", "--eval-every",
+                       "0", "--eval-episodes", "2", "--run-dir", str(run_dir), "--no-progress", "--set",
+                       "nonfinite=skip", *extra]) == 0
+    state, _ = read_checkpoint(run_dir / "checkpoints" / "final.json")
+    agent = state["agent"]
+    if env.endswith("Discrete"):
+        assert np.isfinite(agent["q"]).all() and agent["model"]["visits"].sum() == 600  # the clean steps only
+    else:
+        assert all(np.isfinite(t.numpy()).all() for t in agent["model"]["net"].values())
+        assert agent["buffer"]["size"] == 600 and np.isfinite(agent["buffer"]["next_obs"]).all()
 
 
 def test_nonfinite_weights_are_never_checkpointed(tmp_path: Path, monkeypatch, capsys):

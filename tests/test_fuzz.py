@@ -3,7 +3,9 @@ never a traceback, and a checkpoint never makes the loader read outside its fold
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
@@ -26,6 +28,7 @@ from rlagents.evaluate import spaces_of
 from rlagents.runs import build_agent
 from rlagents.state_check import load_agent_state
 from rlagents.train import build_parser, prepare
+from rlagents.train import main as train_main
 
 EXAMPLES = int(os.environ.get("RLAGENTS_FUZZ_EXAMPLES", "150"))
 KEYS = sorted(set(field_types(DQNConfig)) | set(field_types(TrainConfig)) | set(field_types(ReinforceConfig)))
@@ -265,5 +268,96 @@ def test_mutated_run_config_yaml_resolves_or_raises_config_error(short_dqn_run, 
             if agent in ("dqn", "reinforce"):
                 resolve(DQNConfig if agent == "dqn" else ReinforceConfig, data, str(run.get("env", "CartPole-v1")),
                         {}, source=str(path))
+        except UserError:
+            pass
+
+
+RESUME_EXAMPLES = max(10, EXAMPLES // 5)  # each example is a whole `train --resume` (about 0.5 s)
+
+
+@settings(max_examples=RESUME_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.sampled_from([("state", "loop"), ("state", "rng"), ("state", "in_flight"),
+                                                 ("state",), ()]), json_edits()), min_size=1, max_size=3),
+       tensor_edit=st.one_of(st.none(), tensor_edits()),
+       squatter=st.sampled_from([None, "folder", "fifo", "symlink", "empty"]))
+def test_mutated_training_checkpoints_resume_or_exit_2(short_dqn_run, edits, tensor_edit, squatter):
+    """`train --resume` on a run whose periodic checkpoint has edits anywhere (its loop and RNG state, the
+    episodes in flight, the agent) and maybe something odd named like a newer checkpoint: it resumes (exit 0,
+    or 3 for a training fault) or refuses in one line (exit 2); a resumed run's final checkpoint loads."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        folder = run_dir / "checkpoints"
+        folder.mkdir(parents=True)
+        data = yaml.safe_load((short_dqn_run / "config.yaml").read_text())
+        data["default"].update(steps=1000, eval_episodes=1)  # resume at the checkpoint's step: no training
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        source = short_dqn_run / "checkpoints" / "step_000000001000"
+        record = json.loads(source.with_suffix(".json").read_text())
+        blob = source.with_suffix(".safetensors").read_bytes()
+        if tensor_edit is not None:
+            tensors = load_tensors(blob)
+            apply_tensor_edit(tensors, tensor_edit)
+            blob = save_tensors(tensors)
+            record["tensor_sha256"] = hashlib.sha256(blob).hexdigest()
+        for focus, edit in edits:
+            record = edit_subtree(record, focus, edit)
+        (folder / "step_000000001000.safetensors").write_bytes(blob)
+        (folder / "step_000000001000.json").write_text(json.dumps(record))
+        newer = folder / "step_000000002000.json"
+        if squatter == "folder":
+            newer.mkdir()
+        elif squatter == "fifo":
+            os.mkfifo(newer)
+        elif squatter == "symlink":
+            newer.symlink_to("/etc/passwd")
+        elif squatter == "empty":
+            newer.write_text("")
+        err = io.StringIO()
+        global OPENED
+        OPENED = []
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = train_main(["--resume", str(run_dir), "--no-progress"])
+            except SystemExit as exc:
+                code = exc.code
+            finally:
+                opened, OPENED = OPENED, None
+        outside = [p for p in opened if not Path(os.path.realpath(p)).is_relative_to(os.path.realpath(run_dir))
+                   and p.endswith((".json", ".safetensors", "passwd"))]
+        assert not outside, f"read outside the run directory: {outside}"
+        message = err.getvalue().strip().splitlines()
+        assert code in (0, 2, 3), (code, message[-5:])
+        if code in (2, 3):
+            assert message and message[-1].startswith("error: ") and "Traceback" not in err.getvalue()
+        if code == 0:  # what a mutated checkpoint let through must be a checkpoint that loads
+            state, meta = read_checkpoint(folder / "final.json", agent="dqn", env="CartPole-v1")
+            load_agent_state(_fresh_dqn(short_dqn_run), state["agent"], folder / "final.json")
+
+
+@st.composite
+def summary_edits(draw):
+    return draw(st.lists(json_edits(), min_size=1, max_size=3))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=summary_edits(), as_results=st.booleans())
+def test_mutated_summaries_make_a_report_or_raise_user_error(short_dqn_run, edits, as_results):
+    """`compare --from` over a run's summary.json (or a comparison's results.json) with edits anywhere: the
+    report's tables and curves are computed, or a UserError names the file and field."""
+    from rlagents import report
+
+    summary = json.loads((short_dqn_run / "summary.json").read_text())
+    record = {"runs": [summary, {**summary, "seed": 4}]} if as_results else summary
+    for edit in edits:
+        record = apply_edit(record, edit)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "runs"
+        (folder / "a").mkdir(parents=True)
+        (folder / ("results.json" if as_results else "a/summary.json")).write_text(json.dumps(record))
+        try:
+            runs = report.load_runs([folder])
+            report.markdown(runs, {"created": "now", "machine": "here", "command": "fuzz"})
+            for key in ("step", "train_time_s"):
+                report.curve_band(report.completed(runs), key)
         except UserError:
             pass

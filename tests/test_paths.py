@@ -118,3 +118,62 @@ def test_classify_refuses_bad_run_dirs_in_one_line(place: Path, capsys, rel: str
     err = capsys.readouterr().err
     assert exc.value.code == 2 and message in err and err.count("\n") == 1, err
     assert sorted(p.name for p in place.iterdir()) == before
+
+
+def _refused(main, argv: list[str], capsys, message: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+TRAIN = ["--agent", "dqn", "--env", "CartPole-v1", "--steps", "100", "--no-progress"]
+
+
+@pytest.mark.parametrize("rel, message", [
+    ("", "--run-dir: the path is empty"),  # was read as "." (the working folder)
+    ("file", "--run-dir '{place}/file' is a file, not a folder"),
+    ("file/run", "file is a file, not a folder, so nothing can be created under it"),
+    ("dangling", "is a dangling symbolic link"), ("fifo", "is a FIFO, not a folder"),
+    ("/dev/null", "is a device, not a folder"), ("a" * 300, "is 300 bytes long"),
+])
+def test_train_refuses_bad_run_dirs_in_one_line(place: Path, capsys, rel: str, message: str):
+    from rlagents.train import main as train_main
+
+    raw = rel if rel in ("", "/dev/null") else str(place / rel)
+    before = sorted(p.name for p in place.iterdir())
+    _refused(train_main, [*TRAIN, "--run-dir", raw], capsys, message.format(place=place))
+    _refused(train_main, ["--resume", raw], capsys, message.replace("--run-dir", "--resume").format(place=place))
+    assert sorted(p.name for p in place.iterdir()) == before
+
+
+def test_train_checks_its_default_run_dir(place: Path, capsys, monkeypatch):
+    from rlagents.train import main as train_main
+
+    monkeypatch.chdir(place)
+    (place / "runs").write_text("a file where the runs folder belongs")
+    _refused(train_main, TRAIN, capsys, "--run-dir 'runs/CartPole-v1__dqn__0__")
+    assert (place / "runs").read_text().startswith("a file")
+
+
+@pytest.mark.parametrize("rel, message", [
+    ("file/v.gif", "file is a file, not a folder, so nothing can be created under it"),
+    ("empty", "is a folder, not a file"), ("dangling", "is a dangling symbolic link"),
+    ("fifo", "is a FIFO, not a file"), ("", "--video: the path is empty"),
+])
+def test_evaluate_refuses_bad_video_paths_before_playing(place: Path, short_dqn_run: Path, capsys, rel, message):
+    from rlagents.evaluate import main as evaluate_main
+
+    _refused(evaluate_main, [str(short_dqn_run), "--video", str(place / rel) if rel else ""], capsys, message)
+
+
+@pytest.mark.parametrize("rel, message", [
+    ("file", "--out '{place}/file' is a file, not a folder"), ("file/out", "so nothing can be created under it"),
+    ("", "--out: the path is empty"),
+])
+def test_compare_refuses_bad_out_folders(place: Path, capsys, rel: str, message: str):
+    from rlagents.compare import main as compare_main
+
+    raw, message = str(place / rel) if rel else "", message.format(place=place)
+    _refused(compare_main, ["--agents", "dqn", "--env", "CartPole-v1", "--out", raw], capsys, message)
+    _refused(compare_main, ["--from", str(place), "--out", raw], capsys, message)

@@ -122,6 +122,24 @@ def test_dynamics_ensemble_fits_a_linear_system():
     torch.testing.assert_close(returns, reward[:, :10] * p_term.new_ones(1), atol=1e-4, rtol=1e-4)
 
 
+def test_novelty_bonus_is_larger_where_the_members_have_seen_nothing():
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randn(1000, 2, generator=g) * 0.3  # the data covers a small region around the origin
+    actions = torch.rand(1000, 1, generator=g) * 2 - 1
+    next_obs = obs * 0.9 + 0.1 * actions
+    rewards, terminated = -(obs ** 2).sum(dim=1), torch.zeros(1000)
+    model = DynamicsEnsemble(2, 1, members=5, hidden=(32, 32), lr=3e-3, weight_decay=0.0, generator=g)
+    model.fit_normalisers(obs, actions, next_obs, rewards)
+    model.train_steps((obs, actions, next_obs, rewards, terminated), 300, 64)
+    rollout = model.rollout_net()
+    starts = torch.tensor([[0.0, 0.0], [3.0, -3.0]])  # seen, and far from anything seen
+    part = rollout.action_part(torch.zeros(4, 2, 1))  # 4 steps of action 0
+    plain = rollout.returns(starts, part, torch.ones(4))
+    bonus = rollout.returns(starts, part, torch.ones(4), novelty=1.0) - plain
+    assert (bonus >= 0).all() and bonus[:, 1].mean() > 5 * bonus[:, 0].mean()
+    torch.testing.assert_close(rollout.returns(starts, part, torch.ones(4), novelty=0.0), plain)
+
+
 # ---------------------------------------------------------------- the agent
 
 
@@ -179,6 +197,22 @@ def test_save_load_identity_dynamics_model(tmp_path: Path):
     obs = np.asarray([env.reset(seed=5)[0]])
     agent.impl.plans.clear()  # the warm start is not saved: a loaded agent plans from scratch
     np.testing.assert_array_equal(other.act(obs, explore=False), agent.act(obs, explore=False))
+
+
+def test_exploration_bonus_shapes_training_plans_only():
+    env = gym.make("Pendulum-v1")
+    settings = dict(learning_starts=50, train_every=50, train_steps=20, value_steps=0, horizon=4, candidates=8,
+                    elites=2, risk=0.0)
+    agent = make_agent(env.observation_space, env.action_space, explore_bonus=5.0, **settings)
+    feed(agent, env, 120)
+    plain = make_agent(env.observation_space, env.action_space, **settings)
+    plain.load_state_dict(agent.state_dict())
+    obs = torch.as_tensor(env.reset(seed=3)[0][None], dtype=torch.float32)
+    seqs = torch.rand(1, 6, 4, 1, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        bonus = agent.impl.score(obs, seqs, explore=True) - plain.impl.score(obs, seqs, explore=True)
+        torch.testing.assert_close(agent.impl.score(obs, seqs, explore=False), plain.impl.score(obs, seqs))
+    assert (bonus > 0).all()  # five members trained on 120 transitions still disagree somewhat everywhere
 
 
 # ---------------------------------------------------------------- learning, through the CLI

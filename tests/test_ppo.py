@@ -293,3 +293,12 @@ def test_a2c_mode_is_one_plain_policy_gradient_step_per_rollout(learner):
     metrics = agent.metrics()
     assert agent.updates == 1 and metrics["losses/clip_fraction"] == 0.0 and metrics["losses/approx_kl"] == 0.0
     assert agent.optimizer.state[agent.params[0]]["step"].item() == 1  # one step, not 7 epochs of minibatches
+
+
+def test_restarted_episodes_end_at_the_rollouts_last_step():
+    agent = make(gym.spaces.Discrete(2), n_envs=3)
+    obs = np.zeros((3, 3), np.float32)
+    for _ in range(2):
+        agent.observe(obs, agent.act(obs, explore=True), np.ones(3), obs, np.zeros(3, bool), np.zeros(3, bool))
+    agent.drop_episodes(np.array([1]))  # a resume could not replay env 1's episode: it starts a new one
+    assert agent._rollout["dones"][:2].tolist() == [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]

@@ -218,7 +218,6 @@ def run_bad(argv, capsys) -> str:
     (["--env", "CartPole-v1", "--set", "bins=4", "--set", "clip_low=", "--set", "clip_high="],
      "observation dimensions [1, 3] of Box"),
     (["--env", "CartPole-v1", "--set", "bins=4,4"], "bins: Box"),
-    (["--env", "Blackjack-v1"], "needs a Discrete observation space (or a Box it can discretise"),
     (["--env", "FrozenLake-v1", "--set", "update=watkins"], "update: bad value 'watkins'; allowed:"),
     (["--env", "FrozenLake-v1", "--set", "exploration=greedy"], "exploration: bad value 'greedy'"),
     (["--env", "FrozenLake-v1", "--set", "lr=0"], "lr: bad value 0.0; must be > 0.0"),

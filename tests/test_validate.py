@@ -10,11 +10,13 @@ import pytest
 
 from rlagents import validate
 from rlagents.classify import main as classify_main
+from rlagents.compare import main as compare_main
 from rlagents.config import MAX_STEPS, MAX_TORCH_THREADS, coerce
 from rlagents.errors import ConfigError, UserError
 from rlagents.frame_replay import FrameReplayBuffer
 from rlagents.models.mpc import TransitionBuffer
 from rlagents.replay import PrioritizedReplayBuffer, ReplayBuffer
+from rlagents.evaluate import main as evaluate_main
 from rlagents.train import main as train_main
 from rlagents.validate import SEED_MAX, check_count, check_seed, format_bytes, require_memory
 
@@ -134,3 +136,41 @@ def test_integers_beyond_int64_are_refused_by_every_int_field():
             coerce(value, int, "k")
     with pytest.raises(ConfigError, match="expected a number"):
         coerce(10**400, float, "k")  # float() of it overflows
+
+
+SEED_RANGE = "--seed must be an integer from 0 to 4,294,967,295 (2**32 - 1), got"
+
+
+@pytest.mark.parametrize("value", ["-1", str(2**32), str(10**100), "9" * 5000, "abc", "1e3", ""])
+def test_train_and_evaluate_refuse_seeds_out_of_range(tmp_path: Path, short_dqn_run: Path, capsys, value):
+    err = one_line_error(train_main, ["--agent", "dqn", "--env", "CartPole-v1", "--run-dir", str(tmp_path / "r"),
+                                      "--no-progress", "--seed", value], capsys)
+    assert SEED_RANGE in err and len(err) < 300
+    assert not (tmp_path / "r").exists()
+    err = one_line_error(evaluate_main, [str(short_dqn_run), "--seed", value], capsys)
+    assert SEED_RANGE in err and len(err) < 300
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "--episodes must be an integer from 1 to 1,000,000, got 0"), ("-5", "got -5"),
+    (str(10**7), "got 10000000"), ("9" * 5000, "got '9999"), ("x", "got 'x'"),
+])
+def test_evaluate_bounds_episodes(short_dqn_run: Path, capsys, value, message):
+    assert message in one_line_error(evaluate_main, [str(short_dqn_run), "--episodes", value], capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0"], "--seeds must be at least 1, got 0"),
+    (["--seeds", str(10**12)], "--seeds must name 1 to 10,000 seeds, got '1000000000000'"),  # hung before
+    (["--workers", "0"], "--workers must be an integer from 1 to 1,024, got 0"),
+    (["--workers", "100000"], "--workers must be an integer from 1 to 1,024, got 100000"),
+    (["--agents", "dqn,reinforce,sb3-dqn", "--seeds", "1000", "--env", "CartPole-v1,Acrobot-v1,MountainCar-v0,"
+      "LunarLander-v3"], "3 agents × 4 envs × 1000 seeds is 12,000 runs; one comparison runs at most 10,000"),
+])
+def test_compare_bounds_seeds_workers_and_runs(tmp_path: Path, capsys, argv, message):
+    base = {"--agents": "dqn", "--env": "CartPole-v1"}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base[flag] = value
+    args = [item for pair in base.items() for item in pair] + ["--out", str(tmp_path / "out"), "--no-progress"]
+    assert message in one_line_error(compare_main, args, capsys)
+    assert not (tmp_path / "out").exists()

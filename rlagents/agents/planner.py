@@ -1,6 +1,7 @@
 """Model-based planner: learn a model of the environment from experience, then plan with it.
 
-Discrete observations get a count-based tabular model (`rlagents.models.tabular`) and either value
+Finite observations (`Discrete`, or a `Tuple`/`Dict`/`MultiDiscrete`/`MultiBinary` of discrete parts, indexed
+into one state) get a count-based tabular model (`rlagents.models.tabular`) and either value
 iteration over it with R-max optimism (`mode: value_iteration`: pairs tried fewer than `rmax_visits` times
 are assumed worth `r_max` forever, which drives systematic exploration) or Dyna-Q (`mode: dyna`: Q-learning
 on each real step plus `planning_steps` simulated ones drawn from the model). Box observations get an
@@ -17,10 +18,17 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from rlagents.agents.base import Agent
 from rlagents.config import param
-from rlagents.errors import ConfigError, ExportError, UnsupportedSpaceError
+from rlagents.discretise import finite_states, is_finite
+from rlagents.errors import (
+    ConfigError,
+    ExportError,
+    TrainingFault,
+    UnsupportedSpaceError,
+)
 from rlagents.models.mpc import MPCPlanner
 from rlagents.models.tabular import CountModel, dyna_updates, value_iteration
 from rlagents.networks import MAX_WIDTH
@@ -68,6 +76,8 @@ class PlannerConfig:
     value_target_every: int = param(50, "TD steps between copies of the value net's target", low=1)
     risk: float = param(1.0, "plans score mean − risk · std of the members' returns (pessimism off the data)",
                         low=0.0)
+    explore_bonus: float = param(0.0, "while training, each planned step earns this times the members' "
+                                 "disagreement about its state change (directed exploration; 0 = off)", low=0.0)
     horizon: int = param(12, "planning horizon in env steps", low=1)
     candidates: int = param(32, "action sequences sampled per CEM iteration (per env)", low=2)
     elites: int = param(4, "best sequences that refit the CEM distribution", low=1)
@@ -79,25 +89,34 @@ class PlannerConfig:
                            "learning_starts)", low=0.0, high=1.0)
     action_noise: float = param(0.1, "continuous actions: Gaussian noise added while training, in units of "
                                 "half the action range", low=0.0)
+    nonfinite: Literal["stop", "skip"] = param("stop", "on a NaN/infinite reward or observation: stop training "
+                                               "(the last good checkpoint stays) or skip that transition")
 
     def validate(self) -> None:
         if self.elites > self.candidates:
             raise ConfigError(f"elites ({self.elites}) must not exceed candidates ({self.candidates})")
 
 
-class TabularPlanner:
-    """Count model + value iteration with R-max optimism, or Dyna-Q, over a Discrete observation space."""
+def horizon(gamma: float) -> float:
+    """1 / (1 − γ), the weight of a reward received forever; 10,000 steps when undiscounted (γ = 1)."""
+    return 1.0 / (1.0 - gamma) if gamma < 1.0 else 1e4
 
-    def __init__(self, config: PlannerConfig, obs_space: gym.spaces.Discrete, action_space: gym.spaces.Discrete,
+
+class TabularPlanner:
+    """Count model + value iteration with R-max optimism, or Dyna-Q, over a finite observation space."""
+
+    def __init__(self, config: PlannerConfig, obs_space: gym.Space, action_space: gym.spaces.Discrete,
                  *, total_steps: int, seed: int):
         c = self.config = config
-        self.n_states, self.n_actions = int(obs_space.n), int(action_space.n)
-        self.obs_start, self.action_start = int(obs_space.start), int(action_space.start)
+        self.n_states, self.indexer = finite_states(obs_space, "planner")
+        self.n_actions = int(action_space.n)
+        self.obs_start = int(obs_space.start) if self.indexer is None else 0
+        self.action_start = int(action_space.start)
         self.model = CountModel(self.n_states, self.n_actions)
         self.rng = np.random.default_rng(seed)
         # fixed tiny noise breaks ties between equal values at random but reproducibly
         self.tiebreak = 1e-9 * self.rng.random((self.n_states, self.n_actions))
-        self.optimistic_value = c.r_max / (1.0 - c.gamma) if c.gamma < 1.0 else c.r_max * 1e4
+        self.optimistic_value = c.r_max * horizon(c.gamma)
         self.q = np.full((self.n_states, self.n_actions), self.optimistic_value if c.mode == "value_iteration"
                          else 0.0)
         self.v = self.q.max(axis=1)
@@ -112,7 +131,9 @@ class TabularPlanner:
         self._td = 0.0
         self._td_n = 0
 
-    def states(self, obs: np.ndarray) -> np.ndarray:
+    def states(self, obs: Any) -> np.ndarray:
+        if self.indexer is not None:
+            return self.indexer(obs)
         return np.asarray(obs, dtype=np.int64).reshape(-1) - self.obs_start
 
     def act(self, obs: np.ndarray, explore: bool) -> np.ndarray:
@@ -138,19 +159,24 @@ class TabularPlanner:
             rewards, successors, probs = self.model.estimates()
             tried = self.model.visits > 0
             r_min = float(rewards[tried].min()) if tried.any() else 0.0
-            pessimistic = min(r_min, 0.0) / (1.0 - self.config.gamma) - 1.0
+            pessimistic = min(r_min, 0.0) * horizon(self.config.gamma) - 1.0
             self.greedy_q, _ = value_iteration(rewards, successors, probs, self.config.gamma, v0=self.greedy_v,
                                                fixed=~tried, fixed_value=pessimistic, tol=1e-6)
             self.greedy_v = self.greedy_q.max(axis=1)
         return self.greedy_q
 
-    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, skip: np.ndarray) -> None:
         c = self.config
         s, s2 = self.states(obs), self.states(next_obs)
         a = np.asarray(actions, dtype=np.int64).reshape(-1) - self.action_start
         terminated = np.asarray(terminated, dtype=bool)
+        rewards = np.asarray(rewards, dtype=np.float64)
+        if skip.any():  # transitions the agent was told to skip (non-finite rewards): learn from the others
+            self.steps += int(skip.sum())
+            keep = ~skip
+            s, s2, a, rewards, terminated = s[keep], s2[keep], a[keep], rewards[keep], terminated[keep]
         newly_known = bool((self.model.visits[s, a] == c.rmax_visits - 1).any())
-        self.model.update(s, a, np.asarray(rewards, dtype=np.float64), s2, terminated)
+        self.model.update(s, a, rewards, s2, terminated)
         self.greedy_q = None
         self.steps += len(s)
         self.since_replan += len(s)
@@ -230,17 +256,18 @@ class PlannerAgent(Agent):
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: PlannerConfig) -> None:
-        if isinstance(obs_space, gym.spaces.Discrete):
+        if is_finite(obs_space):
             if not isinstance(action_space, gym.spaces.Discrete):
-                raise UnsupportedSpaceError(f"planner's tabular model needs Discrete actions with Discrete "
+                raise UnsupportedSpaceError(f"planner's tabular model needs Discrete actions with finite "
                                             f"observations, got {action_space}")
-            entries = int(obs_space.n) * int(action_space.n)
-            if entries > MAX_MODEL_ENTRIES:
-                raise ConfigError(f"a tabular model of {obs_space.n} states x {action_space.n} actions is too "
+            n_states, _ = finite_states(obs_space, cls.name)
+            if n_states * int(action_space.n) > MAX_MODEL_ENTRIES:
+                raise ConfigError(f"a tabular model of {n_states} states x {action_space.n} actions is too "
                                   f"large (limit {MAX_MODEL_ENTRIES:,} entries)")
             return
         if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-            raise UnsupportedSpaceError(f"planner needs Discrete observations or a flat Box vector, got {obs_space}")
+            raise UnsupportedSpaceError(f"planner needs finite observations (Discrete, or a Tuple/Dict/MultiDiscrete/"
+                                        f"MultiBinary of discrete parts) or a flat Box vector, got {obs_space}")
         if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise UnsupportedSpaceError(f"planner needs Discrete or Box actions, got {action_space}")
         if isinstance(action_space, gym.spaces.Box) and not (np.isfinite(action_space.low).all()
@@ -249,29 +276,63 @@ class PlannerAgent(Agent):
 
     def __init__(self, config: PlannerConfig, obs_space: gym.Space, action_space: gym.Space, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
-        if isinstance(obs_space, gym.spaces.Discrete):
+        if is_finite(obs_space):
             self.impl: TabularPlanner | MPCPlanner = TabularPlanner(
                 config, obs_space, action_space, total_steps=self.total_steps, seed=self.seed)
         else:
             self.impl = MPCPlanner(config, obs_space, action_space, n_envs=self.n_envs, seed=self.seed)
+        self.skipped = 0  # transitions dropped for a non-finite reward or observation (nonfinite: skip)
 
     def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
         return self.impl.act(obs, explore)
 
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
-        self.impl.observe(obs, actions, rewards, next_obs, terminated, truncated)
+        bad = self._nonfinite_rows(obs, rewards, next_obs)
+        if bad.any():
+            if self.config.nonfinite == "stop":
+                i = int(np.flatnonzero(bad)[0])
+                what = f"reward ({rewards[i]})" if not np.isfinite(rewards[i]) else "observation"
+                raise TrainingFault(f"non-finite {what} from env {i} at env step {self.impl.steps}: the model was "
+                                    f"not updated with it (--set nonfinite=skip skips such transitions)")
+            self.skipped += int(bad.sum())
+            rewards = np.where(bad, 0.0, rewards)  # placeholders: the transition is not learned from
+        self.impl.observe(obs, actions, rewards, next_obs, terminated, truncated, skip=bad)
+
+    def _nonfinite_rows(self, obs, rewards, next_obs) -> np.ndarray:
+        """Envs whose transition holds a NaN/inf reward or (Box) observation: one would poison the model for good
+        (a tabular model's reward sums, or every weight of the dynamics ensemble through its normalisers)."""
+        bad = ~np.isfinite(np.asarray(rewards, dtype=np.float64))
+        if isinstance(self.impl, MPCPlanner):
+            b = len(bad)
+            bad |= ~np.isfinite(np.asarray(obs, dtype=np.float64).reshape(b, -1)).all(axis=1)
+            bad |= ~np.isfinite(np.asarray(next_obs, dtype=np.float64).reshape(b, -1)).all(axis=1)
+        return bad
+
+    def nonfinite_parameters(self) -> list[str]:
+        impl = self.impl
+        if isinstance(impl, TabularPlanner):
+            return [name for name, a in (("q", impl.q), ("model.reward_sums", impl.model.reward_sums))
+                    if not np.isfinite(a).all()]
+        bad = []
+        for name, module in (("model", impl.model.net), ("value", impl.value)):
+            if module is not None:
+                bad += [f"{name}.{key}" for key, p in module.named_parameters() if not torch.isfinite(p).all()]
+        return bad
 
     def metrics(self) -> dict[str, float]:
-        return self.impl.metrics()
+        return {**self.impl.metrics(), "charts/skipped_updates": float(self.skipped)}
 
     def inspect(self, env: gym.Env, out_dir: Path) -> list[str]:
         if isinstance(self.impl, TabularPlanner):  # the greedy policy of the learned model, as qlearning shows it
             q = self.impl.q if self.config.mode == "dyna" else self.impl.solve_greedy()
             known = (self.impl.model.visits >= self.config.rmax_visits).mean()
-            return [f"learned model: {self.impl.model.visits.sum():,} transitions, {known:.0%} of state-action "
-                    f"pairs known"] + describe_table(q, env, out_dir)
-        return [f"learned model: {self.impl.buffer.size:,} transitions, {self.impl.trained_rounds} training rounds, "
-                f"{self.impl.model.members} members"]
+            summary = (f"learned model: {self.impl.model.visits.sum():,} transitions, {known:.0%} of state-action "
+                       f"pairs known")
+            return [summary] + describe_table(q, env, out_dir, indexer=self.impl.indexer,
+                                              visited=self.impl.model.visits.sum(axis=1) > 0)
+        summary = (f"learned model: {self.impl.buffer.size:,} transitions, {self.impl.trained_rounds} training "
+                   f"rounds, {self.impl.model.members} members")
+        return [summary]
 
     def export_module(self):
         """Greedy policy for `rlagents.export`, tabular model only: the table `act` takes its argmax of (the
@@ -284,6 +345,9 @@ class PlannerAgent(Agent):
         from rlagents.graphs import table_policy
 
         impl = self.impl
+        if impl.indexer is not None:
+            raise ExportError(f"planner cannot be exported over structured observations ({self.obs_space}): the "
+                              f"exporter has no graph form of their index into the table")
         q = impl.q if self.config.mode == "dyna" else impl.solve_greedy()
         return table_policy(q + impl.tiebreak, obs_start=impl.obs_start, action_start=impl.action_start)
 

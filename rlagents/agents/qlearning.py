@@ -1,7 +1,8 @@
 """Tabular value-based agents: Q-learning, SARSA, expected SARSA and double Q-learning in one module.
 
 The update rule, learning-rate schedule and exploration strategy are config switches. Observations must be
-discrete, or a Box the config discretises (`bins`, `clip_low`, `clip_high`). The agent learns on every env
+discrete (`Discrete`, or `Tuple`/`Dict`/`MultiDiscrete`/`MultiBinary` of discrete parts, indexed into one
+state), or a Box the config discretises (`bins`, `clip_low`, `clip_high`). The agent learns on every env
 step, so its hot path works on Python lists and floats, which for a handful of actions is several times
 faster than NumPy's per-call overhead; tables become NumPy arrays only in checkpoints and logs.
 """
@@ -18,10 +19,19 @@ import gymnasium as gym
 import numpy as np
 
 from rlagents.agents.base import Agent
-from rlagents.errors import TrainingFault
 from rlagents.config import param
-from rlagents.discretise import Discretiser, discretiser_for
-from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.discretise import (
+    Discretiser,
+    SpaceIndexer,
+    discretiser_for,
+    finite_states,
+)
+from rlagents.errors import (
+    ConfigError,
+    ExportError,
+    TrainingFault,
+    UnsupportedSpaceError,
+)
 from rlagents.exploration import Decay, argmax, make_exploration
 from rlagents.tabular_views import describe_table
 
@@ -70,15 +80,13 @@ class QLearningConfig:
 
 
 def state_count(obs_space: gym.Space, config: QLearningConfig,
-                agent: str = "qlearning") -> tuple[int, Discretiser | None]:
-    """Number of table rows for `obs_space`, and the discretiser for Box spaces (None for Discrete ones)."""
-    if isinstance(obs_space, gym.spaces.Discrete):
-        return int(obs_space.n), None
+                agent: str = "qlearning") -> tuple[int, Discretiser | SpaceIndexer | None]:
+    """Number of table rows for `obs_space`, and its map to rows: a discretiser for Box spaces, an indexer
+    for finite structured ones (Tuple, Dict, MultiDiscrete, MultiBinary), None for Discrete ones."""
     if isinstance(obs_space, gym.spaces.Box):
         disc = discretiser_for(obs_space, config.bins, config.clip_low, config.clip_high, agent)
         return disc.n_states, disc
-    raise UnsupportedSpaceError(f"{agent} needs a Discrete observation space (or a Box it can discretise with "
-                                f"--set bins=...), got {obs_space}")
+    return finite_states(obs_space, agent)  # refuses spaces with continuous parts
 
 
 class QLearningAgent(Agent):
@@ -134,6 +142,8 @@ class QLearningAgent(Agent):
 
     def states(self, obs: np.ndarray) -> list[int]:
         """Table row of each observation in a batch."""
+        if isinstance(self.discretiser, SpaceIndexer):
+            return self.discretiser(obs).tolist()
         if self.discretiser is not None:
             return self.discretiser(obs.reshape(len(obs), -1)).tolist()
         if self.obs_start:
@@ -169,6 +179,9 @@ class QLearningAgent(Agent):
         the discrete state) → argmax of the row (of both tables' sum for double Q-learning, as `act` does)."""
         from rlagents.graphs import table_policy
 
+        if isinstance(self.discretiser, SpaceIndexer):
+            raise ExportError(f"qlearning cannot be exported over structured observations ({self.obs_space}): "
+                              f"the exporter has no graph form of their index into the table")
         table = np.sum([np.asarray(t, dtype=np.float64) for t in self.tables], axis=0)
         return table_policy(table, discretiser=self.discretiser, obs_start=self.obs_start,
                             action_start=self.action_start)
@@ -248,6 +261,9 @@ class QLearningAgent(Agent):
         return np.mean([np.asarray(t) for t in self.tables], axis=0)
 
     def inspect(self, env: gym.Env, out_dir: Path) -> list[str]:
+        if isinstance(self.discretiser, SpaceIndexer):
+            visited = np.asarray(self.counts).sum(axis=1) > 0
+            return describe_table(self.q_table(), env, out_dir, indexer=self.discretiser, visited=visited)
         bins = tuple(int(b) for b in self.discretiser.bins) if self.discretiser is not None else None
         return describe_table(self.q_table(), env, out_dir, bins)
 

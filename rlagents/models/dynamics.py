@@ -189,10 +189,13 @@ class RolloutNet:
         return out.reshape(self.members, h, r, -1).transpose(0, 1).contiguous()
 
     def returns(self, obs: torch.Tensor, action_part: torch.Tensor, discounts: torch.Tensor,
-                value: "ValueNet | None" = None, final_discount: float = 0.0) -> torch.Tensor:
+                value: "ValueNet | None" = None, final_discount: float = 0.0, novelty: float = 0.0) -> torch.Tensor:
         """Discounted predicted returns (E, R) from states (R, d), each member following its own trajectory;
         rewards are weighted by the predicted probability of not having terminated before them. With `value`,
-        the value of the last state, discounted by `final_discount`, is added for the steps beyond."""
+        the value of the last state, discounted by `final_discount`, is added for the steps beyond. With
+        `novelty` > 0, every step also earns `novelty` times the members' disagreement about its state change
+        (their std, in units of the state's std, averaged over dimensions): a bonus for where the model is
+        unsure, which directs exploration to what it has not seen."""
         horizon, e, r, _ = action_part.shape
         state = ((obs - self.state_mean) / self.state_std).expand(e, r, self.obs_dim)
         total = torch.zeros(e, r)
@@ -205,7 +208,10 @@ class RolloutNet:
                 x = silu(torch.baddbmm(b, x, w))
             out = torch.baddbmm(self.b_last, x, self.w_last)
             state = state + out[..., :d]
-            total.addcmul_(alive, out[..., d], value=float(discounts[t]))
+            reward = out[..., d]
+            if novelty and e > 1:
+                reward = reward + novelty * out[..., :d].std(dim=0).mean(dim=-1)
+            total.addcmul_(alive, reward, value=float(discounts[t]))
             alive = alive * torch.sigmoid(out[..., d + 1])
         if value is not None:
             total.addcmul_(alive, value(state), value=final_discount)

@@ -113,16 +113,17 @@ class MPCPlanner:
             return torch.nn.functional.one_hot(seqs, self.n_actions).float()
         return seqs
 
-    def score(self, obs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+    def score(self, obs: torch.Tensor, seqs: torch.Tensor, explore: bool = False) -> torch.Tensor:
         """Predicted discounted return (B, N) of action sequences (B, N, H[, D]) from states (B, d): the mean
-        over the ensemble members, each propagating its own trajectory, minus `risk` times their std."""
+        over the ensemble members, each propagating its own trajectory, minus `risk` times their std; while
+        training (`explore`), plus the `explore_bonus` for the members' disagreement along the way."""
         if self.rollout is None:
             self.rollout = self.model.rollout_net()
         b, n, h = seqs.shape[:3]
         part = self.rollout.action_part(self._features(seqs.reshape(b * n, h, *seqs.shape[3:]).transpose(0, 1)))
         states = obs[:, None, :].expand(b, n, self.obs_dim).reshape(b * n, self.obs_dim)
         returns = self.rollout.returns(states, part, self.discounts, self.value if self.trained_rounds else None,
-                                       self.config.gamma ** h)
+                                       self.config.gamma ** h, self.config.explore_bonus if explore else 0.0)
         score = returns.mean(dim=0)
         if self.config.risk and returns.shape[0] > 1:  # pessimism where the members disagree: off the data
             score = score - self.config.risk * returns.std(dim=0)
@@ -139,7 +140,7 @@ class MPCPlanner:
         previous = self.plans.get(key)
 
         def scorer(seqs: torch.Tensor) -> torch.Tensor:
-            return self.score(x, seqs)
+            return self.score(x, seqs, explore)
 
         kwargs = dict(candidates=c.candidates, elites=c.elites, iterations=c.cem_iterations,
                       momentum=c.cem_momentum, generator=self.generator)
@@ -205,10 +206,13 @@ class MPCPlanner:
         a = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)
         return (2.0 * (a - self.low) / (self.high - self.low) - 1.0).astype(np.float32)
 
-    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated,
+                skip: np.ndarray | None = None) -> None:
+        """Record a vector step (rows where `skip` is true are not learned from) and train when due."""
         b = len(obs)
-        self.buffer.add(obs.reshape(b, -1), self.action_features(actions), rewards, next_obs.reshape(b, -1),
-                        terminated)
+        keep = slice(None) if skip is None or not skip.any() else ~skip
+        self.buffer.add(obs.reshape(b, -1)[keep], self.action_features(actions)[keep], np.asarray(rewards)[keep],
+                        next_obs.reshape(b, -1)[keep], np.asarray(terminated)[keep])
         self._track_returns(rewards, terminated | truncated)
         self.steps += b
         if self.steps >= self.next_train:
