@@ -56,10 +56,6 @@ class RunSpec:
         return dump_resolved(self.config, agent=self.agent, env_id=self.env.id, seed=self.seed, device=self.device,
                              env_modules=self.env.modules)
 
-    def with_steps(self, steps: int) -> RunSpec:
-        return dataclasses.replace(self, config=dataclasses.replace(
-            self.config, train=dataclasses.replace(self.config.train, steps=steps)))
-
 
 def resolve_spec(agent: str | None = None, env: EnvLike | None = None, *, seed: int | None = None,
                  config_file: Path | str | None = None, overrides: Mapping[str, Any] | None = None,
