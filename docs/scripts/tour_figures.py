@@ -3,7 +3,8 @@
 Each axis is a few `rlagents.compare` runs (one per variant: an agent, or one agent with a config switch) on
 small budgets; the script plots the greedy evaluation return against env steps (median over seeds, the band
 spanning the seeds) into docs/tour/figures/<axis>.png and writes docs/tour/figures/<axis>.json with every
-run's final return and first step at the threshold, plus the date, CPU and the calls made. `taxonomy` draws
+run's final return and first step at the threshold, plus the date, CPU and the calls made; a
+variant whose call has not changed since the saved JSON is reused from it (marked `reused_from`: its date). `taxonomy` draws
 the map of the agents (no training). With no argument it makes every figure, cheapest first;
 `--plot-only AXIS ...` redraws figures from their JSON without training.
 
@@ -73,7 +74,7 @@ AXES = {
         "Taxi: greedy return against env steps (log scale)", {"eval_every": 10_000, "eval_episodes": 50},
         log_x=True, y_range=(-250, 15)),
     "value-policy": Axis(
-        "CartPole-v1", [0, 1], {"dqn": 20_000, "reinforce": 50_000, "ppo": 50_000},
+        "CartPole-v1", [0, 1], {"dqn": 40_000, "reinforce": 50_000, "ppo": 50_000},
         [Variant("dqn (value-based)", "dqn"), Variant("reinforce (policy gradient)", "reinforce"),
          Variant("ppo (actor-critic policy gradient)", "ppo")],
         "CartPole: greedy return against env steps", {"eval_every": 2_500, "eval_episodes": 5}),
@@ -88,7 +89,8 @@ def cpu_name() -> str:
         return platform.processor() or "unknown CPU"
 
 
-def run_axis(name: str, axis: Axis) -> dict[str, Any]:
+def run_axis(name: str, axis: Axis, saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every variant of `axis`; a variant whose call is unchanged in `saved` (the axis's JSON) is reused."""
     import rlagents
 
     record: dict[str, Any] = {"env": axis.env, "seeds": axis.seeds, "date": datetime.now(timezone.utc).isoformat(
@@ -99,6 +101,10 @@ def run_axis(name: str, axis: Axis) -> dict[str, Any]:
         out = RUNS / name / variant.label.split(" ")[0].replace("-", "")
         call = (f"rlagents.compare([{variant.agent!r}], {axis.env!r}, seeds={axis.seeds}, steps={steps}, "
                 f"config={config!r}, workers=1)")
+        previous = (saved or {}).get("variants", {}).get(variant.label)
+        if previous and previous["call"] == call:
+            record["variants"][variant.label] = previous | {"reused_from": previous.get("reused_from", saved["date"])}
+            continue
         print(call, flush=True)
         result = rlagents.compare([variant.agent], axis.env, seeds=axis.seeds, steps=steps, config=config, out=out,
                                   workers=1)
@@ -220,7 +226,7 @@ def main(args: list[str]) -> None:
         if plot_only:
             record = json.loads(path.read_text())
         else:
-            record = run_axis(name, AXES[name])
+            record = run_axis(name, AXES[name], json.loads(path.read_text()) if path.exists() else None)
             record["command"] = f"nice -n 10 python docs/scripts/tour_figures.py {name}"
             path.write_text(json.dumps(record, indent=1) + "\n")
         plot_axis(name, AXES[name], record)
