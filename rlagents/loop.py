@@ -38,6 +38,7 @@ from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json,
 from rlagents.config import ResolvedConfig, config_sha256
 from rlagents.environments import evaluate, final_observations
 from rlagents.errors import CheckpointError, TrainingFault
+from rlagents.masks import final_masks, illegal_count
 from rlagents.progress import TrainingProgress
 from rlagents.safeload import clip, shown
 from rlagents.state_check import LOAD_ERRORS, check_state, load_agent_state
@@ -73,6 +74,7 @@ class LoopState:
     #: the next log/evaluation/checkpoint steps (`Schedule`), so that a run stopped before its events at a
     #: step (a signal, an interrupted evaluation) runs them on resume; empty in older checkpoints
     schedule: dict[str, int] = field(default_factory=dict)
+    illegal_actions: int = 0  # training actions that the env's action masks forbid (envs with masks only)
 
 
 def global_rng_state() -> dict[str, Any]:
@@ -124,7 +126,7 @@ def check_session(record: dict[str, Any], path: Path | str) -> None:
 # may be NaN or infinite (an env may return such rewards): they are records, not state
 _LOOP_TYPES = {"step": (int,), "episodes": (int,), "sessions": (int,), "eval_time": (float,), "train_time": (float,),
                "solved_at_step": (int, None), "solved_at_time": (float, None), "best_eval": (float, None),
-               "evaluations": (list,), "schedule": (dict,)}
+               "evaluations": (list,), "schedule": (dict,), "illegal_actions": (int,)}
 _SCHEDULE_TYPES = {"log": (int,), "eval": (int,), "checkpoint": (int,)}
 _EVALUATION_TYPES = {"step": (int,), "train_time_s": (float,), "return_mean": (float,), "return_std": (float,),
                      "length_mean": (float,), "returns": (list,)}
@@ -262,6 +264,11 @@ class LoopListener:
     def end(self, status: str, summary: dict[str, Any] | None) -> None:
         """The session ended with `status` (completed, stopped, interrupted, failed); `summary` is the run's
         summary when it completed."""
+
+    def during_evaluation(self, step: int, policy: Callable[..., np.ndarray]) -> dict[str, Any] | None:
+        """Inside each evaluation, so that its seconds count as evaluation, not training, time (e.g. recording
+        a video of `policy(obs, masks)`, the greedy policy); what it returns joins the evaluation record."""
+        return None
 
 
 class TensorBoardLog(LoopListener):
@@ -516,6 +523,8 @@ class Session:
             metrics.update(self.stats.take_window())
             metrics["charts/steps_per_s"] = step / max(self.train_seconds(), 1e-9)
             metrics.update(self.run.agent.metrics())
+            if getattr(self.run.envs, "masked", False):
+                metrics["charts/illegal_actions"] = self.state.illegal_actions
             schedule.logged(step)
         if step >= schedule.eval:
             metrics["evaluation"] = self.evaluation()
@@ -547,6 +556,8 @@ class Session:
             record = metrics["evaluation"]
             metrics.update({"eval/return_mean": record["return_mean"], "eval/return_std": record["return_std"],
                             "eval/length_mean": record["length_mean"]})
+            if "illegal_actions" in record:
+                metrics["eval/illegal_actions"] = record["illegal_actions"]
         answers = [listener.on_event(state.step, metrics) for listener in self.listeners]
         return not any(answer is False for answer in answers)
 
@@ -556,17 +567,20 @@ class Session:
         run, state, cfg = self.run, self.state, self.cfg
         train_time = self.train_seconds()
         t0 = time.perf_counter()
+        counts: dict[str, Any] = {}  # illegal actions (envs with action masks), and what listeners add
         try:
             with self.signals.interruptible_here():
-                returns, lengths = evaluate(lambda obs: run.agent.act(obs, explore=False), run.eval_envs,
-                                            cfg.eval_episodes, run.seed + EVAL_SEED_OFFSET)
+                returns, lengths = evaluate(run.agent.greedy, run.eval_envs, cfg.eval_episodes,
+                                            run.seed + EVAL_SEED_OFFSET, counts)
+                for listener in self.listeners:
+                    counts.update(listener.during_evaluation(state.step, run.agent.greedy) or {})
         finally:  # an interrupted evaluation's seconds are not training seconds either
             seconds = time.perf_counter() - t0
             self.eval_seconds += seconds
             state.eval_time += seconds
         self.schedule.evaluated()
         record = {"step": state.step, "train_time_s": round(train_time, 3), "return_mean": float(returns.mean()),
-                  "return_std": float(returns.std()), "length_mean": float(lengths.mean()),
+                  "return_std": float(returns.std()), "length_mean": float(lengths.mean()), **counts,
                   "returns": [float(r) for r in returns]}
         state.evaluations.append(record)
         if state.solved_at_step is None and self.threshold is not None and record["return_mean"] >= self.threshold:
@@ -666,15 +680,25 @@ def step_envs(session: Session, on_step: StepCallback) -> None:
     """Our own driver: act, step, observe, and report each vector step to `on_step` until it says stop."""
     agent, envs = session.run.agent, session.run.envs
     obs = session.obs
+    masked_envs = getattr(envs, "masked", False)  # the env gives action masks: illegal actions are counted
+    action_start = int(getattr(envs.single_action_space, "start", 0))
+    mask_args: dict[str, np.ndarray] = {}  # the masks, for agents that take them (`Agent.masked`)
     while True:
-        actions = agent.act(obs, explore=True)
+        if masked_envs:
+            masks = envs.action_masks()
+            mask_args = {"mask": masks} if agent.masked else {}
+        actions = agent.act(obs, explore=True, **mask_args)
+        if masked_envs:
+            session.state.illegal_actions += illegal_count(masks, actions, action_start)
         next_obs, rewards, terminated, truncated, infos = envs.step(actions)
         done = None
         real_next = next_obs
         if "_final_obs" in infos:  # an episode ended: learn from its real last observation
             done = terminated | truncated
             real_next = final_observations(next_obs, done, infos)
-        agent.observe(obs, actions, rewards, real_next, terminated, truncated)
+        if agent.masked:
+            mask_args["next_mask"] = final_masks(envs.action_masks(), terminated | truncated, infos)
+        agent.observe(obs, actions, rewards, real_next, terminated, truncated, **mask_args)
         session.obs = obs = next_obs
         if not on_step(rewards, terminated, truncated, done):
             return
@@ -754,6 +778,9 @@ def _summary(run: Run, state: LoopState, train_time: float) -> dict[str, Any]:
     if costs:  # comparable costs, which the compare report tabulates
         summary["costs"] = costs
     summary.update(run.agent.summary_extras())
+    if getattr(run.envs, "masked", False):  # actions the env's masks forbid: in training, and in the final evaluation
+        summary["illegal_actions"] = {"train": state.illegal_actions, "final_eval": final.get("illegal_actions", 0),
+                                      "masked_agent": run.agent.masked}
     return summary
 
 
