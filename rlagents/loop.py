@@ -316,23 +316,29 @@ class CallbackListener(LoopListener):
 
 class EpisodeStats:
     """Return and length of each env's running episode, and of the episodes finished since the last log (the
-    window) and recently (the progress bar's mean). `returns`/`lengths` are updated in place every step."""
+    window) and recently (the progress bar's mean). `returns` is updated in place every step; lengths are
+    counted from the step at which each episode began (`starts`), so they cost nothing per step."""
 
-    def __init__(self, n_envs: int):
+    def __init__(self, n_envs: int, step: int):
+        self.n_envs = n_envs
         self.returns = np.zeros(n_envs)
-        self.lengths = np.zeros(n_envs, dtype=np.int64)
+        self.starts = np.full(n_envs, step, dtype=np.int64)  # env step at which each running episode began
         self.window_returns: list[float] = []
         self.window_lengths: list[int] = []
         self.recent_returns: deque[float] = deque(maxlen=100)
 
-    def end(self, done: np.ndarray) -> int:
-        """Close the episodes of the envs in mask `done`; returns how many ended."""
+    def lengths(self, step: int) -> np.ndarray:
+        return (step - self.starts) // self.n_envs
+
+    def end(self, done: np.ndarray, step: int) -> int:
+        """Close the episodes of the envs in mask `done` at env step `step`; returns how many ended."""
+        lengths = self.lengths(step)
         for i in np.flatnonzero(done):
             self.window_returns.append(float(self.returns[i]))
-            self.window_lengths.append(int(self.lengths[i]))
+            self.window_lengths.append(int(lengths[i]))
             self.recent_returns.append(float(self.returns[i]))
         self.returns[done] = 0.0
-        self.lengths[done] = 0
+        self.starts[done] = step
         return int(done.sum())
 
     def take_window(self) -> dict[str, float]:
@@ -348,18 +354,18 @@ class EpisodeStats:
     def recent_mean(self) -> float | None:
         return float(np.mean(self.recent_returns)) if self.recent_returns else None
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"ep_return": self.returns.copy(), "ep_length": self.lengths.copy(),
+    def snapshot(self, step: int) -> dict[str, Any]:
+        return {"ep_return": self.returns.copy(), "ep_length": self.lengths(step),
                 "window_returns": list(self.window_returns), "window_lengths": list(self.window_lengths),
                 "recent_returns": list(self.recent_returns)}
 
-    def restore(self, saved: dict[str, Any], restored: np.ndarray) -> None:
+    def restore(self, saved: dict[str, Any], restored: np.ndarray, step: int) -> None:
         """Take a snapshot's values back; running episodes only for the envs in mask `restored`."""
         self.window_returns.extend(float(r) for r in saved["window_returns"])
         self.window_lengths.extend(int(n) for n in saved["window_lengths"])
         self.recent_returns.extend(float(r) for r in saved["recent_returns"])
         self.returns[restored] = np.asarray(saved["ep_return"])[restored]
-        self.lengths[restored] = np.asarray(saved["ep_length"])[restored]
+        self.starts[restored] = step - np.asarray(saved["ep_length"], dtype=np.int64)[restored] * self.n_envs
 
 
 class Schedule:
@@ -412,13 +418,15 @@ def writing(what: str, where: Path) -> Iterator[None]:
 
 class StopSignals:
     """SIGINT and SIGTERM ask training to stop at its next event; during an evaluation (which may take long)
-    they stop it at once by raising KeyboardInterrupt, and a second SIGINT does so anywhere. Installed for a
-    whole session, until the final state is saved (main thread only)."""
+    they stop it at once by raising KeyboardInterrupt, and a second SIGINT does so anywhere (then, mid-step,
+    no checkpoint is written: the state may be half-updated). Installed for a whole session, until the final
+    state is saved (main thread only)."""
 
     def __init__(self):
         self.requested: list[int] = []
         self.interruptible = False
         self.holding = False
+        self.torn = False  # an interrupt landed mid-step: the in-memory state is no resume point
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -434,6 +442,7 @@ class StopSignals:
         again = bool(self.requested)
         self.requested.append(signum)
         if not self.holding and (self.interruptible or (again and signum == signal.SIGINT)):
+            self.torn = not self.interruptible
             raise KeyboardInterrupt
 
     def hold(self) -> None:
@@ -460,7 +469,7 @@ class Session:
         self.run, self.state, self.listeners, self.signals = run, state, listeners, signals
         self.cfg = run.config.train
         self.n_envs = run.envs.num_envs
-        self.stats = EpisodeStats(self.n_envs)
+        self.stats = EpisodeStats(self.n_envs, state.step)
         self.schedule = Schedule(self.cfg, state.step, state.schedule, self.n_envs)
         self.status = RUNNING
         self.obs: Any = None  # the training envs' current observations (kept by the driver, for checkpoints)
@@ -478,19 +487,18 @@ class Session:
     def step_callback(self) -> StepCallback:
         """The one per-step bookkeeping path, for our driver and for agents that drive the envs: count the
         vector step, add the rewards to the running episodes, close ended ones, and run the events when due.
-        Returns False when training must stop. (A closure over locals: no attribute lookups per step.)"""
-        state, returns, lengths, n_envs, limit = self.state, self.stats.returns, self.stats.lengths, self.n_envs, \
-            self.cfg.steps
+        Returns False when training must stop. (A closure, and episode lengths counted from their start step:
+        the least work per step.)"""
+        state, returns, n_envs, limit = self.state, self.stats.returns, self.n_envs, self.cfg.steps
         schedule, stats, events = self.schedule, self.stats, self.events
 
         def on_step(rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
                     done: np.ndarray | None) -> bool:
-            nonlocal returns, lengths  # updated in place (the names keep their arrays)
+            nonlocal returns  # updated in place (the name keeps its array)
             state.step = step = state.step + n_envs
             returns += rewards
-            lengths += 1
             if done is not None:  # rare: an episode ended (`done` is the mask of envs whose did)
-                state.episodes += stats.end(done)
+                state.episodes += stats.end(done, step)
             if step < schedule.next_event:
                 return step < limit
             return events() and state.step < limit
@@ -592,7 +600,7 @@ class Session:
         """The running episodes and the not-yet-logged statistics, for an exact resume."""
         if not self.recordable:
             return None
-        return {"envs": self.run.envs.episode_snapshot(), "obs": self.obs, **self.stats.snapshot()}
+        return {"envs": self.run.envs.episode_snapshot(), "obs": self.obs, **self.stats.snapshot(self.state.step)}
 
     def restore_in_flight(self, saved: dict[str, Any] | None) -> None:
         """Rebuild the episodes a checkpoint had in flight (see `train`) into `obs` and the episode
@@ -604,7 +612,7 @@ class Session:
             restored = np.zeros(envs.num_envs, dtype=bool)
         else:
             self.obs, restored = envs.restore_episodes(saved["envs"], saved["obs"], fallback_seed)
-            self.stats.restore(saved, restored)
+            self.stats.restore(saved, restored, self.state.step)
         if not restored.all():
             run.agent.drop_episodes(np.flatnonzero(~restored))
             if saved is not None:
@@ -626,10 +634,13 @@ class Session:
                 self.status = INTERRUPTED
         self.signals.hold()  # from here on a signal waits: the final or resumable state is being saved
         if self.status != COMPLETED:
-            self.save(f"step_{state.step:012d}", "stopped by callback" if self.status == STOPPED else self.status)
+            if not self.signals.torn:
+                self.save(f"step_{state.step:012d}", "stopped by callback" if self.status == STOPPED else self.status)
+            # else a second SIGINT stopped it mid-step: the newest checkpoint on disk stays the resume point
+            kept = step_checkpoints(self.run.run_dir)
             self.ended(None)
             stopped = {"status": self.status, "total_steps": state.step, "episodes": state.episodes,
-                       "run_dir": str(self.run.run_dir),
+                       "run_dir": str(self.run.run_dir), "checkpoint": str(kept[-1]) if kept else None,
                        "evaluations": [{k: v for k, v in e.items() if k != "returns"} for e in state.evaluations]}
             if self.status == STOPPED:
                 stopped["stopped_by"] = "callback"

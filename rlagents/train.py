@@ -140,7 +140,9 @@ def report(spec: RunSpec, result: TrainResult) -> int:
     """Print the run's one-line outcome; the exit code (130 when interrupted)."""
     summary = result.summary
     if result.status != "completed":  # interrupted by a signal
-        print(f"interrupted at step {summary['total_steps']}; a checkpoint was saved. Continue with: "
+        kept = summary.get("checkpoint")
+        print(f"interrupted at step {summary['total_steps']}; "
+              f"{f'resume point: {kept}' if kept else 'no checkpoint was written yet'}. Continue with: "
               f"python -m rlagents.train --resume {spec.run_dir}", file=sys.stderr)
         return 130
     solved = (f"solved at step {summary['solved_at_step']} ({summary['solved_at_time_s']} s of training)"

@@ -33,6 +33,12 @@ def test_double_dqn_values_use_online_argmax_and_target_values():
     assert torch.equal(next_state_values(target_q, online_q), torch.tensor([1.0, 2.0]))
 
 
+def test_clipped_double_dqn_values_take_the_smaller_estimate_of_the_online_pick():
+    target_q = torch.tensor([[1.0, 5.0], [7.0, 2.0]])
+    online_q = torch.tensor([[9.0, 0.0], [0.0, 0.5]])  # picks 0 then 1; the online value is the smaller in row 2
+    assert torch.equal(next_state_values(target_q, online_q, clipped=True), torch.tensor([1.0, 0.5]))
+
+
 def test_nstep_return_by_hand():
     assert nstep_return([1.0, 2.0, 3.0], 0.5) == pytest.approx(1 + 0.5 * 2 + 0.25 * 3)
     assert nstep_return([], 0.9) == 0.0

@@ -46,6 +46,8 @@ class DQNConfig(NetworkConfig):
     hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1, high=MAX_WIDTH)
     dueling: bool = param(False, "dueling value/advantage head")
     double: bool = param(True, "double DQN targets (online net picks, target net values)")
+    clipped_double: bool = param(False, "with double DQN, bootstrap from the smaller of the target and the online "
+                                 "net's value of the online net's pick (clipped double Q)")
     n_step: int = param(1, "n-step returns", low=1, high=100)
     prioritized: bool = param(False, "proportional prioritized replay")
     per_alpha: float = param(0.6, "prioritization exponent", low=0.0, high=1.0)
@@ -65,6 +67,8 @@ class DQNConfig(NetworkConfig):
                        low=0.0, high=1.0, low_open=True)
     tau_final: float | None = param(None, "soft target update rate at the end, annealed linearly from tau "
                                     "(null = constant)", low=0.0, high=1.0, low_open=True)
+    tau_fraction: float = param(1.0, "fraction of training over which tau anneals to tau_final", low=0.0,
+                                high=1.0)
     epsilon_start: float = param(1.0, "initial exploration rate", low=0.0, high=1.0)
     epsilon_end: float = param(0.05, "final exploration rate", low=0.0, high=1.0)
     epsilon_fraction: float = param(0.1, "fraction of training over which epsilon decays", low=0.0, high=1.0)
@@ -90,6 +94,8 @@ class DQNConfig(NetworkConfig):
         if self.frame_stack and (self.n_step > 1 or self.prioritized):
             raise ConfigError("frame_stack replay supports 1-step uniform replay only: set n_step=1 and "
                               "prioritized=false, or frame_stack=0")
+        if self.clipped_double and not self.double:
+            raise ConfigError("clipped_double clips double DQN's target: set double=true, or clipped_double=false")
         if self.learner == "numpy" and (self.prioritized or self.dueling):
             raise ConfigError("learner numpy trains plain Q-networks with uniform replay: set prioritized=false "
                               "and dueling=false, or learner torch (or auto)")
@@ -110,9 +116,10 @@ def td_targets(rewards: torch.Tensor, next_values: torch.Tensor, terminated: tor
 
 
 def next_state_values(next_q_target: torch.Tensor, next_q_online: torch.Tensor | None,
-                      next_masks: torch.Tensor | None = None) -> torch.Tensor:
-    """max_a Q_target(s', a), or with double DQN Q_target(s', argmax_a Q_online(s', a)); with `next_masks`
-    (bool, every row with a legal action) a ranges over the legal actions of s' only."""
+                      next_masks: torch.Tensor | None = None, clipped: bool = False) -> torch.Tensor:
+    """max_a Q_target(s', a), or with double DQN Q_target(s', a*) with a* = argmax_a Q_online(s', a); with
+    `next_masks` (bool, every row with a legal action) a ranges over the legal actions of s' only; `clipped`
+    takes min(Q_target(s', a*), Q_online(s', a*)) (clipped double Q, Fujimoto et al. 2018)."""
     if next_masks is not None:
         if next_q_online is None:
             next_q_target = next_q_target.masked_fill(~next_masks, -torch.inf)
@@ -120,7 +127,11 @@ def next_state_values(next_q_target: torch.Tensor, next_q_online: torch.Tensor |
             next_q_online = next_q_online.masked_fill(~next_masks, -torch.inf)
     if next_q_online is None:
         return next_q_target.max(dim=1).values
-    return next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
+    best = next_q_online.argmax(dim=1, keepdim=True)
+    values = next_q_target.gather(1, best).squeeze(1)
+    if clipped:
+        return torch.minimum(values, next_q_online.gather(1, best).squeeze(1))
+    return values
 
 
 def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -182,7 +193,8 @@ class TorchLearner:
                 next_features = {key: branches[key](next_obs[key]) for key in agent.frozen_keys}
             next_q_online = agent.q(next_obs, next_features) if c.double else None
             next_masks = None if batch.next_masks is None else as_tensor(batch.next_masks)  # masked agents
-            next_values = next_state_values(agent.target(next_obs, next_features), next_q_online, next_masks)
+            next_values = next_state_values(agent.target(next_obs, next_features), next_q_online, next_masks,
+                                            c.clipped_double)
             targets = td_targets(as_tensor(batch.rewards), next_values, as_tensor(batch.terminated),
                                  as_tensor(batch.discounts))
         q_taken = agent.q(obs, features).gather(1, actions).squeeze(1)
@@ -254,7 +266,10 @@ class NumpyLearner:
                 q_both, activations = online.forward(pairs[i])
                 q, activations = q_both[:size], [a[:size] for a in activations]
                 best_next = masked_argmax(q_both[size:], None if next_masks is None else next_masks[rows])
-                targets = batch.rewards[rows] + weights[rows] * next_q_target[rows][rows_of_step, best_next]
+                next_values = next_q_target[rows][rows_of_step, best_next]
+                if c.clipped_double:
+                    next_values = np.minimum(next_values, q_both[size:][rows_of_step, best_next])
+                targets = batch.rewards[rows] + weights[rows] * next_values
             else:
                 q, activations = online.forward(x[rows])
                 targets = all_targets[rows]
@@ -332,7 +347,8 @@ class DQNAgent(Agent):
         self.lr_schedule = LinearSchedule(c.lr, c.lr if c.lr_final is None else c.lr_final, self.total_steps)
         self.epsilon = LinearSchedule(c.epsilon_start, c.epsilon_end, int(c.epsilon_fraction * self.total_steps))
         self.beta = LinearSchedule(c.per_beta, 1.0, self.total_steps)
-        self.tau = LinearSchedule(c.tau, c.tau if c.tau_final is None else c.tau_final, self.total_steps)
+        self.tau = LinearSchedule(c.tau, c.tau if c.tau_final is None else c.tau_final,
+                                  int(c.tau_fraction * self.total_steps))
 
         dict_space = obs_space if isinstance(obs_space, gym.spaces.Dict) else None
         obs_shape = () if isinstance(obs_space, (gym.spaces.Discrete, gym.spaces.Dict)) else tuple(obs_space.shape)
@@ -475,7 +491,10 @@ class DQNAgent(Agent):
             self._errors.clear()
         if self._losses:
             out["losses/td_loss"] = torch.stack(self._losses).mean().item()
-            out["values/mean_q"] = torch.cat(self._q_values).mean().item()
+            q_values = torch.cat(self._q_values)
+            out["values/mean_q"] = q_values.mean().item()
+            # above the largest discounted return the env allows, Q-values are diverging (docs/agents/dqn.md)
+            out["values/max_q"] = q_values.max().item()
             self._losses.clear()
             self._q_values.clear()
         return out
