@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlagents import obs as batches
 from rlagents.agents import Agent
 from rlagents.agents.base import StepCallback
 from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json, library_versions, save_checkpoint,
@@ -734,7 +735,11 @@ def train(run: Run, resume: dict[str, Any] | None = None, callback: Callback | N
             else:
                 try:
                     session.restore_in_flight(resume.get("in_flight"))
+                    if not batches.fits(session.obs, run.envs.observation_space):
+                        raise ValueError("the observations it holds do not have the envs' shapes")
                 except LOAD_ERRORS as exc:
+                    session.status = FAILED
+                    session.ended(None)  # closes TensorBoard's writer, whose thread would write on
                     raise CheckpointError(f"checkpoint {resume_from}: its episodes in flight cannot be restored "
                                           f"({clip(str(exc), 200)})") from None
             on_step = session.step_callback()

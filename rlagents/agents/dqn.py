@@ -523,6 +523,8 @@ class DQNAgent(Agent):
             self.buffer.load_state_dict(state["replay"])
         if self.nstep is not None and "nstep" in state:
             self.nstep.load_state_dict(state["nstep"])
+            if not all(batches.fits(obs, self.obs_space) for queue in self.nstep.pending for obs, _, _ in queue):
+                raise ValueError("a pending n-step observation does not have the observation space's shape")
 
     def drop_episodes(self, envs: np.ndarray) -> None:
         if self.nstep is not None:
