@@ -137,6 +137,10 @@ def test_small_study_writes_its_outputs_and_a_rerun_continues_it(tmp_path: Path,
     check = json.loads((out / "holdout.json").read_text())
     assert len(check["finals"]["best"]) == len(check["finals"]["default"]) == 2
     assert check["best"]["steps"] == check["default"]["steps"] == 2000  # the same budget on both sides
+    for side, prefix in (("best", f"trial{check['best_trial']:04d}"), ("default", "default_2000steps")):
+        for seed, final in zip((1000, 1001), check["finals"][side]):  # each side's numbers are its own runs'
+            run = out / "holdout" / f"{prefix}__s{seed}"
+            assert json.loads((run / "summary.json").read_text())["eval_return_mean"] == final
     assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
     # the same command with a larger budget runs only the missing trials; the finished ones are kept
     assert tune.main(argv + ["--trials", "3"]) == 0
