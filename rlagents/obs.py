@@ -87,3 +87,16 @@ def to_tensor(obs: Obs, device: torch.device) -> Any:
     if isinstance(obs, torch.Tensor):
         return obs
     return torch.as_tensor(obs, device=device)
+
+
+def fits(obs: Any, space: gym.Space) -> bool:
+    """Whether `obs` has the structure and array shapes of observation space `space` (one observation, or a
+    batch for a vector env's batched space); values are not compared with the bounds, which real observations
+    may leave. Used on observations read from a checkpoint."""
+    if isinstance(space, gym.spaces.Dict):
+        return isinstance(obs, dict) and set(obs) == set(space.spaces) and all(
+            fits(obs[key], sub) for key, sub in space.spaces.items())
+    if isinstance(space, gym.spaces.Tuple):
+        return isinstance(obs, (tuple, list)) and len(obs) == len(space.spaces) and all(
+            fits(o, sub) for o, sub in zip(obs, space.spaces))
+    return space.shape is None or np.shape(obs) == space.shape

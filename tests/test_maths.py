@@ -33,6 +33,12 @@ def test_double_dqn_values_use_online_argmax_and_target_values():
     assert torch.equal(next_state_values(target_q, online_q), torch.tensor([1.0, 2.0]))
 
 
+def test_clipped_double_dqn_values_take_the_smaller_estimate_of_the_online_pick():
+    target_q = torch.tensor([[1.0, 5.0], [7.0, 2.0]])
+    online_q = torch.tensor([[9.0, 0.0], [0.0, 0.5]])  # picks 0 then 1; the online value is the smaller in row 2
+    assert torch.equal(next_state_values(target_q, online_q, clipped=True), torch.tensor([1.0, 0.5]))
+
+
 def test_nstep_return_by_hand():
     assert nstep_return([1.0, 2.0, 3.0], 0.5) == pytest.approx(1 + 0.5 * 2 + 0.25 * 3)
     assert nstep_return([], 0.9) == 0.0
@@ -44,10 +50,11 @@ def test_nstep_accumulator_emits_full_windows_then_flushes_on_termination():
     for t, r in enumerate([1.0, 2.0, 3.0, 4.0]):
         out += acc.push(0, f"s{t}", t, r, f"s{t + 1}", terminated=(t == 3), truncated=False)
     # window s0: 1 + .5*2 + .25*3, bootstraps from s3 with gamma^3, not terminal
-    assert out[0] == ("s0", 0, pytest.approx(2.75), "s3", False, pytest.approx(0.125))
-    assert out[1] == ("s1", 1, pytest.approx(2 + 1.5 + 1.0), "s4", True, pytest.approx(0.125))
-    assert out[2] == ("s2", 2, pytest.approx(3 + 2.0), "s4", True, pytest.approx(0.25))
-    assert out[3] == ("s3", 3, pytest.approx(4.0), "s4", True, pytest.approx(0.5))
+    # (the last element is the next observation's action mask: none here)
+    assert out[0] == ("s0", 0, pytest.approx(2.75), "s3", False, pytest.approx(0.125), None)
+    assert out[1] == ("s1", 1, pytest.approx(2 + 1.5 + 1.0), "s4", True, pytest.approx(0.125), None)
+    assert out[2] == ("s2", 2, pytest.approx(3 + 2.0), "s4", True, pytest.approx(0.25), None)
+    assert out[3] == ("s3", 3, pytest.approx(4.0), "s4", True, pytest.approx(0.5), None)
     assert len(out) == 4 and not acc.pending[0]
 
 

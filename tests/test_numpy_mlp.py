@@ -87,8 +87,9 @@ def test_numpy_applies_only_to_plain_mlp_q_networks():
     ("DigitLock-v0", {"learner": "numpy"}, ("learner numpy trains plain MLP Q-networks on a CPU with every layer "
                                             "trained; this one is a DictBackbone on cpu")),
     ("CartPole-v1", {"learner": "gpu"}, "learner: "),
+    ("CartPole-v1", {"clipped_double": True, "double": False}, "clipped_double clips double DQN's target"),
 ])
-def test_learner_numpy_is_refused_where_it_does_not_apply(tmp_path, capsys, env, settings, message):
+def test_learner_settings_that_cannot_apply_are_refused(tmp_path, capsys, env, settings, message):
     from rlagents.train import main
 
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
@@ -127,7 +128,8 @@ def test_adam_step_equals_optimizer_step():
 
 
 @pytest.mark.parametrize("settings", [{}, {"double": False, "gradient_steps": 4, "loss": "mse", "batch_size": 100},
-                                      {"max_grad_norm": None, "n_step": 3}], ids=["double", "burst-mse", "noclip"])
+                                      {"max_grad_norm": None, "n_step": 3}, {"clipped_double": True}],
+                         ids=["double", "burst-mse", "noclip", "clipped-double"])
 def test_dqn_manual_updates_equal_autograd_updates(settings):
     """The same agent trained through the manual path and through autograd ends with the same weights, up to
     float32 rounding (the two sum matrix products in different orders)."""
@@ -179,3 +181,18 @@ def test_nonfinite_td_errors_inside_a_round(policy):
         assert agent.skipped_updates > 0 and agent.updates + agent.skipped_updates == 3 + 80
         assert all(torch.isfinite(p).all() for p in agent.params)
         assert not all(torch.equal(p, g) for p, g in zip(agent.params, good))
+
+
+def test_tanh_backbones_forward_and_backward_as_autograd():
+    torch.manual_seed(0)
+    backbone = MLPBackbone(gym.spaces.Box(-1.0, 1.0, (5,), np.float32), (16, 8), activation="tanh")
+    head = torch.nn.Linear(8, 3)
+    mlp = NumpyMLP(backbone, head)
+    x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    out, activations = mlp.forward(mlp.inputs(x))
+    expected = head(backbone(torch.as_tensor(x)))
+    assert np.allclose(out, expected.detach().numpy(), atol=1e-6)
+    expected.sum().backward()
+    grads = mlp.backward(activations, np.ones_like(out))
+    for g, p in zip(grads, mlp.parameters):
+        assert np.allclose(g, p.grad.numpy(), atol=1e-5)
