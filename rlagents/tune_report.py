@@ -117,12 +117,13 @@ def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str,
                                                      run_dir=run_dir))))
             else:
                 results.setdefault(side, []).append(done)
-    if todo:
-        tasks = [t for _, t in todo]
-        with Display(tasks, enabled=False) as display:
-            records = run_local(tasks, settings.workers, display)
-        for (side, _), record in zip(todo, records):
-            results.setdefault(side, []).append(record)
+    for side in sides:  # one side at a time: compare labels runs by agent, env and seed, which both sides share
+        tasks = [t for s, t in todo if s == side]
+        if tasks:
+            with Display(tasks, enabled=False) as display:
+                results.setdefault(side, []).extend(run_local(tasks, settings.workers, display))
+    for side in results:  # in seed order, whether a run was reused or trained now
+        results[side].sort(key=lambda r: int(r.get("seed", 0)))
     finals = {side: np.array([r["eval_return_mean"] for r in results.get(side, []) if r.get("status") == "completed"])
               for side in sides}
     failed = {side: [r.get("error", r.get("status")) for r in results.get(side, []) if r.get("status") != "completed"]
@@ -344,7 +345,7 @@ def _importance_section(study, settings: Settings) -> list[str]:
     importances = _importances(study, settings)
     if not importances:
         return ["## Parameter importances", "", "Too few completed trials (fewer than 4) to estimate them.", ""]
-    lines = ["## Parameter importances", "", "fANOVA (Optuna's default evaluator): the share of the objective's "
+    lines = ["## Parameter importances", "", "fANOVA (Optuna's `FanovaImportanceEvaluator`, seed 0): the share of the objective's "
              "variance over completed trials that each parameter explains.", "",
              "| parameter | " + " | ".join(importances) + " |", "| --- |" + " --- |" * len(importances)]
     keys = list(next(iter(importances.values())))

@@ -92,7 +92,7 @@ def test_wandb_offline_mirrors_scalars_config_and_summary(tmp_path: Path, monkey
 def test_mlflow_local_store_mirrors_scalars_config_and_summary(tmp_path: Path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts under ./mlruns: keep them out of the checkout
+    monkeypatch.chdir(tmp_path)  # MLflow puts a new experiment's artifacts under ./mlruns
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_dir = tmp_path / "run"
