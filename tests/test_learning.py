@@ -35,7 +35,7 @@ def test_dqn_cartpole_stays_solved_after_solving(tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("switches", [["dueling=true", "prioritized=true"], ["double=false", "n_step=1", "tau=1.0",
+@pytest.mark.parametrize("switches", [["dueling=true", "prioritized=true"], ["double=false", "n_step=1", "tau=1.0", "tau_final=null",
                                                                           "target_update_every=500"]])
 def test_dqn_variants_learn_cartpole(tmp_path: Path, switches):
     # The config switches must not break learning: each variant clearly beats random on a short budget.
