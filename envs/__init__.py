@@ -2,6 +2,8 @@
 
 - `DigitLock-v0` (`envs/digit_lock.py`): a combination lock whose code is a handwritten digit; `Dict`
   observations (`image`, `dial`) on the digit classifier's canvas.
+- `MaskedMaze-v0` / `MaskedMazeDict-v0` (`envs/masked_maze.py`): a 5×5 maze whose walls are action masks
+  (`info["action_mask"]`, or an `action_mask` key of a `Dict` observation); an illegal move crashes.
 """
 
 import gymnasium as gym
@@ -9,3 +11,8 @@ import gymnasium as gym
 if "DigitLock-v0" not in gym.registry:  # importing twice (e.g. from a reloaded module) must not re-register
     gym.register(id="DigitLock-v0", entry_point="envs.digit_lock:DigitLockEnv", max_episode_steps=30,
                  reward_threshold=0.9)
+if "MaskedMaze-v0" not in gym.registry:
+    gym.register(id="MaskedMaze-v0", entry_point="envs.masked_maze:MaskedMazeEnv", max_episode_steps=50,
+                 reward_threshold=0.8)
+    gym.register(id="MaskedMazeDict-v0", entry_point="envs.masked_maze:MaskedMazeEnv", max_episode_steps=50,
+                 reward_threshold=0.8, kwargs={"mask_in_obs": True})

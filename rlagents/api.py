@@ -29,7 +29,7 @@ import numpy as np
 
 from rlagents.checkpoint import CHECKPOINT_DIR, atomic_write_text
 from rlagents.errors import CheckpointError, UserError
-from rlagents.loop import Callback
+from rlagents.loop import Callback, LoopListener
 from rlagents.paths import check_output_dir
 from rlagents.resuming import resume_run
 from rlagents.runlock import run_lock
@@ -91,13 +91,16 @@ def _config_argument(config: Mapping[str, Any] | str | Path | None) -> tuple[dic
 
 
 def train_spec(spec: RunSpec, *, progress: bool = False, callback: Callback | None = None,
-               check_env: bool | None = None, progress_sink: Callable[..., None] | None = None) -> TrainResult:
-    """Train a new run from its spec: validate and build everything, then write `config.yaml` and train."""
+               check_env: bool | None = None, progress_sink: Callable[..., None] | None = None,
+               listeners: Sequence[LoopListener] = ()) -> TrainResult:
+    """Train a new run from its spec: validate and build everything, then write `config.yaml` and train.
+    `listeners` are told about the loop's events too (`--capture-video`, `--track`)."""
     from rlagents.loop import train as train_loop
 
     check_new_run_dir(spec)
     run = materialize(spec, progress=progress, check_env=check_env)
     run.progress_sink = progress_sink
+    run.listeners = list(listeners)
     try:
         with run_lock(spec.run_dir):  # one process at a time in a run directory
             check_new_run_dir(spec)  # again, under the lock: another process may have written it meanwhile
@@ -118,10 +121,11 @@ def resume(run_dir: str | Path, *, progress: bool = False, callback: Callback | 
 
 
 def resume_spec(spec: RunSpec, *, progress: bool = False, callback: Callback | None = None,
-                check_env: bool | None = None) -> TrainResult:
+                check_env: bool | None = None, listeners: Sequence[LoopListener] = ()) -> TrainResult:
     """Continue the stopped run `spec` describes (see `resume`): `resuming.resume_run`, under the run's lock."""
     check_output_dir(spec.run_dir, "--resume")
     run = materialize(spec, progress=progress, check_env=check_env)
+    run.listeners = list(listeners)
     try:
         summary = resume_run(run, callback)
     finally:

@@ -64,6 +64,8 @@ class TrainConfig:
     keep_checkpoints: int = param(3, "periodic checkpoints kept on disk (the newest ones)", low=1)
     torch_threads: int = param(1, "torch CPU threads; small networks are fastest on one", low=1,
                                high=MAX_TORCH_THREADS)
+    action_masks: bool = param(True, "agents that take action masks use the env's, where it gives them "
+                               "(false: they ignore them; illegal actions are counted either way)")
 
 
 # ---------------------------------------------------------------- typing-driven coercion

@@ -26,6 +26,7 @@ from rlagents import envspec
 from rlagents import obs as batches
 from rlagents.envspec import EnvSpec, as_env_spec
 from rlagents.errors import TrainingFault, UserError, one_line
+from rlagents.masks import FINAL_MASK_KEY, MASK_KEY, as_mask, env_provides_masks, illegal_count, obs_mask_space
 
 
 def _register_project_envs(atari: bool = True) -> None:
@@ -151,6 +152,15 @@ def make_env(env: str | EnvSpec, *, render_mode: str | None = None, training: bo
     return wrap_atari(made, training=training) if atari else made
 
 
+def provides_masks(env: str | EnvSpec) -> bool:
+    """Whether `env` gives action masks (`rlagents.masks`)."""
+    env = make_env(env)
+    try:
+        return env_provides_masks(env)
+    finally:
+        env.close()
+
+
 def is_project_env(env_id: str) -> bool:
     """Whether `env_id` is one of our own envs (registered by the `envs` package)."""
     _register_project_envs(atari=False)
@@ -194,6 +204,19 @@ class SyncVecEnv(gym.vector.VectorEnv):
         self.record_episodes = record_episodes
         self._episode_starts: list[dict[str, Any] | None] = [None] * self.num_envs
         self._episode_actions: list[list] = [[] for _ in range(self.num_envs)]
+        # action masks (rlagents.masks): those of the current observations, kept here for `action_masks()`
+        self.masked = env_provides_masks(first)
+        self._masks_in_obs = obs_mask_space(first.observation_space)
+        self._masks = np.ones((self.num_envs, int(first.action_space.n)), dtype=bool) if self.masked else None
+
+    def action_masks(self) -> np.ndarray | None:
+        """Masks (envs × actions, bool) of the current observations, or None for envs that give none."""
+        return None if self._masks is None else self._masks.copy()
+
+    def _mask_of(self, obs: Any, info: dict) -> np.ndarray:
+        value = obs[MASK_KEY] if self._masks_in_obs else (info or {}).get(MASK_KEY)
+        n = self._masks.shape[1]
+        return np.ones(n, dtype=bool) if value is None else as_mask(value, n)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else (
@@ -203,10 +226,13 @@ class SyncVecEnv(gym.vector.VectorEnv):
             if self.record_episodes:
                 self._note_episode_start(i, s, replayable=options is None)
             try:
-                observations.append(env.reset(seed=s, options=options)[0])
+                obs, info = env.reset(seed=s, options=options)
             except Exception as exc:  # noqa: BLE001 (an env's own code can raise anything)
                 raise TrainingFault(f"env {self.label!r} (copy {i}): reset(seed={s}) raised "
                                     f"{type(exc).__name__}: {one_line(exc)}") from exc
+            if self.masked:
+                self._masks[i] = self._mask_of(obs, info)
+            observations.append(obs)
         return self._stack(observations), {}
 
     def _note_episode_start(self, i: int, seed: int | None, *, replayable: bool = True) -> None:
@@ -239,23 +265,34 @@ class SyncVecEnv(gym.vector.VectorEnv):
         try:  # free in Python 3.11+ unless something raises
             for i, env in enumerate(self.envs):
                 action = actions[i]
-                obs, rewards[i], terminated[i], truncated[i], _ = env.step(action)
+                obs, rewards[i], terminated[i], truncated[i], info = env.step(action)
                 if record:
                     self._episode_actions[i].append(action)
                 if terminated[i] or truncated[i]:
-                    if not infos:
-                        infos = {"final_obs": np.empty(self.num_envs, dtype=object),
-                                 "_final_obs": np.zeros(self.num_envs, dtype=bool)}
+                    if "final_obs" not in infos:
+                        infos["final_obs"] = np.empty(self.num_envs, dtype=object)
+                        infos["_final_obs"] = np.zeros(self.num_envs, dtype=bool)
                     infos["final_obs"][i] = obs
                     infos["_final_obs"][i] = True
+                    if self.masked:
+                        self._note_final_mask(infos, i, self._mask_of(obs, info))
                     if record:
                         self._note_episode_start(i, None)
-                    obs, _ = env.reset()
+                    obs, info = env.reset()
+                if self.masked:
+                    self._masks[i] = self._mask_of(obs, info)
                 observations.append(obs)
         except Exception as exc:  # noqa: BLE001 (an env's own code can raise anything)
             raise TrainingFault(f"env {self.label!r} (copy {i}): step, or the reset after an episode end, raised "
                                 f"{type(exc).__name__}: {one_line(exc)}") from exc
         return self._stack(observations), rewards, terminated, truncated, infos
+
+    def _note_final_mask(self, infos: dict, i: int, mask: np.ndarray) -> None:
+        if FINAL_MASK_KEY not in infos:
+            infos[FINAL_MASK_KEY] = np.ones_like(self._masks)
+            infos[f"_{FINAL_MASK_KEY}"] = np.zeros(self.num_envs, dtype=bool)
+        infos[FINAL_MASK_KEY][i] = mask
+        infos[f"_{FINAL_MASK_KEY}"][i] = True
 
     def episode_snapshot(self) -> dict[str, Any]:
         """How each env's current episode began and the actions since, as checkpointable arrays and values."""
@@ -279,37 +316,40 @@ class SyncVecEnv(gym.vector.VectorEnv):
         restored = np.zeros(self.num_envs, dtype=bool)
         observations = []
         for i, env in enumerate(self.envs):
-            obs = None
+            obs, info = None, {}
             if i < len(starts) and len(starts) == self.num_envs and starts[i]:
-                obs = self._replay(i, starts[i], np.asarray(actions[i]))
+                obs, info = self._replay(i, starts[i], np.asarray(actions[i]))
                 restored[i] = obs is not None and _same_obs(obs, batches.take(expected_obs, i))
             if not restored[i]:
                 if self.record_episodes:
                     self._note_episode_start(i, fallback_seed + i)
-                obs, _ = env.reset(seed=fallback_seed + i)
+                obs, info = env.reset(seed=fallback_seed + i)
+            if self.masked:
+                self._masks[i] = self._mask_of(obs, info)
             observations.append(obs)
         return self._stack(observations), restored
 
-    def _replay(self, i: int, start: dict[str, Any], actions: np.ndarray) -> Any:
+    def _replay(self, i: int, start: dict[str, Any], actions: np.ndarray) -> tuple[Any, dict]:
+        """The observation and info the replayed episode has reached, or (None, {}) where replay failed."""
         env = self.envs[i]
         try:
             if "rng" in start:
                 generator = np.random.Generator(getattr(np.random, start["rng"]["bit_generator"])())
                 generator.bit_generator.state = start["rng"]
                 env.np_random = generator
-                obs, _ = env.reset()
+                obs, info = env.reset()
             else:
-                obs, _ = env.reset(seed=int(start["seed"]))
+                obs, info = env.reset(seed=int(start["seed"]))
             for action in actions:
-                obs, _, terminated, truncated, _ = env.step(action)
+                obs, _, terminated, truncated, info = env.step(action)
                 if terminated or truncated:  # the saved episode was still running: this is not it
-                    return None
+                    return None, {}
         except Exception:  # a start record this env cannot take is a failed replay, not a crash
-            return None
+            return None, {}
         if self.record_episodes:
             self._episode_starts[i] = dict(start)
             self._episode_actions[i] = list(actions)
-        return obs
+        return obs, info
 
     def render(self):
         return self.envs[0].render()
@@ -370,12 +410,14 @@ def final_observations(next_obs: Any, done: np.ndarray, infos: dict) -> Any:
     return out
 
 
-def evaluate(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vector.VectorEnv, n_episodes: int,
-             seed: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluate(policy: Callable[..., np.ndarray], envs: gym.vector.VectorEnv, n_episodes: int,
+             seed: int, counts: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run `n_episodes` episodes of `policy` over `envs` in parallel; returns (returns, lengths).
 
     Each env slot runs a fixed share of the episodes (not "first n to finish", which would favour short
-    episodes), and seeding the vector with `seed` makes the episode set the same for every agent.
+    episodes), and seeding the vector with `seed` makes the episode set the same for every agent. Envs that
+    give action masks (`rlagents.masks`) call `policy(obs, masks)`, others `policy(obs)`; for them `counts`, if
+    given, receives the number of actions taken that the masks forbid (`illegal_actions`).
     """
     n = envs.num_envs
     quota = np.full(n, n_episodes // n)
@@ -385,9 +427,15 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vector.Vector
     ep_length = np.zeros(n, dtype=np.int64)
     done_count = np.zeros(n, dtype=np.int64)
     obs, _ = envs.reset(seed=seed)
+    masked = getattr(envs, "masked", False)
+    illegal = 0
     while (done_count < quota).any():
-        obs, rewards, terminated, truncated, _ = envs.step(policy(obs))
+        masks = envs.action_masks() if masked else None
+        actions = policy(obs) if masks is None else policy(obs, masks)
         active = done_count < quota
+        if masks is not None:
+            illegal += illegal_count(masks[active], np.asarray(actions)[active], envs.single_action_space.start)
+        obs, rewards, terminated, truncated, _ = envs.step(actions)
         ep_return += rewards * active
         ep_length += active
         for i in np.flatnonzero((terminated | truncated) & active):
@@ -395,4 +443,6 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], envs: gym.vector.Vector
             lengths.append(ep_length[i])
             done_count[i] += 1
             ep_return[i], ep_length[i] = 0.0, 0
+    if counts is not None and masked:
+        counts["illegal_actions"] = illegal
     return np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.int64)

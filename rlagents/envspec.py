@@ -69,8 +69,8 @@ class EnvSpec:
         if self.module == "__main__" or "<" in self.name:
             raise EnvError(f"env {self.id!r} was a factory defined in a script, inside a function or as a lambda, "
                            f"which cannot be imported again, so this run's env cannot be rebuilt from its "
-                           f"config.yaml: pass the factory again (rlagents.load(run_dir, env=factory)), or define "
-                           f"it at the top level of an importable module")
+                           f"config.yaml: pass the factory again (rlagents.load, rlagents.resume or rlagents.evaluate "
+                           f"with env=factory), or define it at the top level of an importable module")
         module = import_env_module(self.module, f"env {self.id!r}")
         if self.name in gym.registry:
             return self.name

@@ -16,13 +16,14 @@ from rlagents.config import MAX_EPISODES
 from rlagents.validate import check_count, check_seed
 from rlagents.environments import EVAL_STEP_CAP, evaluate, make_env, make_vec_env
 from rlagents.envspec import EnvSpec
-from rlagents.errors import UserError, cli_entry
+from rlagents.errors import cli_entry
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.onnx_policy import OnnxPolicy
 from rlagents.runs import LoadedRun, load_run
 from rlagents.threads import set_cpu_threads
+from rlagents.video import check_renders, check_video_file, record_episodes, write_video
 
-VIDEO_FORMATS = (".gif",)
+MAX_VIDEO_EPISODES = 1_000  # each up to 2,000 frames, held in memory until written
 
 
 def build_parser() -> ArgumentParser:
@@ -36,7 +37,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--onnx", type=Path, default=None,
                    help="play this exported policy (python -m rlagents.export) through onnxruntime instead")
     p.add_argument("--video", type=output_file_arg("--video"), default=None,
-                   help="record one greedy episode to this .gif file")
+                   help="record greedy episodes to this .gif or .mp4 file (the format follows the suffix)")
+    p.add_argument("--video-episodes", type=count_arg("--video-episodes", MAX_VIDEO_EPISODES), default=1,
+                   metavar="N", help="episodes in the video, one after the other (default 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="torch device (default cpu)")
     return p
 
@@ -50,44 +53,17 @@ def spaces_of(env: str | EnvSpec) -> tuple[gym.Space, gym.Space]:
         env.close()
 
 
-def record_video(run: LoadedRun, path: Path, seed: int, max_frames: int = 2_000) -> int:
-    """Record one greedy episode as an animated GIF; returns the number of frames."""
-    from PIL import Image
-
-    env = make_env(run.env, render_mode="rgb_array")
-    frames = []
-    try:
-        obs, _ = env.reset(seed=seed)
-        frames.append(env.render())
-        done = False
-        while not done and len(frames) < max_frames:
-            action = run.agent.act(np.asarray(obs)[None], explore=False)[0]
-            obs, _, terminated, truncated, _ = env.step(action)
-            frames.append(env.render())
-            done = terminated or truncated
-    finally:
-        env.close()
-    fps = int(env.metadata.get("render_fps", 30) or 30)
-    images = [Image.fromarray(np.asarray(f)) for f in frames if f is not None]
-    if not images:
-        raise UserError(f"env {run.env_id} renders no rgb_array frames; cannot record a video")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(path)
-    return len(images)
-
-
 def evaluate_run(run: LoadedRun, episodes: int | None = None, seed: int | None = None,
-                 policy: Callable[[Any], Any] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                 policy: Callable[..., Any] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Greedy episodes of `run`'s agent (or of `policy`) on its env: by default its own final evaluation
     (`eval_episodes` episodes from its evaluation seed), which reproduces the summary. Returns (returns,
-    lengths, seed). `episodes` and `seed` are checked here too, for the Python API (`Policy.evaluate`)."""
+    lengths, seed). `episodes` and `seed` are checked here too, for the Python API (`Policy.evaluate`). Envs
+    with action masks call `policy(obs, masks)`."""
     episodes = run.config.train.eval_episodes if episodes is None else check_count(episodes, "episodes",
                                                                                    high=MAX_EPISODES)
     seed = run.seed + EVAL_SEED_OFFSET if seed is None else check_seed(seed, "seed")
     if policy is None:
-        policy = lambda o: run.agent.act(o, explore=False)  # noqa: E731
+        policy = run.agent.greedy  # (obs, masks) for envs with action masks
     envs = make_vec_env(run.env, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
     try:
         returns, lengths = evaluate(policy, envs, episodes, seed)
@@ -99,11 +75,12 @@ def evaluate_run(run: LoadedRun, episodes: int | None = None, seed: int | None =
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.video is not None and args.video.suffix.lower() not in VIDEO_FORMATS:
-        raise UserError(f"--video {args.video}: unsupported format {args.video.suffix or '(none)'!r}; "
-                        f"valid: {', '.join(VIDEO_FORMATS)}")
+    if args.video is not None:
+        check_video_file(args.video)
     set_cpu_threads(1)
     run = load_run(args.run_dir, spaces_of, device=resolve_device(args.device), checkpoint=args.checkpoint)
+    if args.video is not None:
+        check_renders(run.env, "--video")
     if args.onnx is not None:
         policy = OnnxPolicy.load(args.onnx, env_id=run.env_id)
         source = policy.source()
@@ -120,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
     finally:
         env.close()
-    if args.video is not None:
-        n = record_video(run, args.video, seed)
-        print(f"video: {args.video} ({n} frames)")
+    if args.video is not None:  # the checkpoint's agent, also with --onnx
+        frames, fps = record_episodes(run.agent.greedy, run.env, args.video_episodes, seed)
+        write_video(frames, args.video, fps)
+        print(f"video: {args.video} ({len(frames)} frames, {args.video_episodes} episode(s) from seed {seed})")
     return 0
 
 

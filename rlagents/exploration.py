@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from rlagents.masks import random_legal
 from rlagents.obs import batch_len
 
 from rlagents.schedules import ExponentialSchedule, LinearSchedule
@@ -38,6 +39,13 @@ def argmax(values: Sequence[float]) -> int:
     return values.index(max(values))
 
 
+def legal_argmax(values: Sequence[float], legal: list[int] | None) -> int:
+    """`argmax` over the actions in `legal` only (all actions when `legal` is None)."""
+    if legal is None:
+        return argmax(values)
+    return max(legal, key=values.__getitem__)  # the first of equal maxima, as argmax
+
+
 class Exploration(ABC):
     """Chooses actions from action values; counts how many of its choices were exploratory."""
 
@@ -53,6 +61,18 @@ class Exploration(ABC):
     @abstractmethod
     def expected(self, q: list[float], counts: list[int], step: int) -> float:
         """Expected action value of the state under this strategy's policy (the expected-SARSA target)."""
+
+    def choose_legal(self, q: list[float], counts: list[int], step: int, legal: list[int] | None) -> int:
+        """`choose` among the actions in `legal` only (an action mask's legal actions; None: all)."""
+        if legal is None or len(legal) == len(q):
+            return self.choose(q, counts, step)
+        return legal[self.choose([q[a] for a in legal], [counts[a] for a in legal], step)]
+
+    def expected_legal(self, q: list[float], counts: list[int], step: int, legal: list[int] | None) -> float:
+        """`expected` under the policy restricted to the actions in `legal` (None: all)."""
+        if legal is None or len(legal) == len(q):
+            return self.expected(q, counts, step)
+        return self.expected([q[a] for a in legal], [counts[a] for a in legal], step)
 
     def schedule_metrics(self, step: int) -> dict[str, float]:
         """The strategy's own schedule values at `step`."""
@@ -92,18 +112,22 @@ class EpsilonGreedy(Exploration):
 
 
 def epsilon_greedy_batch(greedy: Callable[[np.ndarray], np.ndarray], obs: np.ndarray, epsilon: float,
-                         n_actions: int, rng: np.random.Generator) -> np.ndarray:
+                         n_actions: int, rng: np.random.Generator, masks: np.ndarray | None = None) -> np.ndarray:
     """Epsilon-greedy actions for a batch, for agents whose greedy actions come from a network (DQN).
 
     One uniform draw per row decides exploration; `greedy` is not called at all when every row explores.
+    With action `masks`, random actions are drawn among each row's legal ones (`greedy` must respect them).
     """
     n = batch_len(obs)
     random_mask = rng.random(n) < epsilon
     if random_mask.all():
-        return rng.integers(0, n_actions, size=n)
+        return rng.integers(0, n_actions, size=n) if masks is None else random_legal(masks, rng)
     actions = greedy(obs)
     if random_mask.any():
-        actions[random_mask] = rng.integers(0, n_actions, size=int(random_mask.sum()))
+        if masks is None:
+            actions[random_mask] = rng.integers(0, n_actions, size=int(random_mask.sum()))
+        else:
+            actions[random_mask] = random_legal(masks[random_mask], rng)
     return actions
 
 

@@ -32,10 +32,12 @@ from rlagents.checkpoint import library_versions, sync_folder, write_temp_file
 from rlagents.cli import ArgumentParser
 from rlagents.environments import EVAL_STEP_CAP, make_env
 from rlagents.errors import ExportError, UserError, cli_entry
+from rlagents.graphs import with_action_mask
 from rlagents.evaluate import spaces_of
 from rlagents.loop import EVAL_SEED_OFFSET
+from rlagents.masks import MASK_KEY, obs_mask_space, obs_masks, single_mask
+from rlagents.onnx_policy import ACTION, MASK_INPUT, OnnxPolicy, first_line, flatten_obs, sidecar_path
 from rlagents.threads import set_cpu_threads
-from rlagents.onnx_policy import ACTION, OnnxPolicy, first_line, flatten_obs, sidecar_path
 from rlagents.paths import check_output_file
 from rlagents.runs import LoadedRun, load_run
 
@@ -89,25 +91,38 @@ def graph_inputs(space: gym.Space, path: tuple[str, ...] = ()) -> list[GraphInpu
                       f"Discrete and Dict spaces")
 
 
+def mask_input(action_space: gym.spaces.Discrete) -> GraphInput:
+    """The `action_mask` graph input of a policy that takes masks from the env's info: int8, batch × actions."""
+    return GraphInput(MASK_INPUT, (MASK_INPUT,), gym.spaces.MultiBinary(int(action_space.n)))
+
+
 class FlatInputs(nn.Module):
     """The agent's policy module taking one positional tensor per graph input (ONNX inputs are flat and
-    named), reassembled into the (nested) dict a `Dict`-observation network takes."""
+    named), reassembled into the (nested) dict a `Dict`-observation network takes; with `takes_mask`, the last
+    input is the action mask, passed on as the policy's second argument."""
 
-    def __init__(self, policy: nn.Module, paths: list[tuple[str, ...]]):
+    def __init__(self, policy: nn.Module, paths: list[tuple[str, ...]], takes_mask: bool = False):
         super().__init__()
         self.policy = policy
         self.paths = paths
+        self.takes_mask = takes_mask
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        if self.takes_mask:
+            *tensors, mask = tensors
+            return self.policy(self._obs(tensors), mask)
+        return self.policy(self._obs(tensors))
+
+    def _obs(self, tensors) -> Any:
         if self.paths == [()]:
-            return self.policy(tensors[0])
+            return tensors[0]
         obs: dict[str, Any] = {}
         for path, tensor in zip(self.paths, tensors):
             node = obs
             for key in path[:-1]:
                 node = node.setdefault(key, {})
             node[path[-1]] = tensor
-        return self.policy(obs)
+        return obs
 
 
 def input_arrays(obs: Any, inputs: list[GraphInput]) -> list[np.ndarray]:
@@ -119,14 +134,14 @@ def input_arrays(obs: Any, inputs: list[GraphInput]) -> list[np.ndarray]:
 # ---------------------------------------------------------------- exporting
 
 
-def to_onnx(policy: nn.Module, inputs: list[GraphInput], example: Any) -> bytes:
+def to_onnx(policy: nn.Module, inputs: list[GraphInput], example: Any, takes_mask: bool = False) -> bytes:
     """The policy as a serialised ONNX model with a dynamic batch axis, traced on the `example` batch.
 
     torch's TorchScript-based exporter (`dynamo=False`) is used: it exports these graphs in well under a second
     and needs only `onnx`, where the torch.export-based one takes seconds per graph and needs onnxscript too
     (benchmarks/onnx_exporters.py). A module it cannot trace is an `ExportError` naming the first problem.
     """
-    module = FlatInputs(policy, [i.path for i in inputs]).eval()
+    module = FlatInputs(policy, [i.path for i in (inputs[:-1] if takes_mask else inputs)], takes_mask).eval()
     tensors = tuple(torch.from_numpy(a) for a in input_arrays(example, inputs))
     names = [i.name for i in inputs]
     buffer = io.BytesIO()
@@ -160,27 +175,40 @@ def with_metadata(data: bytes, metadata: dict[str, str]) -> bytes:
 # ---------------------------------------------------------------- checking
 
 
-def check_observations(run: LoadedRun) -> Any:
+def check_observations(run: LoadedRun) -> tuple[Any, np.ndarray | None]:
     """Observations to compare the graph with the agent on: a real greedy episode from the run's evaluation
     seed (up to `CHECK_STEPS` steps), observations drawn from the space, and every state of a small `Discrete`
-    space."""
+    space; for a masked agent also their action masks (the episode's own, random ones for the others, some
+    without any legal action)."""
     space, agent = run.agent.obs_space, run.agent
     env = make_env(run.env)
+    masks = []
     try:
-        obs, _ = env.reset(seed=run.seed + EVAL_SEED_OFFSET)
+        obs, info = env.reset(seed=run.seed + EVAL_SEED_OFFSET)
         rows = [obs]
         for _ in range(CHECK_STEPS):
-            obs, _, terminated, truncated, _ = env.step(agent.act(batches.stack([obs]), explore=False)[0])
+            mask = single_mask(obs, info, env.action_space) if agent.masked else None
+            masks += [] if mask is None else [mask[0]]
+            obs, _, terminated, truncated, info = env.step(agent.greedy(batches.stack([obs]), mask)[0])
             rows.append(obs)
             if terminated or truncated:
                 break
+        mask = single_mask(obs, info, env.action_space) if agent.masked else None
+        masks += [] if mask is None else [mask[0]]
     finally:
         env.close()
     space.seed(run.seed)
     rows += [s for s in (space.sample() for _ in range(CHECK_SAMPLES)) if _modest(s)]
     if isinstance(space, gym.spaces.Discrete) and space.n <= CHECK_ALL_STATES:
         rows += list(np.arange(space.start, space.start + space.n, dtype=np.int64))
-    return batches.stack([_as_array(r) for r in rows])
+    observations = batches.stack([_as_array(r) for r in rows])
+    if not agent.masked:
+        return observations, None
+    n = int(agent.action_space.n)
+    if obs_mask_space(space):  # the masks are part of the observations, drawn with them
+        return observations, obs_masks(observations, n)
+    drawn = np.random.default_rng(run.seed).random((len(rows) - len(masks), n)) < 0.5
+    return observations, np.concatenate([np.asarray(masks, dtype=bool).reshape(-1, n), drawn])
 
 
 def _as_array(obs: Any) -> Any:
@@ -246,6 +274,18 @@ def output_spec(action_space: gym.Space) -> dict[str, Any]:
 def describe_export(run: LoadedRun, inputs: list[GraphInput], data: bytes, out: Path,
                     check: dict[str, Any]) -> dict[str, Any]:
     """The JSON written next to the ONNX file."""
+    info = _describe(run, inputs, data, out, check)
+    if run.agent.masked:  # which input holds the action mask, and where the env gives it
+        in_obs = obs_mask_space(run.agent.obs_space)
+        info["action_mask"] = {"input": MASK_KEY if in_obs else MASK_INPUT,
+                               "from": "observation" if in_obs else "info",
+                               "meaning": "nonzero = legal; a row without a legal action counts all legal"}
+    return info
+
+
+def _describe(run: LoadedRun, inputs: list[GraphInput], data: bytes, out: Path,
+              check: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the JSON that every export has."""
     import onnx
     import onnxruntime
 
@@ -303,11 +343,19 @@ def export_onnx(run: LoadedRun, out: Path) -> dict[str, Any]:
     """Export `run`'s greedy policy to `out` (+ its JSON), checked against the agent; returns the JSON."""
     inputs = graph_inputs(run.agent.obs_space)
     policy = run.agent.export_module()
-    observations = check_observations(run)
-    data = to_onnx(policy, inputs, batches.take(observations, slice(0, 2)))
+    observations, masks = check_observations(run)
+    takes_mask = masks is not None and not obs_mask_space(run.agent.obs_space)
+    if masks is not None:  # masked greedy actions inside the graph
+        policy = with_action_mask(policy, None if takes_mask else MASK_KEY)
+    if takes_mask:
+        inputs.append(mask_input(run.agent.action_space))
+    example = batches.take(observations, slice(0, 2))
+    if takes_mask:
+        example = {**(example if isinstance(example, dict) else {inputs[0].name: example}), MASK_INPUT: masks[:2]}
+    data = to_onnx(policy, inputs, example, takes_mask)
     data = with_metadata(data, {"rlagents_version": rlagents.__version__, "agent": run.agent_name,
                                 "env": run.env_id, "checkpoint_tensor_sha256": str(run.meta.get("tensor_sha256"))})
-    check = compare_actions(run.agent.act(observations, explore=False), OnnxPolicy(data)(observations))
+    check = compare_actions(run.agent.greedy(observations, masks), OnnxPolicy(data)(observations, masks))
     info = describe_export(run, inputs, data, out, check)
     write_pair(out, data, info)
     return info

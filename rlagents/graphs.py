@@ -31,6 +31,36 @@ class Argmax(nn.Module):
         return actions + self.offset if self.offset else actions
 
 
+class MaskedArgmax(nn.Module):
+    """A discrete greedy policy (`scores` module, then `Argmax`) restricted to legal actions, as masked agents act
+    (`rlagents.masks`): illegal scores become −inf before the argmax, and a row without any legal action counts
+    every action legal. The mask is the graph's `action_mask` input (masks from the env's info) or the
+    observation's `mask_key` entry (masks in a `Dict` observation)."""
+
+    def __init__(self, scores: nn.Module, offset: int = 0, mask_key: str | None = None):
+        super().__init__()
+        self.scores = scores
+        self.offset = int(offset)
+        self.mask_key = mask_key
+
+    def forward(self, obs, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.mask_key is not None:
+            mask = obs[self.mask_key]
+        legal = mask != 0
+        legal = legal | ~legal.any(dim=1, keepdim=True)
+        scores = self.scores(obs)
+        actions = torch.where(legal, scores, torch.full_like(scores, -torch.inf)).argmax(dim=1)
+        return actions + self.offset if self.offset else actions
+
+
+def with_action_mask(policy: nn.Module, mask_key: str | None) -> MaskedArgmax:
+    """`policy` (an `nn.Sequential` ending in `Argmax`, as every discrete agent's `export_module`) with its argmax
+    restricted to legal actions (`MaskedArgmax`)."""
+    if not (isinstance(policy, nn.Sequential) and isinstance(policy[-1], Argmax)):
+        raise TypeError(f"cannot add an action mask to {type(policy).__name__}: expected scores then Argmax")
+    return MaskedArgmax(nn.Sequential(*policy[:-1]), policy[-1].offset, mask_key)
+
+
 class Normalise(nn.Module):
     """`(obs − mean) / sqrt(var + eps)` clipped to ±clip, in float64 like the agents' running normalisers (ours
     and SB3's VecNormalize), then float32."""

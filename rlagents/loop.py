@@ -38,6 +38,7 @@ from rlagents.checkpoint import (BEST, CHECKPOINT_DIR, FINAL, atomic_write_json,
 from rlagents.config import ResolvedConfig, config_sha256
 from rlagents.environments import evaluate, final_observations
 from rlagents.errors import CheckpointError, TrainingFault
+from rlagents.masks import final_masks, illegal_count
 from rlagents.progress import TrainingProgress
 from rlagents.safeload import clip, shown
 from rlagents.state_check import LOAD_ERRORS, check_state, load_agent_state
@@ -73,6 +74,7 @@ class LoopState:
     #: the next log/evaluation/checkpoint steps (`Schedule`), so that a run stopped before its events at a
     #: step (a signal, an interrupted evaluation) runs them on resume; empty in older checkpoints
     schedule: dict[str, int] = field(default_factory=dict)
+    illegal_actions: int = 0  # training actions that the env's action masks forbid (envs with masks only)
 
 
 def global_rng_state() -> dict[str, Any]:
@@ -124,7 +126,7 @@ def check_session(record: dict[str, Any], path: Path | str) -> None:
 # may be NaN or infinite (an env may return such rewards): they are records, not state
 _LOOP_TYPES = {"step": (int,), "episodes": (int,), "sessions": (int,), "eval_time": (float,), "train_time": (float,),
                "solved_at_step": (int, None), "solved_at_time": (float, None), "best_eval": (float, None),
-               "evaluations": (list,), "schedule": (dict,)}
+               "evaluations": (list,), "schedule": (dict,), "illegal_actions": (int,)}
 _SCHEDULE_TYPES = {"log": (int,), "eval": (int,), "checkpoint": (int,)}
 _EVALUATION_TYPES = {"step": (int,), "train_time_s": (float,), "return_mean": (float,), "return_std": (float,),
                      "length_mean": (float,), "returns": (list,)}
@@ -263,6 +265,11 @@ class LoopListener:
         """The session ended with `status` (completed, stopped, interrupted, failed); `summary` is the run's
         summary when it completed."""
 
+    def during_evaluation(self, step: int, policy: Callable[..., np.ndarray]) -> dict[str, Any] | None:
+        """Inside each evaluation, so that its seconds count as evaluation, not training, time (e.g. recording
+        a video of `policy(obs, masks)`, the greedy policy); what it returns joins the evaluation record."""
+        return None
+
 
 class TensorBoardLog(LoopListener):
     """Every scalar of every event, the hyperparameter table, and the final hparams, in the run directory."""
@@ -309,23 +316,29 @@ class CallbackListener(LoopListener):
 
 class EpisodeStats:
     """Return and length of each env's running episode, and of the episodes finished since the last log (the
-    window) and recently (the progress bar's mean). `returns`/`lengths` are updated in place every step."""
+    window) and recently (the progress bar's mean). `returns` is updated in place every step; lengths are
+    counted from the step at which each episode began (`starts`), so they cost nothing per step."""
 
-    def __init__(self, n_envs: int):
+    def __init__(self, n_envs: int, step: int):
+        self.n_envs = n_envs
         self.returns = np.zeros(n_envs)
-        self.lengths = np.zeros(n_envs, dtype=np.int64)
+        self.starts = np.full(n_envs, step, dtype=np.int64)  # env step at which each running episode began
         self.window_returns: list[float] = []
         self.window_lengths: list[int] = []
         self.recent_returns: deque[float] = deque(maxlen=100)
 
-    def end(self, done: np.ndarray) -> int:
-        """Close the episodes of the envs in mask `done`; returns how many ended."""
+    def lengths(self, step: int) -> np.ndarray:
+        return (step - self.starts) // self.n_envs
+
+    def end(self, done: np.ndarray, step: int) -> int:
+        """Close the episodes of the envs in mask `done` at env step `step`; returns how many ended."""
+        lengths = self.lengths(step)
         for i in np.flatnonzero(done):
             self.window_returns.append(float(self.returns[i]))
-            self.window_lengths.append(int(self.lengths[i]))
+            self.window_lengths.append(int(lengths[i]))
             self.recent_returns.append(float(self.returns[i]))
         self.returns[done] = 0.0
-        self.lengths[done] = 0
+        self.starts[done] = step
         return int(done.sum())
 
     def take_window(self) -> dict[str, float]:
@@ -341,18 +354,18 @@ class EpisodeStats:
     def recent_mean(self) -> float | None:
         return float(np.mean(self.recent_returns)) if self.recent_returns else None
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"ep_return": self.returns.copy(), "ep_length": self.lengths.copy(),
+    def snapshot(self, step: int) -> dict[str, Any]:
+        return {"ep_return": self.returns.copy(), "ep_length": self.lengths(step),
                 "window_returns": list(self.window_returns), "window_lengths": list(self.window_lengths),
                 "recent_returns": list(self.recent_returns)}
 
-    def restore(self, saved: dict[str, Any], restored: np.ndarray) -> None:
+    def restore(self, saved: dict[str, Any], restored: np.ndarray, step: int) -> None:
         """Take a snapshot's values back; running episodes only for the envs in mask `restored`."""
         self.window_returns.extend(float(r) for r in saved["window_returns"])
         self.window_lengths.extend(int(n) for n in saved["window_lengths"])
         self.recent_returns.extend(float(r) for r in saved["recent_returns"])
         self.returns[restored] = np.asarray(saved["ep_return"])[restored]
-        self.lengths[restored] = np.asarray(saved["ep_length"])[restored]
+        self.starts[restored] = step - np.asarray(saved["ep_length"], dtype=np.int64)[restored] * self.n_envs
 
 
 class Schedule:
@@ -405,13 +418,15 @@ def writing(what: str, where: Path) -> Iterator[None]:
 
 class StopSignals:
     """SIGINT and SIGTERM ask training to stop at its next event; during an evaluation (which may take long)
-    they stop it at once by raising KeyboardInterrupt, and a second SIGINT does so anywhere. Installed for a
-    whole session, until the final state is saved (main thread only)."""
+    they stop it at once by raising KeyboardInterrupt, and a second SIGINT does so anywhere (then, mid-step,
+    no checkpoint is written: the state may be half-updated). Installed for a whole session, until the final
+    state is saved (main thread only)."""
 
     def __init__(self):
         self.requested: list[int] = []
         self.interruptible = False
         self.holding = False
+        self.torn = False  # an interrupt landed mid-step: the in-memory state is no resume point
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -427,6 +442,7 @@ class StopSignals:
         again = bool(self.requested)
         self.requested.append(signum)
         if not self.holding and (self.interruptible or (again and signum == signal.SIGINT)):
+            self.torn = not self.interruptible
             raise KeyboardInterrupt
 
     def hold(self) -> None:
@@ -453,7 +469,7 @@ class Session:
         self.run, self.state, self.listeners, self.signals = run, state, listeners, signals
         self.cfg = run.config.train
         self.n_envs = run.envs.num_envs
-        self.stats = EpisodeStats(self.n_envs)
+        self.stats = EpisodeStats(self.n_envs, state.step)
         self.schedule = Schedule(self.cfg, state.step, state.schedule, self.n_envs)
         self.status = RUNNING
         self.obs: Any = None  # the training envs' current observations (kept by the driver, for checkpoints)
@@ -471,19 +487,18 @@ class Session:
     def step_callback(self) -> StepCallback:
         """The one per-step bookkeeping path, for our driver and for agents that drive the envs: count the
         vector step, add the rewards to the running episodes, close ended ones, and run the events when due.
-        Returns False when training must stop. (A closure over locals: no attribute lookups per step.)"""
-        state, returns, lengths, n_envs, limit = self.state, self.stats.returns, self.stats.lengths, self.n_envs, \
-            self.cfg.steps
+        Returns False when training must stop. (A closure, and episode lengths counted from their start step:
+        the least work per step.)"""
+        state, returns, n_envs, limit = self.state, self.stats.returns, self.n_envs, self.cfg.steps
         schedule, stats, events = self.schedule, self.stats, self.events
 
         def on_step(rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
                     done: np.ndarray | None) -> bool:
-            nonlocal returns, lengths  # updated in place (the names keep their arrays)
+            nonlocal returns  # updated in place (the name keeps its array)
             state.step = step = state.step + n_envs
             returns += rewards
-            lengths += 1
             if done is not None:  # rare: an episode ended (`done` is the mask of envs whose did)
-                state.episodes += stats.end(done)
+                state.episodes += stats.end(done, step)
             if step < schedule.next_event:
                 return step < limit
             return events() and state.step < limit
@@ -508,6 +523,8 @@ class Session:
             metrics.update(self.stats.take_window())
             metrics["charts/steps_per_s"] = step / max(self.train_seconds(), 1e-9)
             metrics.update(self.run.agent.metrics())
+            if getattr(self.run.envs, "masked", False):
+                metrics["charts/illegal_actions"] = self.state.illegal_actions
             schedule.logged(step)
         if step >= schedule.eval:
             metrics["evaluation"] = self.evaluation()
@@ -539,6 +556,8 @@ class Session:
             record = metrics["evaluation"]
             metrics.update({"eval/return_mean": record["return_mean"], "eval/return_std": record["return_std"],
                             "eval/length_mean": record["length_mean"]})
+            if "illegal_actions" in record:
+                metrics["eval/illegal_actions"] = record["illegal_actions"]
         answers = [listener.on_event(state.step, metrics) for listener in self.listeners]
         return not any(answer is False for answer in answers)
 
@@ -548,17 +567,20 @@ class Session:
         run, state, cfg = self.run, self.state, self.cfg
         train_time = self.train_seconds()
         t0 = time.perf_counter()
+        counts: dict[str, Any] = {}  # illegal actions (envs with action masks), and what listeners add
         try:
             with self.signals.interruptible_here():
-                returns, lengths = evaluate(lambda obs: run.agent.act(obs, explore=False), run.eval_envs,
-                                            cfg.eval_episodes, run.seed + EVAL_SEED_OFFSET)
+                returns, lengths = evaluate(run.agent.greedy, run.eval_envs, cfg.eval_episodes,
+                                            run.seed + EVAL_SEED_OFFSET, counts)
+                for listener in self.listeners:
+                    counts.update(listener.during_evaluation(state.step, run.agent.greedy) or {})
         finally:  # an interrupted evaluation's seconds are not training seconds either
             seconds = time.perf_counter() - t0
             self.eval_seconds += seconds
             state.eval_time += seconds
         self.schedule.evaluated()
         record = {"step": state.step, "train_time_s": round(train_time, 3), "return_mean": float(returns.mean()),
-                  "return_std": float(returns.std()), "length_mean": float(lengths.mean()),
+                  "return_std": float(returns.std()), "length_mean": float(lengths.mean()), **counts,
                   "returns": [float(r) for r in returns]}
         state.evaluations.append(record)
         if state.solved_at_step is None and self.threshold is not None and record["return_mean"] >= self.threshold:
@@ -578,7 +600,7 @@ class Session:
         """The running episodes and the not-yet-logged statistics, for an exact resume."""
         if not self.recordable:
             return None
-        return {"envs": self.run.envs.episode_snapshot(), "obs": self.obs, **self.stats.snapshot()}
+        return {"envs": self.run.envs.episode_snapshot(), "obs": self.obs, **self.stats.snapshot(self.state.step)}
 
     def restore_in_flight(self, saved: dict[str, Any] | None) -> None:
         """Rebuild the episodes a checkpoint had in flight (see `train`) into `obs` and the episode
@@ -590,7 +612,7 @@ class Session:
             restored = np.zeros(envs.num_envs, dtype=bool)
         else:
             self.obs, restored = envs.restore_episodes(saved["envs"], saved["obs"], fallback_seed)
-            self.stats.restore(saved, restored)
+            self.stats.restore(saved, restored, self.state.step)
         if not restored.all():
             run.agent.drop_episodes(np.flatnonzero(~restored))
             if saved is not None:
@@ -612,10 +634,13 @@ class Session:
                 self.status = INTERRUPTED
         self.signals.hold()  # from here on a signal waits: the final or resumable state is being saved
         if self.status != COMPLETED:
-            self.save(f"step_{state.step:012d}", "stopped by callback" if self.status == STOPPED else self.status)
+            if not self.signals.torn:
+                self.save(f"step_{state.step:012d}", "stopped by callback" if self.status == STOPPED else self.status)
+            # else a second SIGINT stopped it mid-step: the newest checkpoint on disk stays the resume point
+            kept = step_checkpoints(self.run.run_dir)
             self.ended(None)
             stopped = {"status": self.status, "total_steps": state.step, "episodes": state.episodes,
-                       "run_dir": str(self.run.run_dir),
+                       "run_dir": str(self.run.run_dir), "checkpoint": str(kept[-1]) if kept else None,
                        "evaluations": [{k: v for k, v in e.items() if k != "returns"} for e in state.evaluations]}
             if self.status == STOPPED:
                 stopped["stopped_by"] = "callback"
@@ -655,15 +680,25 @@ def step_envs(session: Session, on_step: StepCallback) -> None:
     """Our own driver: act, step, observe, and report each vector step to `on_step` until it says stop."""
     agent, envs = session.run.agent, session.run.envs
     obs = session.obs
+    masked_envs = getattr(envs, "masked", False)  # the env gives action masks: illegal actions are counted
+    action_start = int(getattr(envs.single_action_space, "start", 0))
+    mask_args: dict[str, np.ndarray] = {}  # the masks, for agents that take them (`Agent.masked`)
     while True:
-        actions = agent.act(obs, explore=True)
+        if masked_envs:
+            masks = envs.action_masks()
+            mask_args = {"mask": masks} if agent.masked else {}
+        actions = agent.act(obs, explore=True, **mask_args)
+        if masked_envs:
+            session.state.illegal_actions += illegal_count(masks, actions, action_start)
         next_obs, rewards, terminated, truncated, infos = envs.step(actions)
         done = None
         real_next = next_obs
         if "_final_obs" in infos:  # an episode ended: learn from its real last observation
             done = terminated | truncated
             real_next = final_observations(next_obs, done, infos)
-        agent.observe(obs, actions, rewards, real_next, terminated, truncated)
+        if agent.masked:
+            mask_args["next_mask"] = final_masks(envs.action_masks(), terminated | truncated, infos)
+        agent.observe(obs, actions, rewards, real_next, terminated, truncated, **mask_args)
         session.obs = obs = next_obs
         if not on_step(rewards, terminated, truncated, done):
             return
@@ -743,6 +778,9 @@ def _summary(run: Run, state: LoopState, train_time: float) -> dict[str, Any]:
     if costs:  # comparable costs, which the compare report tabulates
         summary["costs"] = costs
     summary.update(run.agent.summary_extras())
+    if getattr(run.envs, "masked", False):  # actions the env's masks forbid: in training, and in the final evaluation
+        summary["illegal_actions"] = {"train": state.illegal_actions, "final_eval": final.get("illegal_actions", 0),
+                                      "masked_agent": run.agent.masked}
     return summary
 
 

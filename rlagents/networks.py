@@ -22,6 +22,7 @@ from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.validate import require_memory
 
 ChannelOrder = Literal["auto", "first", "last"]
+Activation = Literal["relu", "tanh"]  # of MLP hidden layers
 _CHANNEL_COUNTS = (1, 2, 3, 4)
 MAX_WIDTH = 65_536  # units of one layer; torch would try to allocate whatever it is asked for
 MAX_CHANNELS = 4_096
@@ -51,7 +52,7 @@ def image_layout(shape: tuple[int, ...], order: ChannelOrder = "auto") -> tuple[
 class MLPBackbone(nn.Module):
     """Fully connected layers over flattened vector observations (or one-hot encoded discrete ones)."""
 
-    def __init__(self, obs_space: gym.Space, hidden: tuple[int, ...] = (64, 64)):
+    def __init__(self, obs_space: gym.Space, hidden: tuple[int, ...] = (64, 64), activation: Activation = "relu"):
         super().__init__()
         if isinstance(obs_space, gym.spaces.Discrete):
             self.one_hot: int | None = int(obs_space.n)
@@ -61,9 +62,10 @@ class MLPBackbone(nn.Module):
             in_dim = int(np.prod(obs_space.shape))
         else:
             raise UnsupportedSpaceError(f"MLP backbone needs a Box or Discrete observation space, got {obs_space}")
+        self.activation = activation
         layers: list[nn.Module] = []
         for width in hidden:
-            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            layers += [nn.Linear(in_dim, width), nn.Tanh() if activation == "tanh" else nn.ReLU()]
             in_dim = width
         self.layers = nn.Sequential(*layers)
         self.linears = [m for m in self.layers if isinstance(m, nn.Linear)]
@@ -76,6 +78,10 @@ class MLPBackbone(nn.Module):
             x = obs.reshape(obs.shape[0], -1).float()
         # Calling the layers functionally skips nn.Module's per-call hook machinery (~5 µs a layer), which
         # dominates the cost of these small networks on a CPU.
+        if self.activation == "tanh":
+            for layer in self.linears:
+                x = nn.functional.linear(x, layer.weight, layer.bias).tanh_()
+            return x
         for layer in self.linears:
             x = nn.functional.linear(x, layer.weight, layer.bias).relu_()
         return x
@@ -171,7 +177,7 @@ class DictBackbone(nn.Module):
 
     def __init__(self, obs_space: gym.spaces.Dict, *, hidden: tuple[int, ...] = (64, 64),
                  cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
-                 channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = ()):
+                 channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = (), activation: Activation = "relu"):
         super().__init__()
         if not isinstance(obs_space, gym.spaces.Dict) or not obs_space.spaces:
             raise UnsupportedSpaceError(f"Dict backbone needs a non-empty Dict observation space, got {obs_space}")
@@ -181,7 +187,7 @@ class DictBackbone(nn.Module):
         self.keys = list(obs_space.spaces)
         self.branches = nn.ModuleDict({
             key: make_backbone(space, hidden=hidden, cnn_channels=cnn_channels, cnn_features=cnn_features,
-                               channel_order=channel_order)
+                               channel_order=channel_order, activation=activation)
             for key, space in obs_space.spaces.items()})
         joined = sum(branch.features_dim for branch in self.branches.values())
         layers: list[nn.Module] = []
@@ -205,7 +211,8 @@ class DictBackbone(nn.Module):
 
 def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: tuple[int, ...] = (64, 64),
                   cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
-                  channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = ()) -> nn.Module:
+                  channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = (),
+                  activation: Activation = "relu") -> nn.Module:
     """Choose the backbone from the observation space: CNN for images, MLP for vectors and discrete states,
     and for a `Dict` space one of those per key (`DictBackbone`). `kind="nature"` is the Nature-DQN CNN."""
     if isinstance(obs_space, gym.spaces.Dict):
@@ -213,14 +220,14 @@ def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: 
             raise UnsupportedSpaceError(f"backbone {kind!r} cannot take a Dict observation space: each key gets "
                                         f"its own backbone; use backbone auto")
         return DictBackbone(obs_space, hidden=hidden, cnn_channels=cnn_channels, cnn_features=cnn_features,
-                            channel_order=channel_order, fusion=fusion)
+                            channel_order=channel_order, fusion=fusion, activation=activation)
     if kind == "auto":
         kind = "cnn" if is_image_space(obs_space) else "mlp"
     if kind == "cnn":
         return ConvBackbone(obs_space, cnn_channels, cnn_features, channel_order)
     if kind == "nature":
         return NatureCNN(obs_space, channel_order=channel_order)
-    return MLPBackbone(obs_space, hidden)
+    return MLPBackbone(obs_space, hidden, activation)
 
 
 @dataclass
@@ -236,6 +243,8 @@ class NetworkConfig:
     fusion: tuple[int, ...] = param((256,), "Dict observations: ReLU layers over the joined per-key features",
                                     low=1, high=MAX_WIDTH)
     hidden: tuple[int, ...] = param((64, 64), "MLP hidden layer widths", low=1, high=MAX_WIDTH)
+    activation: Activation = param("relu", "activation of the MLP hidden layers (SB3's and CleanRL's policy "
+                                   "networks use tanh); CNN and fusion layers are ReLU")
     cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1, high=MAX_CHANNELS)
     cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1, high=MAX_WIDTH)
     channel_order: ChannelOrder = param("auto", "image channel axis")
@@ -258,7 +267,7 @@ def build_backbone(config: NetworkConfig, obs_space: gym.Space) -> nn.Module:
     call it once each."""
     body = make_backbone(obs_space, config.network, hidden=config.hidden, cnn_channels=config.cnn_channels,
                          cnn_features=config.cnn_features, channel_order=config.channel_order,
-                         fusion=config.fusion)
+                         fusion=config.fusion, activation=config.activation)
     if config.backbone is not None:
         load_pretrained_backbone(body, config.backbone, config.freeze_backbone)
     return body

@@ -28,8 +28,8 @@ from rlagents.networks import MLPBackbone, Net, QHead
 
 
 class NumpyMLP:
-    """`head(backbone(x))` for an `MLPBackbone` and a linear head on a CPU, as a list of linear layers with a
-    ReLU between them, computed in NumPy on views of the parameters.
+    """`head(backbone(x))` for an `MLPBackbone` and a linear head on a CPU, as a list of linear layers with
+    the backbone's activation (ReLU or tanh) between them, computed in NumPy on views of the parameters.
 
     `scores` is the forward pass for acting; `forward` also returns the activations `backward` needs, and
     `backward` writes the parameter gradients into `grads` (in `parameters` order; `grad_tensors` are their
@@ -40,6 +40,7 @@ class NumpyMLP:
         linears = [*backbone.linears, head]
         self.parameters = [p for layer in linears for p in (layer.weight, layer.bias)]
         self.one_hot = backbone.one_hot
+        self.tanh = backbone.activation == "tanh"
         # one-hot rows of Discrete observations are looked up, not rebuilt each round
         self._one_hot_rows = np.eye(self.one_hot, dtype=np.float32) if self.one_hot is not None else None
         self.layers = [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in linears]
@@ -68,11 +69,18 @@ class NumpyMLP:
         else:
             x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1) @ self.layers[0][0].T
             x += self.layers[0][1]
-        for w, b in self.layers[1:]:  # every layer but the head is followed by a ReLU
-            np.maximum(x, 0, out=x)
+        for w, b in self.layers[1:]:  # every layer but the head is followed by the activation
+            self._activate(x)
             x = x @ w.T
             x += b
         return x
+
+    def _activate(self, x: np.ndarray) -> None:
+        """The hidden layers' activation, in place."""
+        if self.tanh:
+            np.tanh(x, out=x)
+        else:
+            np.maximum(x, 0.0, out=x)
 
     # ------------------------------------------------------------ learning
 
@@ -83,12 +91,12 @@ class NumpyMLP:
         return np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Output for inputs `x` (from `inputs`), and every layer's input (after its ReLU) for `backward`."""
+        """Output for inputs `x` (from `inputs`), and every layer's input (after its activation) for `backward`."""
         activations = [x]
         for weight, bias in self.layers[:-1]:
             x = x @ weight.T
             x += bias
-            np.maximum(x, 0.0, out=x)
+            self._activate(x)
             activations.append(x)
         weight, bias = self.layers[-1]
         out = x @ weight.T
@@ -108,7 +116,10 @@ class NumpyMLP:
             np.matmul(grad.T, activations[i], out=grads[2 * i])
             if i > 0:
                 grad = grad @ self.layers[i][0]
-                grad *= activations[i] > 0  # ReLU's backward: no gradient where the unit was off
+                if self.tanh:  # tanh' = 1 − tanh²
+                    grad *= 1.0 - activations[i] ** 2
+                else:  # ReLU's backward: no gradient where the unit was off
+                    grad *= activations[i] > 0
         return grads
 
     def clip_gradients(self, max_norm: float) -> float:

@@ -22,6 +22,7 @@ ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tenso
                "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
                "tensor(bool)": np.bool_}
 ACTION = "action"  # the graph output every exported policy has
+MASK_INPUT = "action_mask"  # the graph input of an action mask (rlagents.masks), where the policy takes one
 
 
 def sidecar_path(onnx_file: Path) -> Path:
@@ -103,9 +104,19 @@ class OnnxPolicy:
             raise ValueError(f"observation batch lacks graph inputs {missing} (has {sorted(flat)})")
         return {name: np.ascontiguousarray(flat[name], dtype=dtype) for name, dtype in self.inputs}
 
-    def __call__(self, obs: Any) -> np.ndarray:
-        """Greedy actions for a batch of observations."""
+    def __call__(self, obs: Any, mask: np.ndarray | None = None) -> np.ndarray:
+        """Greedy actions for a batch of observations; a graph exported from an agent that takes action masks
+        from the env's info has an `action_mask` input, fed from `mask` (all actions legal when None)."""
+        if any(name == MASK_INPUT for name, _ in self.inputs) and not (isinstance(obs, dict) and MASK_INPUT in obs):
+            if mask is None:
+                rows = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+                mask = np.ones((rows, self._mask_width()), dtype=bool)
+            obs = {"obs": obs, MASK_INPUT: mask} if not isinstance(obs, dict) else {**obs, MASK_INPUT: mask}
         return self.session.run([ACTION], self.feeds(obs))[0]
+
+    def _mask_width(self) -> int:
+        shape = next(i.shape for i in self.session.get_inputs() if i.name == MASK_INPUT)
+        return int(shape[1])
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from rlagents import obs as batches
 from rlagents.agents.base import Agent
 from rlagents.config import param
 from rlagents.errors import UnsupportedSpaceError
+from rlagents.masks import mask_logits, masked_argmax
 from rlagents.networks import NetworkConfig
 from rlagents.numpy_mlp import numpy_mlp_forward
 
@@ -186,8 +187,11 @@ class PolicyGradientAgent(Agent):
             return self.low + (np.tanh(raw) + 1.0) * 0.5 * (self.high - self.low)
         return np.clip(raw, self.low, self.high)
 
-    def _actions(self, out: np.ndarray, explore: bool) -> np.ndarray:
-        """Actions from the policy head's outputs: sampled (`explore`) or greedy (mode, or the mean)."""
+    def _actions(self, out: np.ndarray, explore: bool, mask: np.ndarray | None = None) -> np.ndarray:
+        """Actions from the policy head's outputs: sampled (`explore`) or greedy (mode, or the mean); discrete
+        ones within `mask` (`rlagents.masks`) where given."""
+        if self.discrete and mask is not None:
+            return self._masked_actions(out, explore, mask)
         if self.discrete:
             if not explore:
                 return out.argmax(axis=1)
@@ -203,8 +207,21 @@ class PolicyGradientAgent(Agent):
         self._last_raw = raw.astype(np.float32)
         return self._to_env(raw).astype(np.float32)
 
-    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
-        return self._actions(self._head(obs), explore)
+    def _masked_actions(self, out: np.ndarray, explore: bool, mask: np.ndarray) -> np.ndarray:
+        """Discrete actions of the policy restricted to legal actions (illegal logits at `MASKED_LOGIT`).
+
+        Sampling inverts the CDF with u ~ U[0, total) and takes the first action whose cumulative probability
+        exceeds u: an action of probability 0 never does, whatever the rounding of the sum."""
+        if not explore:
+            return masked_argmax(out, mask)
+        logits = mask_logits(out, mask)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        cumulative = probs.cumsum(axis=1)
+        u = self.rng.random((len(out), 1)) * cumulative[:, -1:]
+        return (cumulative <= u).sum(axis=1)
+
+    def act(self, obs: np.ndarray, *, explore: bool, mask: np.ndarray | None = None) -> np.ndarray:
+        return self._actions(self._head(obs), explore, mask)
 
     def export_module(self) -> nn.Module:
         """Greedy policy for `rlagents.export`: [observation normaliser] → policy network → argmax (discrete) or
@@ -213,15 +230,17 @@ class PolicyGradientAgent(Agent):
 
         return greedy_policy(self.policy, self.action_space, squash=self.config.squash, obs_norm=self.obs_norm)
 
-    def log_prob_and_entropy(self, obs: Any, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_and_entropy(self, obs: Any, actions: torch.Tensor, masks: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
         """log π(a|s) and the policy's entropy (for Gaussian-tanh policies, of the pre-squash Gaussian)."""
-        return self.distribution_terms(self.policy(obs), actions)
+        return self.distribution_terms(self.policy(obs), actions, masks)
 
-    def distribution_terms(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def distribution_terms(self, out: torch.Tensor, actions: torch.Tensor, masks: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """log π(a|s) and the entropy, from the policy head's outputs `out`; continuous `actions` are the
-        pre-squash samples."""
+        pre-squash samples; with action `masks`, of the policy restricted to the legal actions."""
         if self.discrete:
-            dist = torch.distributions.Categorical(logits=out)
+            dist = torch.distributions.Categorical(logits=out if masks is None else mask_logits(out, masks))
             return dist.log_prob(actions.long()), dist.entropy()
         mean = out[:, : self.act_dim]
         log_std = (self.policy.log_std.expand_as(mean) if self.policy.log_std is not None

@@ -28,6 +28,7 @@ class Batch(NamedTuple):
     discounts: np.ndarray
     indices: np.ndarray
     weights: np.ndarray | None  # importance-sampling weights (prioritized replay only)
+    next_masks: np.ndarray | None = None  # legal actions of next_obs (bool, batch × actions), for masked agents
 
 
 def _count(shape: tuple[int, ...]) -> int:
@@ -49,10 +50,10 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
                  action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64,
-                 obs_space: gym.spaces.Dict | None = None):
+                 obs_space: gym.spaces.Dict | None = None, mask_actions: int = 0):
         self.capacity = int(capacity)
         per_transition = (2 * obs_bytes(obs_shape, obs_dtype, obs_space) + 12 + self.extra_bytes
-                          + _count(action_shape) * np.dtype(action_dtype).itemsize)
+                          + _count(action_shape) * np.dtype(action_dtype).itemsize + mask_actions)
         require_memory(self.capacity * per_transition, f"a replay buffer of {self.capacity:,} transitions",
                        "lower buffer_size (--set buffer_size=N)")
         if obs_space is not None:  # Dict observations: one array per key
@@ -65,15 +66,20 @@ class ReplayBuffer:
         self.rewards = np.zeros(self.capacity, dtype=np.float32)
         self.terminated = np.zeros(self.capacity, dtype=np.float32)
         self.discounts = np.zeros(self.capacity, dtype=np.float32)
+        # action masks of next_obs (`mask_actions` actions; none stored when 0): masked targets max over them
+        self.next_masks = np.ones((self.capacity, mask_actions), dtype=bool) if mask_actions else None
         self.pos = 0
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs, action, reward: float, next_obs, terminated: bool, discount: float) -> int:
+    def add(self, obs, action, reward: float, next_obs, terminated: bool, discount: float,
+            next_mask: np.ndarray | None = None) -> int:
         """Store one transition; returns its slot."""
         i = self.pos
+        if self.next_masks is not None and next_mask is not None:
+            self.next_masks[i] = next_mask
         batches.put(self.obs, i, obs)
         self.actions[i] = action
         self.rewards[i] = reward
@@ -84,10 +90,13 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
         return i
 
-    def add_batch(self, obs, actions, rewards, next_obs, terminated, discounts) -> np.ndarray:
+    def add_batch(self, obs, actions, rewards, next_obs, terminated, discounts,
+                  next_masks: np.ndarray | None = None) -> np.ndarray:
         """Store a batch of transitions (one per vector env); returns their slots."""
         n = len(rewards)
         idx = (self.pos + np.arange(n)) % self.capacity
+        if self.next_masks is not None and next_masks is not None:
+            self.next_masks[idx] = next_masks
         batches.put(self.obs, idx, obs)
         self.actions[idx] = actions
         self.rewards[idx] = rewards
@@ -100,7 +109,8 @@ class ReplayBuffer:
 
     def _gather(self, idx: np.ndarray, weights: np.ndarray | None) -> Batch:
         return Batch(batches.take(self.obs, idx), self.actions[idx], self.rewards[idx],
-                     batches.take(self.next_obs, idx), self.terminated[idx], self.discounts[idx], idx, weights)
+                     batches.take(self.next_obs, idx), self.terminated[idx], self.discounts[idx], idx, weights,
+                     None if self.next_masks is None else self.next_masks[idx])
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         """Sample uniformly with replacement."""
@@ -112,7 +122,8 @@ class ReplayBuffer:
         return {"obs": batches.take(self.obs, slice(0, n)), "next_obs": batches.take(self.next_obs, slice(0, n)),
                 "actions": self.actions[:n],
                 "rewards": self.rewards[:n], "terminated": self.terminated[:n],
-                "discounts": self.discounts[:n], "pos": self.pos, "size": n}
+                "discounts": self.discounts[:n], "pos": self.pos, "size": n,
+                **({"next_masks": self.next_masks[:n]} if self.next_masks is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         n = int(state["size"])
@@ -120,6 +131,8 @@ class ReplayBuffer:
         batches.put(self.next_obs, slice(0, n), state["next_obs"])
         for key in ("actions", "rewards", "terminated", "discounts"):
             getattr(self, key)[:n] = np.asarray(state[key])
+        if self.next_masks is not None and "next_masks" in state:
+            self.next_masks[:n] = np.asarray(state["next_masks"], dtype=bool)
         self.pos, self.size = int(state["pos"]), n
 
 
@@ -167,8 +180,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
                  action_shape: tuple[int, ...] = (), action_dtype: np.dtype = np.int64,
-                 alpha: float = 0.6, eps: float = 1e-6, obs_space: gym.spaces.Dict | None = None):
-        super().__init__(capacity, obs_shape, obs_dtype, action_shape, action_dtype, obs_space)
+                 alpha: float = 0.6, eps: float = 1e-6, obs_space: gym.spaces.Dict | None = None,
+                 mask_actions: int = 0):
+        super().__init__(capacity, obs_shape, obs_dtype, action_shape, action_dtype, obs_space, mask_actions)
         self.alpha, self.eps = alpha, eps
         self.tree = SumTree(self.capacity)
         self.max_priority = 1.0
@@ -222,7 +236,8 @@ def nstep_return(rewards: np.ndarray | list[float], gamma: float) -> float:
 class NStepAccumulator:
     """Turns per-env 1-step transitions into n-step ones.
 
-    Emits (obs_t, a_t, Σ_{k<m} γ^k r_{t+k}, obs_{t+m}, terminated, γ^m) once m = n steps are known, and at
+    Emits (obs_t, a_t, Σ_{k<m} γ^k r_{t+k}, obs_{t+m}, terminated, γ^m, mask of obs_{t+m} or None) once m = n
+    steps are known, and at
     an episode end flushes every pending start with the shorter m it has. A terminated flush does not
     bootstrap; a truncated one does, from the real final observation.
     """
@@ -231,17 +246,18 @@ class NStepAccumulator:
         self.n_step, self.gamma = n_step, gamma
         self.pending: list[deque] = [deque() for _ in range(n_envs)]
 
-    def push(self, env: int, obs, action, reward: float, next_obs, terminated: bool, truncated: bool):
+    def push(self, env: int, obs, action, reward: float, next_obs, terminated: bool, truncated: bool,
+             next_mask: np.ndarray | None = None):
         """Record one step of env `env`; returns the list of finished n-step transitions."""
         queue = self.pending[env]
         queue.append((obs, action, float(reward)))
         out = []
         if terminated or truncated:
             while queue:
-                out.append(self._emit(queue, next_obs, terminated))
+                out.append(self._emit(queue, next_obs, terminated, next_mask))
                 queue.popleft()
         elif len(queue) == self.n_step:
-            out.append(self._emit(queue, next_obs, False))
+            out.append(self._emit(queue, next_obs, False, next_mask))
             queue.popleft()
         return out
 
@@ -258,7 +274,8 @@ class NStepAccumulator:
             state = [[] for _ in self.pending]
         self.pending = [deque((obs, action, float(reward)) for obs, action, reward in queue) for queue in state]
 
-    def _emit(self, queue: deque, next_obs, terminated: bool):
+    def _emit(self, queue: deque, next_obs, terminated: bool, next_mask: np.ndarray | None):
         obs, action, _ = queue[0]
         rewards = [r for _, _, r in queue]
-        return obs, action, nstep_return(rewards, self.gamma), next_obs, terminated, self.gamma ** len(rewards)
+        return (obs, action, nstep_return(rewards, self.gamma), next_obs, terminated, self.gamma ** len(rewards),
+                next_mask)

@@ -14,7 +14,7 @@ from rlagents.agents import Agent, agent_class
 from rlagents.checkpoint import check_spaces, latest_checkpoint, read_checkpoint
 from rlagents.cli import resolve_device
 from rlagents.config import ResolvedConfig
-from rlagents.environments import EVAL_STEP_CAP, is_atari, is_project_env, make_env, make_vec_env
+from rlagents.environments import EVAL_STEP_CAP, is_atari, is_project_env, make_env, make_vec_env, provides_masks
 from rlagents.environments import check_env as gym_check_env
 from rlagents.envspec import EnvSpec
 from rlagents.loop import Run, seed_everything
@@ -24,12 +24,13 @@ from rlagents.threads import set_cpu_threads
 
 
 def build_agent(agent_name: str, config: ResolvedConfig, obs_space: gym.Space, action_space: gym.Space, *,
-                n_envs: int, seed: int, device: torch.device) -> Agent:
-    """Check the spaces, then construct the agent (raises UnsupportedSpaceError / ConfigError on bad input)."""
+                n_envs: int, seed: int, device: torch.device, env_masks: bool = False) -> Agent:
+    """Check the spaces, then construct the agent (raises UnsupportedSpaceError / ConfigError on bad input).
+    `env_masks`: the env gives action masks, which the agent takes if it can and `action_masks` is on."""
     cls = agent_class(agent_name)
     cls.check_spaces(obs_space, action_space, config.agent)
     return cls(config.agent, obs_space, action_space, n_envs=n_envs, total_steps=config.train.steps,
-               device=device, seed=seed)
+               device=device, seed=seed, action_masks=env_masks and config.train.action_masks)
 
 
 def materialize(spec: RunSpec, *, progress: bool = True, check_env: bool | None = None) -> Run:
@@ -51,7 +52,7 @@ def materialize(spec: RunSpec, *, progress: bool = True, check_env: bool | None 
     set_cpu_threads(config.train.torch_threads)
     seed_everything(spec.seed)
     agent = build_agent(spec.agent, config, envs.single_observation_space, envs.single_action_space,
-                        n_envs=envs.num_envs, seed=spec.seed, device=device)
+                        n_envs=envs.num_envs, seed=spec.seed, device=device, env_masks=envs.masked)
     return Run(agent_name=spec.agent, env_id=spec.env.id, seed=spec.seed, device=device, config=config,
                agent=agent, envs=envs, eval_envs=eval_envs, run_dir=spec.run_dir, progress=progress)
 
@@ -82,7 +83,8 @@ def load_run(run_dir: Path, obs_space_of, *, device: torch.device, checkpoint: P
     """
     spec = spec or spec_of_run(run_dir)
     obs_space, action_space = obs_space_of(spec.env)
-    agent = build_agent(spec.agent, spec.config, obs_space, action_space, n_envs=1, seed=spec.seed, device=device)
+    agent = build_agent(spec.agent, spec.config, obs_space, action_space, n_envs=1, seed=spec.seed, device=device,
+                        env_masks=provides_masks(spec.env))
     path = checkpoint or latest_checkpoint(spec.run_dir)
     state, ckpt_meta = read_checkpoint(path, agent=spec.agent, env=spec.env.id)
     check_spaces(ckpt_meta, obs_space, action_space, path)

@@ -56,10 +56,6 @@ class RunSpec:
         return dump_resolved(self.config, agent=self.agent, env_id=self.env.id, seed=self.seed, device=self.device,
                              env_modules=self.env.modules)
 
-    def with_steps(self, steps: int) -> RunSpec:
-        return dataclasses.replace(self, config=dataclasses.replace(
-            self.config, train=dataclasses.replace(self.config.train, steps=steps)))
-
 
 def resolve_spec(agent: str | None = None, env: EnvLike | None = None, *, seed: int | None = None,
                  config_file: Path | str | None = None, overrides: Mapping[str, Any] | None = None,
@@ -90,6 +86,8 @@ def resolve_spec(agent: str | None = None, env: EnvLike | None = None, *, seed: 
     config = resolve(cls.config_class, data, env_spec.id, dict(overrides or {}), source=str(source),
                      env_kwargs=kwargs)
     env_spec = dataclasses.replace(env_spec, kwargs=config.env_kwargs)
+    if isinstance(run_dir, str) and not run_dir:  # Path("") would be ".", the working folder
+        raise UserError("--run-dir: the path is empty")
     if run_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = RUNS_DIR / f"{env_spec.id.replace('/', '-').replace(':', '-')}__{agent}__{seed}__{stamp}"

@@ -14,6 +14,9 @@ from rlagents.config import parse_overrides
 from rlagents.environments import known_env_ids
 from rlagents.envspec import import_env_module, parse_env_kwargs
 from rlagents.errors import UserError, cli_entry
+from rlagents.loop import LoopListener
+from rlagents.trackers import DEFAULT_PROJECT, TRACKERS, TrackerLog, require_tracker
+from rlagents.video import VideoCapture, check_renders, require_mp4
 from rlagents.loop import Run
 from rlagents.runs import materialize
 from rlagents.runspec import RunSpec, check_new_run_dir, resolve_spec, spec_of_run
@@ -45,9 +48,39 @@ def build_parser() -> ArgumentParser:
                    help="run Gymnasium's env checker before training (default: on for our own envs/)")
     p.add_argument("--resume", type=output_dir_arg("--resume"), metavar="RUN_DIR",
                    help="continue a stopped run from its newest checkpoint, with the run's own config")
+    add_output_options(p)
     p.add_argument("--list-agents", action="store_true", help="list agents and exit")
     p.add_argument("--list-envs", action="store_true", help="list registered env ids and exit")
     return p
+
+
+def add_output_options(p: ArgumentParser) -> None:
+    """Where a run's results go besides TensorBoard: videos and experiment trackers."""
+    p.add_argument("--capture-video", action="store_true",
+                   help="record one greedy episode at each evaluation into RUN_DIR/videos (MP4) and TensorBoard "
+                   "(envs that render rgb_array; not counted in training time)")
+    p.add_argument("--track", action="append", choices=TRACKERS, default=[],
+                   help="also send scalars, config and summary to Weights & Biases (offline) or MLflow (repeatable)")
+    p.add_argument("--track-project", default=DEFAULT_PROJECT,
+                   help=f"W&B project / MLflow experiment name (default {DEFAULT_PROJECT})")
+    p.add_argument("--track-uri", default=None,
+                   help="MLflow tracking URI: a server URL or sqlite:///FILE (default: $MLFLOW_TRACKING_URI, else "
+                   "./mlflow.db)")
+
+
+def output_listeners(args, spec: RunSpec) -> list[LoopListener]:
+    """The listeners `--capture-video` and `--track` ask for. Refuses, before anything is built or written, a
+    tracker that is not installed or a video of an env that cannot render."""
+    for kind in args.track:
+        require_tracker(kind)
+    listeners: list[LoopListener] = []
+    if args.capture_video:
+        require_mp4("--capture-video")
+        check_renders(spec.env, "--capture-video")
+        listeners.append(VideoCapture(spec.env))
+    if args.track:
+        listeners.append(TrackerLog(args.track, project=args.track_project, uri=args.track_uri))
+    return listeners
 
 
 RUN_OPTIONS = ("agent", "env", "env_module", "env_kwargs", "config", "steps", "seed", "overrides", "run_dir",
@@ -95,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = spec_from_args(args)
     progress = not args.no_progress
+    listeners = output_listeners(args, spec)
     if args.resume is not None:
-        result = resume_spec(spec, progress=progress, check_env=args.check_env)
+        result = resume_spec(spec, progress=progress, check_env=args.check_env, listeners=listeners)
     else:
-        result = train_spec(spec, progress=progress, check_env=args.check_env)
+        result = train_spec(spec, progress=progress, check_env=args.check_env, listeners=listeners)
     return report(spec, result)
 
 
@@ -106,7 +140,9 @@ def report(spec: RunSpec, result: TrainResult) -> int:
     """Print the run's one-line outcome; the exit code (130 when interrupted)."""
     summary = result.summary
     if result.status != "completed":  # interrupted by a signal
-        print(f"interrupted at step {summary['total_steps']}; a checkpoint was saved. Continue with: "
+        kept = summary.get("checkpoint")
+        print(f"interrupted at step {summary['total_steps']}; "
+              f"{f'resume point: {kept}' if kept else 'no checkpoint was written yet'}. Continue with: "
               f"python -m rlagents.train --resume {spec.run_dir}", file=sys.stderr)
         return 130
     solved = (f"solved at step {summary['solved_at_step']} ({summary['solved_at_time_s']} s of training)"

@@ -238,15 +238,18 @@ def _creation_lock(storage: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def load_study(settings: Settings, storage=None):
-    """Create the study or continue it; refuses one that was started for another agent, env or objective."""
+def load_study(settings: Settings, storage=None, worker: int = 0):
+    """Create the study or continue it; refuses one that was started for another agent, env or objective.
+    Worker k of a command samples with `--sampler-seed` + k, so parallel workers do not propose the same
+    configs."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our own one-line message instead
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
     storage = storage or open_storage(settings)
-    sampler = (optuna.samplers.TPESampler(seed=settings.sampler_seed, n_startup_trials=5)
-               if settings.sampler == "tpe" else optuna.samplers.RandomSampler(seed=settings.sampler_seed))
+    seed = None if settings.sampler_seed is None else settings.sampler_seed + worker
+    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+               if settings.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
               "halving": optuna.pruners.SuccessiveHalvingPruner(),
               "none": optuna.pruners.NopPruner()}[settings.pruner]
@@ -438,7 +441,7 @@ def optimize(settings: Settings, worker: int = 0) -> None:
     """Run trials until the study holds `settings.trials` counted ones (or the timeout); one process."""
     import optuna
 
-    study = load_study(settings)
+    study = load_study(settings, worker=worker)
 
     def enough(study: optuna.Study, _trial) -> None:
         finished = sum(counted(t) for t in study.get_trials(deepcopy=False))
@@ -511,9 +514,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     study = load_study(settings)
-    outcome = tune_report.finish(study, settings, time.perf_counter() - t0, write_config=args.write_config)
-    print(outcome)
-    return 0
+    best, line = tune_report.finish(study, settings, time.perf_counter() - t0, write_config=args.write_config)
+    print(line if best is not None else f"error: {line}", file=sys.stdout if best is not None else sys.stderr)
+    return 0 if best is not None else 1
 
 
 if __name__ == "__main__":

@@ -188,18 +188,18 @@ def write_config_entry(path: Path, env: str, entry_text: str) -> None:
 # ---------------------------------------------------------------- report.md and plots
 
 
-def finish(study, settings: Settings, elapsed_s: float, *, write_config: bool) -> str:
-    """Write best.yaml, the held-out check, report.md and the plots; returns the line printed at the end."""
+def finish(study, settings: Settings, elapsed_s: float, *, write_config: bool) -> tuple[Any, str]:
+    """Write best.yaml, the held-out check, report.md and the plots; returns the best trial (None when no
+    trial completed) and the line to print at the end."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     trial = best_trial(study, settings)
-    if trial is None:
-        text = _markdown(study, settings, None, None, None, elapsed_s)
-        atomic_write_text(settings.out / "report.md", text)
+    if trial is None:  # nothing to judge: the report lists the trials' errors
+        atomic_write_text(settings.out / "report.md", _markdown(study, settings, None, None, None, elapsed_s))
         states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
-        raise UserError(f"no trial completed ({', '.join(f'{k} {v}' for k, v in states.items() if v)}); see "
-                        f"{settings.out / 'report.md'} and the trials' error.txt")
+        return None, (f"no trial completed ({', '.join(f'{k} {v}' for k, v in states.items() if v)}); see "
+                      f"{settings.out / 'report.md'} and the trials' error.txt")
     entry = best_entry(study, trial, settings)
     check = holdout_check(settings, trial, entry) if settings.holdout_seeds else None
     comment = _entry_comment(settings, trial, check)
@@ -221,7 +221,7 @@ def finish(study, settings: Settings, elapsed_s: float, *, write_config: bool) -
             line += f"; written to {path}"
         else:
             line += f"; not written to {path}: the best config did not beat the default on the held-out seeds"
-    return line + f". Report: {settings.out / 'report.md'}"
+    return trial, line + f". Report: {settings.out / 'report.md'}"
 
 
 
@@ -334,7 +334,7 @@ def _importances(study, settings: Settings) -> dict[str, dict[str, float]]:
     for index, name in enumerate(settings.objectives):
         try:
             out[name] = optuna.importance.get_param_importances(
-                study, target=(lambda t, i=index: t.values[i]) if len(settings.objectives) > 1 else None)
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=(lambda t, i=index: t.values[i]) if len(settings.objectives) > 1 else None)
         except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every completed trial had the same params
             continue
     return out

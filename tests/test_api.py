@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import rlagents
+from rlagents.checkpoint import read_checkpoint
 from rlagents.evaluate import main as evaluate_main
 from rlagents.loop import EVAL_SEED_OFFSET
 from rlagents.train import main as train_main
@@ -154,6 +155,9 @@ def test_compare_through_the_api(tmp_path: Path):
                               config={"eval_episodes": 2}, env_kwargs={"size": 4}, out=tmp_path / "cmp", workers=1)
     assert [(r["seed"], r["status"]) for r in result.runs] == [(0, "completed"), (1, "completed")]
     assert not result.failed and (result.out / "report.md").is_file()
+    for run in result.runs:  # each worker built the env with the kwargs: Discrete(4) observations
+        _, meta = read_checkpoint(Path(run["run_dir"]) / "checkpoints" / "final.json")
+        assert meta["observation_space"] == "Discrete(4)"
 
 
 def test_import_rlagents_is_light():

@@ -118,7 +118,7 @@ def test_existing_run_dir_is_never_overwritten(short_dqn_run: Path, capsys):
 
 def test_bad_evaluate_input(short_dqn_run: Path, tmp_path: Path, capsys):
     assert "run directory not found" in run_bad([str(tmp_path / "nope")], capsys, evaluate_main)
-    assert "unsupported format '.avi'; valid: .gif" in run_bad(
+    assert "unsupported format '.avi'; valid: .gif, .mp4" in run_bad(
         [str(short_dqn_run), "--video", "x.avi"], capsys, evaluate_main)
     broken = tmp_path / "broken"
     (broken / "checkpoints").mkdir(parents=True)

@@ -11,9 +11,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import rlagents.checkpoint
 from rlagents.checkpoint import read_checkpoint, step_checkpoints
+from rlagents.loop import nonfinite_entries
 from rlagents.train import main as train_main
 
 
@@ -173,8 +175,17 @@ def test_the_planner_never_saves_a_nonfinite_model(tmp_path: Path, capsys):
         assert train(run_dir, "rlagents-test/NaNChain-v0", "planner", steps=1000) == 3
     finally:
         del gym.registry["rlagents-test/NaNChain-v0"]
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: training stopped: non-finite weights (")
+    err = capsys.readouterr().err  # the planner's own check or the loop's before a checkpoint, whichever first
+    assert err.count("\n") == 1 and err.startswith("error: training stopped: non-finite ")
     assert not (run_dir / "checkpoints" / "final.json").exists()
     _, meta = read_checkpoint(step_checkpoints(run_dir)[-1])  # before the rewards turned NaN
     assert meta["step"] == 250
+
+
+def test_the_loop_finds_nonfinite_values_anywhere_in_an_agent_state_but_recorded_experience():
+    """What the loop checks before every checkpoint (whatever an agent's own checks miss)."""
+    state = {"q": torch.tensor([1.0, float("nan")]), "table": [np.zeros(2), np.array([np.inf])],
+             "nested": {"epsilon": float("nan"), "counts": np.array([1, 2]), "ok": 0.5},
+             "replay": {"rewards": np.array([np.nan])}}
+    assert nonfinite_entries(state, recorded={"replay"}) == ["nested.epsilon", "q", "table.1"]
+    assert nonfinite_entries({"q": torch.ones(2), "steps": 3}, recorded=()) == []

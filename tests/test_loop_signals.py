@@ -44,6 +44,23 @@ class SlowEval(gym.Wrapper):
         return self.env.step(action)
 
 
+class SlowSteps(gym.Wrapper):
+    """CartPole whose training steps take 0.3 s each after the first 400 when `MARKER` names a file, which
+    it creates then: a slow step that only a second SIGINT interrupts at once."""
+
+    def __init__(self, render_mode=None):
+        super().__init__(gym.make("CartPole-v1"))
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        marker = os.environ.get(MARKER)
+        if marker and self.steps > 400:
+            Path(marker).touch()
+            time.sleep(0.3)
+        return self.env.step(action)
+
+
 ENVS = {"dqn": ("rlagents-test/SlowEvalCartPole-v0", "CartPole-v1"),
         "planner": ("rlagents-test/SlowEvalFrozenLake-v0", "FrozenLake-v1")}
 
@@ -52,6 +69,8 @@ def register() -> None:
     for env_id, base in ENVS.values():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=SlowEval, kwargs={"base": base})
+    if "rlagents-test/SlowSteps-v0" not in gym.registry:
+        gym.register("rlagents-test/SlowSteps-v0", entry_point=SlowSteps)
 
 
 CHILD = "import sys; from tests.test_loop_signals import register; register(); from rlagents.train import main; " \
@@ -62,7 +81,7 @@ CHILD = "import sys; from tests.test_loop_signals import register; register(); f
 def slow_envs():
     register()
     yield
-    for env_id, _ in ENVS.values():
+    for env_id in [*(env_id for env_id, _ in ENVS.values()), "rlagents-test/SlowSteps-v0"]:
         del gym.registry[env_id]
 
 
@@ -102,3 +121,26 @@ def test_a_signal_during_an_evaluation_leaves_a_resumable_run(agent, signum, ste
     assert [e["step"] for e in b["evaluations"]] == [e["step"] for e in a["evaluations"]]
     assert [e["return_mean"] for e in a["evaluations"]] == [e["return_mean"] for e in b["evaluations"]]
     assert a["final_eval_returns"] == b["final_eval_returns"] and a["episodes"] == b["episodes"]
+
+
+def test_a_second_sigint_mid_step_keeps_the_newest_checkpoint_as_the_resume_point(tmp_path: Path):
+    run_dir, marker = tmp_path / "run", tmp_path / "slow"
+    args = ["--agent", "dqn", "--env", "rlagents-test/SlowSteps-v0", "--steps", "2000", "--eval-every", "0",
+            "--eval-episodes", "2", "--no-progress", "--set", "checkpoint_every=300", "--set", "learning_starts=100",
+            "--run-dir", str(run_dir)]
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), MARKER: str(marker)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # would stop at the next event, 64 slow steps away...
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # ...so the user presses Ctrl-C again: at once, mid-step
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    newest = step_checkpoints(run_dir)[-1]
+    assert "Traceback" not in err and err.count("\n") == 1 and f"resume point: {newest}." in err
+    _, meta = read_checkpoint(newest)
+    assert meta["reason"] == "periodic" and meta["step"] == 300  # nothing written from the half-done step
+    assert train_main(["--resume", str(run_dir), "--no-progress"]) == 0

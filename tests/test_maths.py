@@ -50,10 +50,11 @@ def test_nstep_accumulator_emits_full_windows_then_flushes_on_termination():
     for t, r in enumerate([1.0, 2.0, 3.0, 4.0]):
         out += acc.push(0, f"s{t}", t, r, f"s{t + 1}", terminated=(t == 3), truncated=False)
     # window s0: 1 + .5*2 + .25*3, bootstraps from s3 with gamma^3, not terminal
-    assert out[0] == ("s0", 0, pytest.approx(2.75), "s3", False, pytest.approx(0.125))
-    assert out[1] == ("s1", 1, pytest.approx(2 + 1.5 + 1.0), "s4", True, pytest.approx(0.125))
-    assert out[2] == ("s2", 2, pytest.approx(3 + 2.0), "s4", True, pytest.approx(0.25))
-    assert out[3] == ("s3", 3, pytest.approx(4.0), "s4", True, pytest.approx(0.5))
+    # (the last element is the next observation's action mask: none here)
+    assert out[0] == ("s0", 0, pytest.approx(2.75), "s3", False, pytest.approx(0.125), None)
+    assert out[1] == ("s1", 1, pytest.approx(2 + 1.5 + 1.0), "s4", True, pytest.approx(0.125), None)
+    assert out[2] == ("s2", 2, pytest.approx(3 + 2.0), "s4", True, pytest.approx(0.25), None)
+    assert out[3] == ("s3", 3, pytest.approx(4.0), "s4", True, pytest.approx(0.5), None)
     assert len(out) == 4 and not acc.pending[0]
 
 

@@ -181,3 +181,18 @@ def test_nonfinite_td_errors_inside_a_round(policy):
         assert agent.skipped_updates > 0 and agent.updates + agent.skipped_updates == 3 + 80
         assert all(torch.isfinite(p).all() for p in agent.params)
         assert not all(torch.equal(p, g) for p, g in zip(agent.params, good))
+
+
+def test_tanh_backbones_forward_and_backward_as_autograd():
+    torch.manual_seed(0)
+    backbone = MLPBackbone(gym.spaces.Box(-1.0, 1.0, (5,), np.float32), (16, 8), activation="tanh")
+    head = torch.nn.Linear(8, 3)
+    mlp = NumpyMLP(backbone, head)
+    x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    out, activations = mlp.forward(mlp.inputs(x))
+    expected = head(backbone(torch.as_tensor(x)))
+    assert np.allclose(out, expected.detach().numpy(), atol=1e-6)
+    expected.sum().backward()
+    grads = mlp.backward(activations, np.ones_like(out))
+    for g, p in zip(grads, mlp.parameters):
+        assert np.allclose(g, p.grad.numpy(), atol=1e-5)

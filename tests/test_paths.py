@@ -177,3 +177,13 @@ def test_compare_refuses_bad_out_folders(place: Path, capsys, rel: str, message:
     raw, message = str(place / rel) if rel else "", message.format(place=place)
     _refused(compare_main, ["--agents", "dqn", "--env", "CartPole-v1", "--out", raw], capsys, message)
     _refused(compare_main, ["--from", str(place), "--out", raw], capsys, message)
+
+
+def test_the_python_api_checks_run_dirs_too(place: Path):
+    import rlagents
+
+    for run_dir, message in (("", "--run-dir: the path is empty"), (place / "file", "is a file, not a folder"),
+                             (place / "file" / "run", "so nothing can be created under it")):
+        with pytest.raises(rlagents.UserError, match=message):
+            rlagents.train("dqn", "CartPole-v1", steps=100, run_dir=run_dir)
+    assert sorted(p.name for p in place.iterdir()) == ["dangling", "empty", "fifo", "file", "link_to_dir"]

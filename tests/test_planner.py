@@ -202,16 +202,21 @@ def test_save_load_identity_dynamics_model(tmp_path: Path):
 def test_exploration_bonus_shapes_training_plans_only():
     env = gym.make("Pendulum-v1")
     settings = dict(learning_starts=50, train_every=50, train_steps=20, value_steps=0, horizon=4, candidates=8,
-                    elites=2, risk=0.0)
-    agent = make_agent(env.observation_space, env.action_space, explore_bonus=5.0, **settings)
+                    elites=2)
+    agent = make_agent(env.observation_space, env.action_space, explore_bonus=5.0, risk=1.0, **settings)
     feed(agent, env, 120)
-    plain = make_agent(env.observation_space, env.action_space, **settings)
-    plain.load_state_dict(agent.state_dict())
+    pessimist = make_agent(env.observation_space, env.action_space, risk=1.0, **settings)
+    neutral = make_agent(env.observation_space, env.action_space, risk=0.0, **settings)
+    for other in (pessimist, neutral):
+        other.load_state_dict(agent.state_dict())
     obs = torch.as_tensor(env.reset(seed=3)[0][None], dtype=torch.float32)
     seqs = torch.rand(1, 6, 4, 1, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        bonus = agent.impl.score(obs, seqs, explore=True) - plain.impl.score(obs, seqs, explore=True)
-        torch.testing.assert_close(agent.impl.score(obs, seqs, explore=False), plain.impl.score(obs, seqs))
+        # greedy plans: pessimism, no bonus
+        torch.testing.assert_close(agent.impl.score(obs, seqs, explore=False), pessimist.impl.score(obs, seqs))
+        # training plans: the bonus instead of the pessimism
+        bonus = agent.impl.score(obs, seqs, explore=True) - neutral.impl.score(obs, seqs, explore=True)
+        assert (pessimist.impl.score(obs, seqs, explore=True) < neutral.impl.score(obs, seqs)).all()
     assert (bonus > 0).all()  # five members trained on 120 transitions still disagree somewhat everywhere
 
 

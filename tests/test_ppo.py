@@ -202,9 +202,11 @@ def test_save_load_gives_identical_greedy_actions_and_normaliser(space, tmp_path
 
 
 def test_ppo_learns_cartpole(tmp_path: Path):
-    summary = train(tmp_path / "run", "--env", "CartPole-v1", "--seed", "1", "--steps", "24000",
-                    "--eval-every", "8000", "--eval-episodes", "5")
-    assert max(e["return_mean"] for e in summary["evaluations"]) >= 400
+    # the default CartPole config, its schedules held constant so that they do not depend on the short budget
+    summary = train(tmp_path / "run", "--env", "CartPole-v1", "--seed", "0", "--steps", "20000",
+                    "--eval-every", "2000", "--eval-episodes", "5", "--set", "lr_final=null",
+                    "--set", "clip_range_final=null")
+    assert summary["solved_at_step"] is not None
 
 
 def test_ppo_learns_a_continuous_task(tmp_path: Path):
@@ -239,7 +241,8 @@ def test_discrete_observations(tmp_path: Path):
 
 @pytest.mark.parametrize("space, extra", [
     (gym.spaces.Discrete(3), {"entropy_coef": 0.05, "clip_range_vf": 0.1}),
-    (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"entropy_coef": 0.01}),
+    (gym.spaces.Discrete(3), {"activation": "tanh", "hidden": (8, 8)}),
+    (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"entropy_coef": 0.01, "activation": "tanh"}),
     (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"squash": "clip", "clip_range_vf": 0.05}),
 ])
 def test_numpy_gradients_equal_autograds(space, extra):

@@ -179,8 +179,16 @@ def test_a_crashing_trial_is_recorded_failed_and_the_study_goes_on(tmp_path: Pat
                           "--sampler", "random", "--sampler-seed", "3", "--trials", "4", "--seeds", "1",
                           "--steps", "1000", "--fix", "eval_every=500", "--fix", "eval_episodes=2",
                           "--fix", "episodes_per_update=2", "--fix", "n_envs=1", "--holdout-seeds", "none", "--out", str(out)])
+        # every trial crashing: the study ends with exit code 1 and a report of the errors
+        doomed = tmp_path / "doomed"
+        doomed_code = tune.main(["--agent", "reinforce", "--env", "rlagents-test/TuneNaN-v0", "--space", str(space),
+                                 "--fix", "nonfinite=stop", "--trials", "2", "--seeds", "1", "--steps", "1000",
+                                 "--fix", "n_envs=1", "--fix", "episodes_per_update=2", "--holdout-seeds", "none",
+                                 "--out", str(doomed)])
     finally:
         del gym.registry["rlagents-test/TuneNaN-v0"]
+    assert doomed_code == 1 and "No trial completed." in (doomed / "report.md").read_text()
+    assert "error: no trial completed (fail 2)" in capsys.readouterr().err
     assert code == 0
     trials = _trials(out / "study.db")
     choices = _params(out / "study.db", "nonfinite")
@@ -192,7 +200,6 @@ def test_a_crashing_trial_is_recorded_failed_and_the_study_goes_on(tmp_path: Pat
     assert (out / "trials" / f"trial{trials[0][0]:04d}__s0").is_dir()
     report = (out / "report.md").read_text()
     assert "## Failed trials" in report and "non-finite" in report
-    assert "failed: " in capsys.readouterr().err
 
 
 def _params(db: Path, name: str) -> dict[int, float]:
@@ -248,9 +255,12 @@ def test_the_pruner_stops_trials_from_their_periodic_evaluations(tmp_path: Path)
 
 
 def test_two_objectives_report_their_pareto_front(tmp_path: Path, space: Path):
+    """Also --workers 2: a second process runs trials of the same study."""
     out = tmp_path / "study"
-    assert tune.main(SMALL + ["--space", str(space), "--seeds", "1", "--steps", "2000", "--trials", "4",
-                              "--objective", "return,seconds", "--holdout-seeds", "none", "--out", str(out)]) == 0
+    assert tune.main(SMALL + ["--space", str(space), "--seeds", "1", "--steps", "10000", "--trials", "4",
+                              "--objective", "return,seconds", "--holdout-seeds", "none", "--workers", "2",
+                              "--out", str(out)]) == 0
+    assert len(set(_attrs(out / "study.db", "pid").values())) == 2
     report = (out / "report.md").read_text()
     assert "## Pareto front" in report and "| trial | return | seconds | params |" in report
     assert (out / "pareto.png").is_file()
@@ -307,6 +317,23 @@ def test_kill_9_loses_only_the_trial_in_flight_and_a_rerun_continues(tmp_path: P
     running = [n for n, s, _ in before if s == "RUNNING"]
     assert running and all(after[n][1] == "FAIL" and "ended while the trial ran" in lost[n] for n in running)
     assert sum(s == "COMPLETE" for _, s, _ in after) == 3  # the lost trial was replaced, not counted
+
+
+def test_ctrl_c_marks_the_trial_in_flight_and_a_rerun_continues(tmp_path: Path, space: Path):
+    out = tmp_path / "study"
+    command = _command(out, space, 2, 30_000, 1)
+    proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list((out / "trials").glob("*/checkpoints")):
+        time.sleep(0.2)  # a trial is training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "run the same command to continue" in err
+    trials = _trials(out / "study.db")
+    assert [s for _, s, _ in trials] == ["FAIL"] and "interrupted" in _attrs(out / "study.db", "lost")[0]
+    rerun = subprocess.run(command, check=False, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert [s for _, s, _ in _trials(out / "study.db")] == ["FAIL", "COMPLETE", "COMPLETE"]
 
 
 def test_write_config_replaces_the_env_entry_and_keeps_the_rest(tmp_path: Path):

@@ -37,9 +37,15 @@ class Agent(ABC):
     #: legitimately contain non-finite values from the env or NaN markers; every other floating value a
     #: checkpoint holds must be finite to load (`rlagents.state_check`).
     recorded_state: ClassVar[frozenset[str]] = frozenset()
+    #: True for agents that take action masks (`rlagents.masks`): built with `action_masks=True` for an env
+    #: that gives them, such an agent is `masked`, gets `act(obs, explore=..., mask=...)` and
+    #: `observe(..., mask=..., next_mask=...)` with bool arrays (batch × actions), and never picks an action
+    #: its mask forbids.
+    takes_masks: ClassVar[bool] = False
 
     def __init__(self, config: Any, obs_space: gym.Space, action_space: gym.Space, *, n_envs: int,
-                 total_steps: int, device: torch.device, seed: int):
+                 total_steps: int, device: torch.device, seed: int, action_masks: bool = False):
+        self.masked = bool(action_masks) and self.takes_masks
         self.config = config
         self.obs_space = obs_space
         self.action_space = action_space
@@ -64,6 +70,12 @@ class Agent(ABC):
         `next_obs` holds the real final observation where an episode ended. Bootstrap where `truncated`,
         never where `terminated`.
         """
+
+    def greedy(self, obs: Any, mask: np.ndarray | None = None) -> np.ndarray:
+        """The greedy actions `act(obs, explore=False)`, within `mask` for a masked agent (evaluation's policy)."""
+        if self.masked:
+            return self.act(obs, explore=False, mask=mask)
+        return self.act(obs, explore=False)
 
     def nonfinite_parameters(self) -> list[str]:
         """Names of the agent's network parameters that hold NaN or inf (the loop checks before every

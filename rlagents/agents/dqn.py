@@ -26,6 +26,7 @@ from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.frame_replay import FrameReplayBuffer
+from rlagents.masks import masked_argmax
 from rlagents.networks import MAX_WIDTH, DictBackbone, Net, NetworkConfig, QHead, build_backbone
 from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_greedy_scores, numpy_q_network
 from rlagents.replay import (
@@ -115,9 +116,15 @@ def td_targets(rewards: torch.Tensor, next_values: torch.Tensor, terminated: tor
 
 
 def next_state_values(next_q_target: torch.Tensor, next_q_online: torch.Tensor | None,
-                      clipped: bool = False) -> torch.Tensor:
-    """max_a Q_target(s', a), or with double DQN Q_target(s', a*) with a* = argmax_a Q_online(s', a); `clipped`
+                      next_masks: torch.Tensor | None = None, clipped: bool = False) -> torch.Tensor:
+    """max_a Q_target(s', a), or with double DQN Q_target(s', a*) with a* = argmax_a Q_online(s', a); with
+    `next_masks` (bool, every row with a legal action) a ranges over the legal actions of s' only; `clipped`
     takes min(Q_target(s', a*), Q_online(s', a*)) (clipped double Q, Fujimoto et al. 2018)."""
+    if next_masks is not None:
+        if next_q_online is None:
+            next_q_target = next_q_target.masked_fill(~next_masks, -torch.inf)
+        else:
+            next_q_online = next_q_online.masked_fill(~next_masks, -torch.inf)
     if next_q_online is None:
         return next_q_target.max(dim=1).values
     best = next_q_online.argmax(dim=1, keepdim=True)
@@ -165,10 +172,12 @@ class TorchLearner:
         arrays are converted to tensors once for the whole round."""
         size, device = self.agent.config.batch_size, self.agent.device
         tensors = [batches.to_tensor(a, device) for a in batch[:6]]
+        masks = None if batch.next_masks is None else batches.to_tensor(batch.next_masks, device)
         for i in range(n_updates):
             rows = slice(i * size, (i + 1) * size)
             weights = None if batch.weights is None else batch.weights[rows]
-            self.step(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=weights))
+            self.step(Batch(*(batches.take(t, rows) for t in tensors), indices=batch.indices[rows], weights=weights,
+                            next_masks=None if masks is None else masks[rows]))
 
     def step(self, batch: Batch) -> None:
         """One gradient step on `batch`."""
@@ -183,7 +192,9 @@ class TorchLearner:
                 features = {key: branches[key](obs[key]) for key in agent.frozen_keys}
                 next_features = {key: branches[key](next_obs[key]) for key in agent.frozen_keys}
             next_q_online = agent.q(next_obs, next_features) if c.double else None
-            next_values = next_state_values(agent.target(next_obs, next_features), next_q_online, c.clipped_double)
+            next_masks = None if batch.next_masks is None else as_tensor(batch.next_masks)  # masked agents
+            next_values = next_state_values(agent.target(next_obs, next_features), next_q_online, next_masks,
+                                            c.clipped_double)
             targets = td_targets(as_tensor(batch.rewards), next_values, as_tensor(batch.terminated),
                                  as_tensor(batch.discounts))
         q_taken = agent.q(obs, features).gather(1, actions).squeeze(1)
@@ -235,12 +246,15 @@ class NumpyLearner:
         actions = batch.actions.astype(np.int64, copy=False).reshape(-1)
         weights = bootstrap_weights(batch.terminated, batch.discounts)
         next_q_target = self.target.outputs(next_x)
+        next_masks = batch.next_masks  # legal actions of s' (masked agents), which targets max over
         if c.double:  # [s rows; s' rows] of each step, contiguous
             width = x.shape[1]
             pairs = np.stack([x.reshape(n_updates, size, width), next_x.reshape(n_updates, size, width)],
                              axis=1).reshape(n_updates, 2 * size, width)
         else:
-            all_targets = batch.rewards + weights * next_q_target.max(axis=1)
+            best = next_q_target.max(axis=1) if next_masks is None else np.where(next_masks, next_q_target,
+                                                                                -np.inf).max(axis=1)
+            all_targets = batch.rewards + weights * best
         check_each = c.nonfinite == "skip"  # "stop" checks once per round: nothing is saved after a failure
         rows_of_step = np.arange(size)
         scale = 1.0 / size
@@ -251,7 +265,7 @@ class NumpyLearner:
             if c.double:
                 q_both, activations = online.forward(pairs[i])
                 q, activations = q_both[:size], [a[:size] for a in activations]
-                best_next = q_both[size:].argmax(axis=1)
+                best_next = masked_argmax(q_both[size:], None if next_masks is None else next_masks[rows])
                 next_values = next_q_target[rows][rows_of_step, best_next]
                 if c.clipped_double:
                     next_values = np.minimum(next_values, q_both[size:][rows_of_step, best_next])
@@ -301,6 +315,7 @@ class DQNAgent(Agent):
     name = "dqn"
     config_class = DQNConfig
     recorded_state = frozenset({"replay", "nstep"})
+    takes_masks = True
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: DQNConfig) -> None:
@@ -338,7 +353,11 @@ class DQNAgent(Agent):
         dict_space = obs_space if isinstance(obs_space, gym.spaces.Dict) else None
         obs_shape = () if isinstance(obs_space, (gym.spaces.Discrete, gym.spaces.Dict)) else tuple(obs_space.shape)
         obs_dtype = obs_space.dtype if isinstance(obs_space, gym.spaces.Box) else np.int64
+        mask_actions = self.n_actions if self.masked else 0  # replay keeps next states' masks for the targets
         if c.frame_stack:
+            if self.masked:
+                raise ConfigError("frame_stack replay does not store action masks: set frame_stack=0 (or "
+                                  "action_masks=false to ignore the env's masks)")
             if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) >= 2
                     and obs_space.shape[0] == c.frame_stack):
                 raise ConfigError(f"frame_stack {c.frame_stack}: observations must be stacks of that many frames "
@@ -351,9 +370,10 @@ class DQNAgent(Agent):
         elif c.prioritized:
             self.buffer = PrioritizedReplayBuffer(c.buffer_size, obs_shape, obs_dtype,
                                                                 alpha=c.per_alpha, eps=c.per_eps,
-                                                                obs_space=dict_space)
+                                                                obs_space=dict_space, mask_actions=mask_actions)
         else:
-            self.buffer = ReplayBuffer(c.buffer_size, obs_shape, obs_dtype, obs_space=dict_space)
+            self.buffer = ReplayBuffer(c.buffer_size, obs_shape, obs_dtype, obs_space=dict_space,
+                                       mask_actions=mask_actions)
         self.nstep = NStepAccumulator(self.n_envs, c.n_step, c.gamma) if c.n_step > 1 else None
         self.gammas = np.full(self.n_envs, c.gamma, dtype=np.float32)
         self.rng = np.random.default_rng(self.seed)
@@ -383,17 +403,20 @@ class DQNAgent(Agent):
 
     # ------------------------------------------------------------ acting
 
-    def _greedy(self, obs: np.ndarray) -> np.ndarray:
+    def _greedy(self, obs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         if self._numpy_scores is not None:
-            return self._numpy_scores(obs).argmax(axis=1)
+            return masked_argmax(self._numpy_scores(obs), mask)
         with torch.inference_mode():
             q = self.q(batches.to_tensor(obs, self.device))
+            if mask is not None:
+                return masked_argmax(q.cpu().numpy(), mask)
             return q.argmax(dim=1).cpu().numpy()
 
-    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
+    def act(self, obs: np.ndarray, *, explore: bool, mask: np.ndarray | None = None) -> np.ndarray:
         if not explore:
-            return self._greedy(obs)
-        return epsilon_greedy_batch(self._greedy, obs, self.epsilon(self.steps), self.n_actions, self.rng)
+            return self._greedy(obs, mask)
+        greedy = self._greedy if mask is None else (lambda o: self._greedy(o, mask))
+        return epsilon_greedy_batch(greedy, obs, self.epsilon(self.steps), self.n_actions, self.rng, mask)
 
     def export_module(self) -> nn.Module:
         """Greedy policy for `rlagents.export`: the online Q-network (MLP, CNN, Dict, dueling), then argmax."""
@@ -403,19 +426,22 @@ class DQNAgent(Agent):
 
     # ------------------------------------------------------------ learning
 
-    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, *, mask=None, next_mask=None) -> None:
+        """Store the transitions (with `next_mask`, the next states' legal actions, which targets max over)
+        and train when due."""
         if isinstance(self.buffer, FrameReplayBuffer):
             self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, truncated)
         elif self.nstep is not None:
             for i in range(self.n_envs):
                 for transition in self.nstep.push(i, batches.take(obs, i), actions[i], rewards[i],
-                                                  batches.take(next_obs, i), bool(terminated[i]), bool(truncated[i])):
+                                                  batches.take(next_obs, i), bool(terminated[i]), bool(truncated[i]),
+                                                  None if next_mask is None else next_mask[i]):
                     self.buffer.add(*transition)
         elif self.n_envs == 1:
             self.buffer.add(batches.take(obs, 0), actions[0], rewards[0], batches.take(next_obs, 0), terminated[0],
-                            self.config.gamma)
+                            self.config.gamma, None if next_mask is None else next_mask[0])
         else:
-            self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, self.gammas)
+            self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, self.gammas, next_mask)
         self.steps += self.n_envs
         if self.steps >= self.next_train and len(self.buffer) >= self.config.batch_size:
             rounds = self._intervals_due("next_train", self.config.train_every)

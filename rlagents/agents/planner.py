@@ -74,10 +74,11 @@ class PlannerConfig:
     value_hidden: tuple[int, ...] = param((64, 64), "hidden widths of the value net", low=1, high=MAX_WIDTH)
     value_lr: float = param(1.0e-3, "Adam learning rate of the value net", low=0.0, low_open=True)
     value_target_every: int = param(50, "TD steps between copies of the value net's target", low=1)
-    risk: float = param(1.0, "plans score mean − risk · std of the members' returns (pessimism off the data)",
-                        low=0.0)
+    risk: float = param(1.0, "plans score mean − risk · std of the members' returns (pessimism off the data; "
+                        "not in training plans with an explore_bonus)", low=0.0)
     explore_bonus: float = param(0.0, "while training, each planned step earns this times the members' "
-                                 "disagreement about its state change (directed exploration; 0 = off)", low=0.0)
+                                 "disagreement about its state change instead of the risk penalty (directed "
+                                 "exploration; 0 = off)", low=0.0)
     horizon: int = param(12, "planning horizon in env steps", low=1)
     candidates: int = param(32, "action sequences sampled per CEM iteration (per env)", low=2)
     elites: int = param(4, "best sequences that refit the CEM distribution", low=1)

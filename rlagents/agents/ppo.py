@@ -32,6 +32,7 @@ from rlagents.agents.base import nonfinite_loss
 from rlagents.config import param
 from rlagents.networks import build_backbone, orthogonal_init
 from rlagents.errors import ConfigError
+from rlagents.masks import mask_logits
 from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_mlp_forward
 from rlagents.policies import Policy, PolicyConfig, PolicyGradientAgent, RunningNorm, normalize
 
@@ -161,9 +162,11 @@ class TorchLearner:
         agent = self.agent
         self.obs = batches.to_tensor(obs, agent.device)
         self.actions = torch.as_tensor(actions, device=agent.device)
+        masks = agent.rollout_masks()
+        self.masks = None if masks is None else torch.as_tensor(masks, device=agent.device)
         with torch.no_grad():
             out, self.values = agent.net(self.obs)
-            self.old_log_prob = agent.distribution_terms(out, self.actions)[0]
+            self.old_log_prob = agent.distribution_terms(out, self.actions, self.masks)[0]
             last = agent.net.value(batches.to_tensor(next_obs, agent.device))
         return self.values.cpu().numpy(), last.cpu().numpy()
 
@@ -177,7 +180,8 @@ class TorchLearner:
         agent, c = self.agent, self.agent.config
         idx = torch.as_tensor(rows, device=agent.device)
         out, values = agent.net(batches.take(self.obs, idx))
-        log_prob, entropy = agent.distribution_terms(out, self.actions[idx])
+        log_prob, entropy = agent.distribution_terms(out, self.actions[idx],
+                                                     None if self.masks is None else self.masks[idx])
         adv = normalize(self.advantages[idx]) if c.normalize_advantages else self.advantages[idx]
         pg_loss, approx_kl, clip_fraction = clipped_surrogate(log_prob, self.old_log_prob[idx], adv, clip)
         v_loss = value_loss(values, self.values[idx], self.returns[idx], c.clip_range_vf)
@@ -234,10 +238,14 @@ class NumpyLearner:
     def start(self, obs: Any, actions: np.ndarray, next_obs: Any) -> tuple[np.ndarray, np.ndarray]:
         self.x = self.actor.inputs(obs)
         self.actions = actions
+        self.masks = self.agent.rollout_masks()  # legal actions of each step (masked agents), or None
         if self.tanh:  # log|da/du| of the tanh squash: constant per sample, kept in the log-probabilities
             u = actions.astype(np.float32)
             self.correction = (2.0 * (np.log(2.0) - u - np.logaddexp(0.0, -2.0 * u))).sum(axis=1)
-        self.old_log_prob = self._log_prob(self.actor.outputs(self.x), actions, self.correction_of(None))[0]
+        out = self.actor.outputs(self.x)
+        if self.masks is not None:  # illegal logits at MASKED_LOGIT: probability 0, and 0 gradient below
+            out = mask_logits(out, self.masks)
+        self.old_log_prob = self._log_prob(out, actions, self.correction_of(None))[0]
         self.values = self.critic.outputs(self.x)[:, 0]
         return self.values, self.critic.scores(next_obs)[:, 0]
 
@@ -271,6 +279,8 @@ class NumpyLearner:
         agent, c = self.agent, self.agent.config
         x, n = self.x[rows], len(rows)
         out, self._actor_acts = self.actor.forward(x)
+        if self.masks is not None:
+            out = mask_logits(out, self.masks[rows])
         v, self._critic_acts = self.critic.forward(x)
         v = v[:, 0]
         actions = self.actions[rows]
@@ -341,6 +351,7 @@ class PPOAgent(PolicyGradientAgent):
     name = "ppo"
     config_class = PPOConfig
     recorded_state = frozenset({"rollout"})
+    takes_masks = True  # acting and log-probabilities within the masks (`PolicyGradientAgent`); rollout["masks"]
 
     def __init__(self, config: PPOConfig, obs_space: gym.Space, action_space: gym.Space, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
@@ -395,15 +406,22 @@ class PPOAgent(PolicyGradientAgent):
         if self.obs_norm is not None:  # normalised observations are float32
             obs_space = gym.spaces.Box(-np.inf, np.inf, obs_space.shape, np.float32)
         actions = np.zeros(t * n, np.int64) if self.discrete else np.zeros((t * n, self.act_dim), np.float32)
-        return {"obs": batches.allocate(obs_space, t * n), "actions": actions,
-                "rewards": np.zeros((t, n), np.float32), "dones": np.zeros((t, n), np.float32)}
+        rollout = {"obs": batches.allocate(obs_space, t * n), "actions": actions,
+                   "rewards": np.zeros((t, n), np.float32), "dones": np.zeros((t, n), np.float32)}
+        if self.masked:  # the legal actions each step was taken among: the update's log-probabilities use them
+            rollout["masks"] = np.ones((t * n, self.n_actions), bool)
+        return rollout
+
+    def rollout_masks(self) -> np.ndarray | None:
+        """The rollout's action masks (masked agents), or None."""
+        return self._rollout.get("masks")
 
     # ------------------------------------------------------------ acting
 
-    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
+    def act(self, obs: np.ndarray, *, explore: bool, mask: np.ndarray | None = None) -> np.ndarray:
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        actions = self._actions(self._forward(obs), explore)
+        actions = self._actions(self._forward(obs), explore, mask)
         if explore:
             self._acted_obs = obs
         return actions
@@ -417,9 +435,11 @@ class PPOAgent(PolicyGradientAgent):
 
     # ------------------------------------------------------------ learning
 
-    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, *, mask=None, next_mask=None) -> None:
         c, t, roll = self.config, self.pos, self._rollout
         rows = slice(t * self.n_envs, (t + 1) * self.n_envs)
+        if mask is not None and "masks" in roll:
+            roll["masks"][rows] = mask
         batches.put(roll["obs"], rows, obs if self._acted_obs is None else self._acted_obs)
         roll["actions"][rows] = actions if self.discrete else self._last_raw
         if self.obs_norm is not None:

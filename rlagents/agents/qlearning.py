@@ -32,7 +32,8 @@ from rlagents.errors import (
     TrainingFault,
     UnsupportedSpaceError,
 )
-from rlagents.exploration import Decay, argmax, make_exploration
+from rlagents.exploration import Decay, legal_argmax, make_exploration
+from rlagents.masks import legal_actions
 from rlagents.tabular_views import describe_table
 
 MAX_TABLE_ENTRIES = 20_000_000  # a Python-list table of this size already takes a few GB
@@ -94,6 +95,7 @@ class QLearningAgent(Agent):
 
     name = "qlearning"
     config_class = QLearningConfig
+    takes_masks = True
 
     @classmethod
     def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: QLearningConfig) -> None:
@@ -156,16 +158,17 @@ class QLearningAgent(Agent):
             return self.q[state]
         return [a + b for a, b in zip(self.tables[0][state], self.tables[1][state])]
 
-    def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
+    def act(self, obs: np.ndarray, *, explore: bool, mask: np.ndarray | None = None) -> np.ndarray:
         states = self.states(obs)
+        legal = [legal_actions(m) for m in mask] if mask is not None else [None] * len(states)
         if not explore:
-            actions = [argmax(self.values(s)) for s in states]
+            actions = [legal_argmax(self.values(s), legal[i]) for i, s in enumerate(states)]
         else:
             actions = []
             for i, s in enumerate(states):
-                a = self.pending[i]
+                a = self.pending[i]  # SARSA's next action was drawn within the same mask
                 if a < 0:
-                    a = self.exploration.choose(self.values(s), self.counts[s], self.steps)
+                    a = self.exploration.choose_legal(self.values(s), self.counts[s], self.steps, legal[i])
                 else:
                     self.pending[i] = -1
                 actions.append(a)
@@ -188,8 +191,11 @@ class QLearningAgent(Agent):
 
     # ------------------------------------------------------------ learning
 
-    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, *, mask=None, next_mask=None) -> None:
+        """Learn from each env's transition; with `next_mask`, targets and SARSA's next action range over the
+        next state's legal actions only."""
         states, next_states = self.states(obs), self.states(next_obs)
+        next_legal = [legal_actions(m) for m in next_mask] if next_mask is not None else None
         acts = (actions - self.action_start).tolist() if self.action_start else actions.tolist()
         rews, terms, truncs = rewards.tolist(), terminated.tolist(), truncated.tolist()
         c = self.config
@@ -205,7 +211,8 @@ class QLearningAgent(Agent):
             if row[a] == 1 and sum(row) == 1:  # first visit of s: counted here, not by scanning the table
                 self._visited += 1
             lr = max(c.lr_min, c.lr / row[a] ** c.lr_power) if decaying else c.lr
-            self._update(i, s, a, rews[i], next_states[i], terms[i], truncs[i], lr)
+            self._update(i, s, a, rews[i], next_states[i], terms[i], truncs[i], lr,
+                         next_legal[i] if next_legal is not None else None)
             self.steps += 1
 
     def _nonfinite_rewards(self, rewards: list[float]) -> set[int]:
@@ -227,32 +234,37 @@ class QLearningAgent(Agent):
         self._lr_sum += lr
         self._updates += 1
 
-    def _q_learning(self, i, s, a, r, s2, terminated, truncated, lr) -> None:
-        self._learn(self.q, s, a, r if terminated else r + self.config.gamma * max(self.q[s2]), lr)
-
-    def _sarsa(self, i, s, a, r, s2, terminated, truncated, lr) -> None:
+    def _q_learning(self, i, s, a, r, s2, terminated, truncated, lr, legal2) -> None:
         if terminated:
             self._learn(self.q, s, a, r, lr)
             return
-        a2 = self.exploration.choose(self.q[s2], self.counts[s2], self.steps)
+        row = self.q[s2]
+        best = max(row) if legal2 is None else max(row[b] for b in legal2)
+        self._learn(self.q, s, a, r + self.config.gamma * best, lr)
+
+    def _sarsa(self, i, s, a, r, s2, terminated, truncated, lr, legal2) -> None:
+        if terminated:
+            self._learn(self.q, s, a, r, lr)
+            return
+        a2 = self.exploration.choose_legal(self.q[s2], self.counts[s2], self.steps, legal2)
         if not truncated:  # after truncation the next `act` sees a reset state, not s2
             self.pending[i] = a2
         self._learn(self.q, s, a, r + self.config.gamma * self.q[s2][a2], lr)
 
-    def _expected_sarsa(self, i, s, a, r, s2, terminated, truncated, lr) -> None:
+    def _expected_sarsa(self, i, s, a, r, s2, terminated, truncated, lr, legal2) -> None:
         if terminated:
             self._learn(self.q, s, a, r, lr)
             return
-        expected = self.exploration.expected(self.q[s2], self.counts[s2], self.steps)
+        expected = self.exploration.expected_legal(self.q[s2], self.counts[s2], self.steps, legal2)
         self._learn(self.q, s, a, r + self.config.gamma * expected, lr)
 
-    def _double(self, i, s, a, r, s2, terminated, truncated, lr) -> None:
+    def _double(self, i, s, a, r, s2, terminated, truncated, lr, legal2) -> None:
         # A fair coin picks the table to update; it chooses s2's action, the other table values it.
         learner, judge = self.tables if self.rng.random() < 0.5 else self.tables[::-1]
         if terminated:
             self._learn(learner, s, a, r, lr)
         else:
-            self._learn(learner, s, a, r + self.config.gamma * judge[s2][argmax(learner[s2])], lr)
+            self._learn(learner, s, a, r + self.config.gamma * judge[s2][legal_argmax(learner[s2], legal2)], lr)
 
     # ------------------------------------------------------------ inspection
 

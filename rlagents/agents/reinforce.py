@@ -69,6 +69,7 @@ class ReinforceAgent(PolicyGradientAgent):
     name = "reinforce"
     config_class = ReinforceConfig
     recorded_state = frozenset({"trajectories", "batch"})
+    takes_masks = True  # acting and log-probabilities within the masks: `PolicyGradientAgent`
 
     def __init__(self, config: ReinforceConfig, obs_space: gym.Space, action_space: gym.Space, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
@@ -105,7 +106,9 @@ class ReinforceAgent(PolicyGradientAgent):
 
     # ------------------------------------------------------------ learning
 
-    def observe(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, *, mask=None, next_mask=None) -> None:
+        """Append the step to each env's episode (with `mask`, the legal actions it was taken among, which the
+        update's log-probabilities use); update once enough episodes have ended."""
         stored_actions = actions if self.discrete else self._last_raw
         if self.obs_norm is not None:
             # episodes are stored raw and normalised at update time with the statistics then current
@@ -115,6 +118,8 @@ class ReinforceAgent(PolicyGradientAgent):
             traj["obs"].append(batches.take(obs, i))
             traj["actions"].append(stored_actions[i])
             traj["rewards"].append(float(rewards[i]))
+            if mask is not None:
+                traj.setdefault("masks", []).append(mask[i])
             if terminated[i] or truncated[i]:
                 bootstrap = 0.0
                 if truncated[i] and not terminated[i] and self.config.truncation == "bootstrap":
@@ -138,7 +143,10 @@ class ReinforceAgent(PolicyGradientAgent):
         actions = torch.as_tensor(np.stack([a for ep in episodes for a in ep["actions"]]), device=self.device)
         returns = torch.as_tensor(np.concatenate([ep["returns"] for ep in episodes]), dtype=torch.float32,
                                   device=self.device)
-        log_prob, entropy = self.log_prob_and_entropy(obs, actions)
+        masks = None
+        if self.discrete and all("masks" in ep for ep in episodes):
+            masks = torch.as_tensor(np.stack([m for ep in episodes for m in ep["masks"]]), device=self.device)
+        log_prob, entropy = self.log_prob_and_entropy(obs, actions, masks)
         metrics: dict[str, float] = {}
         if self.value is not None:
             with torch.no_grad():
@@ -240,6 +248,8 @@ def _pack_episode(traj: dict[str, Any]) -> dict[str, Any]:
               "rewards": np.asarray(traj["rewards"], dtype=np.float64), "length": len(traj["rewards"])}
     if "returns" in traj:
         packed["returns"] = traj["returns"]
+    if traj.get("masks"):
+        packed["masks"] = np.stack(traj["masks"])
     return packed
 
 
@@ -249,6 +259,8 @@ def _unpack_episode(packed: dict[str, Any]) -> dict[str, Any]:
             "rewards": [float(r) for r in np.asarray(packed["rewards"])]}
     if "returns" in packed:
         traj["returns"] = np.asarray(packed["returns"])
+    if "masks" in packed:
+        traj["masks"] = list(np.asarray(packed["masks"], dtype=bool))
     return traj
 
 

@@ -116,16 +116,19 @@ class MPCPlanner:
     def score(self, obs: torch.Tensor, seqs: torch.Tensor, explore: bool = False) -> torch.Tensor:
         """Predicted discounted return (B, N) of action sequences (B, N, H[, D]) from states (B, d): the mean
         over the ensemble members, each propagating its own trajectory, minus `risk` times their std; while
-        training (`explore`), plus the `explore_bonus` for the members' disagreement along the way."""
+        training (`explore`) with an `explore_bonus`, plus the bonus for the members' disagreement along the way
+        instead of the pessimism (optimism while exploring, pessimism in greedy plans)."""
         if self.rollout is None:
             self.rollout = self.model.rollout_net()
         b, n, h = seqs.shape[:3]
         part = self.rollout.action_part(self._features(seqs.reshape(b * n, h, *seqs.shape[3:]).transpose(0, 1)))
         states = obs[:, None, :].expand(b, n, self.obs_dim).reshape(b * n, self.obs_dim)
+        optimism = self.config.explore_bonus if explore else 0.0
         returns = self.rollout.returns(states, part, self.discounts, self.value if self.trained_rounds else None,
-                                       self.config.gamma ** h, self.config.explore_bonus if explore else 0.0)
+                                       self.config.gamma ** h, optimism)
         score = returns.mean(dim=0)
-        if self.config.risk and returns.shape[0] > 1:  # pessimism where the members disagree: off the data
+        # pessimism where the members disagree (off the data), except in plans that seek disagreement
+        if self.config.risk and returns.shape[0] > 1 and not optimism:
             score = score - self.config.risk * returns.std(dim=0)
         return score.reshape(b, n)
 
