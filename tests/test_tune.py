@@ -293,8 +293,9 @@ def test_several_processes_share_one_sqlite_study(tmp_path: Path, space: Path):
     numbers = [n for n, _, _ in trials]
     assert numbers == list(range(len(numbers))) and 6 <= len(numbers) <= 7  # at most one extra in flight
     assert {s for _, s, _ in trials} == {"COMPLETE"}
-    # the second process starts while the first runs trials (on a loaded machine it may find none left)
-    assert [n for n, _, _ in _trials(out / "study.db")] in ([0, 1, 2, 3], [0, 1, 2, 3, 4])  # both processes ran trials
+    # every trial was run by one of the two processes (on a loaded machine the second may find none left)
+    pids = {int(pid) for pid in _attrs(out / "study.db", "pid").values()}
+    assert pids and pids <= {p.pid for p in procs}, (pids, [p.pid for p in procs])
 
 
 def test_kill_9_loses_only_the_trial_in_flight_and_a_rerun_continues(tmp_path: Path, space: Path):
