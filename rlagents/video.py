@@ -56,10 +56,19 @@ def require_mp4(option: str) -> None:
                         f"{' (or write a .gif)' if option == '--video' else ''}")
 
 
+def frame_env(env_spec: str | EnvSpec):
+    """The env rendering `rgb_array` frames. On a machine without a display, SDL (behind pygame-ce, which
+    Gymnasium draws with) would print "error: XDG_RUNTIME_DIR is invalid…" while opening a video driver that
+    off-screen frames never use: its dummy driver is chosen instead, unless the user chose one."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    return make_env(env_spec, render_mode="rgb_array")
+
+
 def check_renders(env_spec: str | EnvSpec, option: str) -> None:
     """Refuse an env that cannot render `rgb_array` frames (a one-line UserError naming `option`)."""
     env_id = as_env_spec(env_spec).id
-    env = make_env(env_spec, render_mode="rgb_array")
+    env = frame_env(env_spec)
     try:
         modes = env.metadata.get("render_modes") or []
         frame = None
@@ -82,7 +91,7 @@ def record_episodes(policy: Policy, env_spec: str | EnvSpec, episodes: int, seed
     """Frames of `episodes` greedy episodes of `policy` (seeded `seed`, `seed + 1`, ...), one after the other;
     returns (frames, frames per second of the env). `policy(obs_batch, masks)` gets a batch of one observation
     and its action mask (None where the env gives none)."""
-    env = make_env(env_spec, render_mode="rgb_array")
+    env = frame_env(env_spec)
     frames: list[np.ndarray] = []
     try:
         for episode in range(episodes):

@@ -91,3 +91,21 @@ def test_bad_video_input_is_one_line_exit_2(maze_run: Path, tmp_path: Path, caps
                                str(run_dir), "--no-progress", "--capture-video"], capsys)
     assert "--capture-video: env NoRender-v0 does not render rgb_array frames" in err
     assert not run_dir.exists() and not list(tmp_path.glob("*.mp4"))
+
+
+def test_filming_a_pygame_env_without_a_display_prints_no_sdl_errors(tmp_path: Path):
+    # CartPole draws with pygame-ce; on a headless machine SDL used to print "error: XDG_RUNTIME_DIR is
+    # invalid or not set" from the video driver it opened, though rgb_array frames never need one.
+    import os
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "cartpole"
+    assert train_main(["--agent", "dqn", "--env", "CartPole-v1", "--steps", "500", "--run-dir", str(run_dir),
+                       "--no-progress", "--eval-episodes", "1"]) == 0
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "SDL_VIDEODRIVER")}
+    done = subprocess.run([sys.executable, "-m", "rlagents.evaluate", str(run_dir), "--episodes", "1", "--video",
+                           str(tmp_path / "cartpole.gif")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and (tmp_path / "cartpole.gif").is_file(), done.stderr
+    assert "XDG_RUNTIME_DIR" not in done.stderr and "error" not in done.stderr, done.stderr
