@@ -211,11 +211,32 @@ def open_storage(settings: Settings):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         with _creation_lock(settings.storage):
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 settings.storage, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else None,
                 heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except (SQLAlchemyError, ImportError, ValueError, OSError, RuntimeError) as exc:
         raise UserError(f"--storage {settings.storage}: cannot open it: {one_line(exc)[:300]}") from None
+    if sqlite:
+        _lock_at_begin(storage.engine)
+    return storage
+
+
+def _lock_at_begin(engine) -> None:
+    """Make each SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE, SQLAlchemy's recipe for
+    pysqlite). Python's sqlite3 begins a transaction only at the first write, so Optuna's read-then-write steps
+    are not atomic between processes: two `tune` processes could both take the same enqueued trial, run it in
+    one run directory, and one then fails it under the other (issue 19)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below emits BEGIN instead
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners were added
 
 
 @contextlib.contextmanager
