@@ -224,8 +224,9 @@ def open_storage(settings: Settings):
 def _lock_at_begin(engine) -> None:
     """Make each SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE, SQLAlchemy's recipe for
     pysqlite). Python's sqlite3 begins a transaction only at the first write, so Optuna's read-then-write steps
-    are not atomic between processes: two `tune` processes could both take the same enqueued trial and run it
-    in one run directory; the one that ends it second finds it ended (issue 19)."""
+    are not atomic between processes: two `tune` processes could both take the same enqueued trial; the second
+    is refused its run directory (one run per directory) and fails the trial, and the first's tell then raises
+    'Cannot tell a FAIL trial' (issue 19)."""
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")

@@ -313,7 +313,8 @@ def _take_at(url: str, trial_id: int, start: float, taken) -> None:
 
 def test_two_processes_never_take_the_same_enqueued_trial(tmp_path: Path):
     """Issue 19: with pysqlite's late transactions both processes could take the study's enqueued first trial
-    (measured: 13 rounds of 20) and run it in one run directory; the second to end it found it ended."""
+    (measured: 13 rounds of 20); the second was refused the trial's run directory and failed the trial, and the
+    first's tell raised 'Cannot tell a FAIL trial'."""
     import optuna
 
     ctx = multiprocessing.get_context("fork")
