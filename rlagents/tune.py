@@ -211,11 +211,33 @@ def open_storage(settings: Settings):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         with _creation_lock(settings.storage):
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 settings.storage, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else None,
                 heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except (SQLAlchemyError, ImportError, ValueError, OSError, RuntimeError) as exc:
         raise UserError(f"--storage {settings.storage}: cannot open it: {one_line(exc)[:300]}") from None
+    if sqlite:
+        _lock_at_begin(storage.engine)
+    return storage
+
+
+def _lock_at_begin(engine) -> None:
+    """Make each SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE, SQLAlchemy's recipe for
+    pysqlite). Python's sqlite3 begins a transaction only at the first write, so Optuna's read-then-write steps
+    are not atomic between processes: two `tune` processes could both take the same enqueued trial; the second
+    is refused its run directory (one run per directory) and fails the trial, and the first's tell then raises
+    'Cannot tell a FAIL trial' (issue 19)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below emits BEGIN instead
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners were added
 
 
 @contextlib.contextmanager
@@ -449,9 +471,19 @@ def optimize(settings: Settings, worker: int = 0) -> None:
             study.stop()
         print(_trial_line(study, _trial, settings), flush=True)
 
-    if sum(counted(t) for t in study.get_trials(deepcopy=False)) >= settings.trials:
-        return
-    study.optimize(objective_function(settings), timeout=settings.timeout, catch=(Exception,), callbacks=[enough])
+    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
+    while sum(counted(t) for t in study.get_trials(deepcopy=False)) < settings.trials:
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            return
+        try:
+            study.optimize(objective_function(settings), timeout=timeout, catch=(Exception,), callbacks=[enough])
+            return
+        except ValueError as exc:  # Optuna's tell of a trial that another process failed (heartbeat, lost pid)
+            if not str(exc).startswith("Cannot tell a"):
+                raise
+            print(f"a trial of this process was ended by another process ({exc}); the study goes on",
+                  file=sys.stderr, flush=True)
 
 
 def _trial_line(study, trial, settings: Settings) -> str:
@@ -504,8 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{lost} trial(s) left running by a process that no longer exists: marked failed", file=sys.stderr)
     print(f"study {settings.study_name} ({settings.storage}): {sum(counted(t) for t in study.get_trials())} of "
           f"{settings.trials} trials done; folder {settings.out}", flush=True)
-    if not study.get_trials(deepcopy=False):
-        enqueue_default(study, settings)
+    with _creation_lock(settings.storage):  # processes starting together enqueue it once
+        if not study.get_trials(deepcopy=False):
+            enqueue_default(study, settings)
     t0 = time.perf_counter()
     try:
         run_study(settings)

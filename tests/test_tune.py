@@ -4,6 +4,7 @@ continue it, crashing trials, two objectives, several processes sharing one SQLi
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -296,6 +298,65 @@ def test_several_processes_share_one_sqlite_study(tmp_path: Path, space: Path):
     # every trial was run by one of the two processes (on a loaded machine the second may find none left)
     pids = {int(pid) for pid in _attrs(out / "study.db", "pid").values()}
     assert pids and pids <= {p.pid for p in procs}, (pids, [p.pid for p in procs])
+
+
+def _take_at(url: str, trial_id: int, start: float, taken) -> None:
+    """A process that opens the study's storage and takes a waiting trial at the wall-clock time `start`."""
+    from optuna.trial import TrialState
+
+    storage = tune.open_storage(SimpleNamespace(storage=url))
+    storage.get_trial(trial_id)  # connected before the start, so both processes race on the take alone
+    while time.time() < start:
+        pass
+    taken.put(storage.set_trial_state_values(trial_id, TrialState.RUNNING))
+
+
+def test_two_processes_never_take_the_same_enqueued_trial(tmp_path: Path):
+    """Issue 19: with pysqlite's late transactions both processes could take the study's enqueued first trial
+    (measured: 13 rounds of 20); the second was refused the trial's run directory and failed the trial, and the
+    first's tell raised 'Cannot tell a FAIL trial'."""
+    import optuna
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(8):
+        url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
+        storage = tune.open_storage(SimpleNamespace(storage=url))
+        study = optuna.create_study(storage=storage, study_name="race")
+        study.enqueue_trial({"x": 1.0})
+        trial_id = study.get_trials(deepcopy=False)[0]._trial_id
+        storage.engine.dispose()  # no connection crosses the fork
+        taken, start = ctx.Queue(), time.time() + 1.5
+        procs = [ctx.Process(target=_take_at, args=(url, trial_id, start, taken)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        assert sorted(taken.get(timeout=5) for _ in procs) == [False, True], f"round {round_}"
+
+
+def test_a_trial_failed_by_another_process_does_not_stop_the_study(tmp_path: Path, space: Path, monkeypatch):
+    """Optuna raises from its own `tell` when a process's trial was failed meanwhile by another (a heartbeat
+    judged stale, a lost pid): the process reports it and runs on to its budget."""
+    from optuna.trial import TrialState
+
+    argv = SMALL + ["--space", str(space), "--seeds", "1", "--steps", "2000", "--trials", "2", "--holdout-seeds",
+                    "none", "--pruner", "none", "--out", str(tmp_path / "study")]
+    settings = tune.plan(tune.build_parser().parse_args(argv), argv)
+    settings.out.mkdir(parents=True)
+    real_run_trial = tune.run_trial
+
+    def failed_meanwhile(*args, **kwargs):
+        summary = real_run_trial(*args, **kwargs)
+        other = tune.load_study(settings)  # another process's view of the study
+        running = other.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if running[0].number == 0:
+            other._storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+        return summary
+
+    monkeypatch.setattr(tune, "run_trial", failed_meanwhile)
+    tune.optimize(settings)
+    assert [t.state for t in tune.load_study(settings).get_trials()] == [
+        TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
 
 
 def test_kill_9_loses_only_the_trial_in_flight_and_a_rerun_continues(tmp_path: Path, space: Path):
