@@ -249,3 +249,17 @@ class PolicyGradientAgent(Agent):
         if self.config.squash == "tanh":
             return tanh_gaussian_log_prob(mean, log_std, actions), entropy
         return torch.distributions.Normal(mean, log_std.exp()).log_prob(actions).sum(dim=-1), entropy
+
+    def record(self, metrics: dict[str, float]) -> None:
+        """Keep one update's scalars until the loop asks for `metrics()` (subclasses set `_metrics`)."""
+        for key, value in metrics.items():
+            self._metrics.setdefault(key, []).append(value)
+
+    def metrics(self) -> dict[str, float]:
+        """Each recorded scalar's mean since the last call, the update counters and the learning rate."""
+        out = {key: float(np.nanmean(values)) for key, values in self._metrics.items() if values}
+        out["charts/updates"] = float(self.updates)
+        out["charts/skipped_updates"] = float(self.skipped_updates)
+        out["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        self._metrics.clear()
+        return out

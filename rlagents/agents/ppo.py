@@ -507,16 +507,7 @@ class PPOAgent(PolicyGradientAgent):
         self.updates += 1
         metrics.update({f"losses/{key}": float(np.mean(values_)) for key, values_ in stats.items()})
         metrics["charts/early_stops"] = float(stopped)
-        for key, value in metrics.items():
-            self._metrics.setdefault(key, []).append(value)
-
-    def metrics(self) -> dict[str, float]:
-        out = {key: float(np.nanmean(values)) for key, values in self._metrics.items() if values}
-        out["charts/updates"] = float(self.updates)
-        out["charts/skipped_updates"] = float(self.skipped_updates)
-        out["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
-        self._metrics.clear()
-        return out
+        self.record(metrics)
 
     def costs(self) -> dict[str, float]:
         if not self.updates:

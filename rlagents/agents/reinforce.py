@@ -182,16 +182,7 @@ class ReinforceAgent(PolicyGradientAgent):
                 self.value_optimizer.step()
             metrics["losses/value_loss"] = value_loss.item()
         self.updates += 1
-        for key, value in metrics.items():
-            self._metrics.setdefault(key, []).append(value)
-
-    def metrics(self) -> dict[str, float]:
-        out = {key: float(np.nanmean(values)) for key, values in self._metrics.items() if values}
-        out["charts/updates"] = float(self.updates)
-        out["charts/skipped_updates"] = float(self.skipped_updates)
-        out["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
-        self._metrics.clear()
-        return out
+        self.record(metrics)
 
     # ------------------------------------------------------------ state
 
