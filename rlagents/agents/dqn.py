@@ -57,6 +57,9 @@ class DQNConfig(NetworkConfig):
 
     hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1, high=MAX_WIDTH)
     dueling: bool = param(False, "dueling value/advantage head")
+    head_hidden: tuple[int, ...] = param((), "ReLU layers between the features (the recurrent core's output, or the "
+                                         "backbone's) and the Q head; R2D2 has one after its LSTM", low=1,
+                                         high=MAX_WIDTH)
     double: bool = param(True, "double DQN targets (online net picks, target net values)")
     clipped_double: bool = param(False, "with double DQN, bootstrap from the smaller of the target and the online "
                                  "net's value of the online net's pick (clipped double Q)")
@@ -349,6 +352,17 @@ class NumpyLearner:
         return True
 
 
+def q_head(features_dim: int, n_actions: int, dueling: bool, hidden: tuple[int, ...]) -> nn.Module:
+    """The Q head, after `hidden` ReLU layers when there are any."""
+    if not hidden:
+        return QHead(features_dim, n_actions, dueling)
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(features_dim, width), nn.ReLU()]
+        features_dim = width
+    return nn.Sequential(*layers, QHead(features_dim, n_actions, dueling))
+
+
 def flat_state(state: State) -> np.ndarray:
     """A core's state as one (batch, k·hidden) float32 array: what sequence replay stores."""
     return torch.cat(state, dim=1).cpu().numpy()
@@ -474,7 +488,7 @@ class DQNAgent(Agent):
         core = build_core(c, backbone.features_dim)
         self.recurrent = core is not None
         head_in = backbone.features_dim if core is None else core.out_features
-        self.q = Net(backbone, QHead(head_in, self.n_actions, c.dueling), core).to(self.device)
+        self.q = Net(backbone, q_head(head_in, self.n_actions, c.dueling, c.head_hidden), core).to(self.device)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.params = [p for p in self.q.parameters() if p.requires_grad]  # a frozen backbone is not trained
         target_named = dict(self.target.named_parameters())  # the target's counterparts of the trained params
