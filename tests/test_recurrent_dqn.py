@@ -55,8 +55,9 @@ def make_cue(delay: int = 3) -> gym.Env:
     return gym.wrappers.TimeLimit(Cue(delay), max_episode_steps=delay + 2)
 
 
-SMALL = dict(recurrent="lstm", recurrent_hidden=16, hidden=(16,), sequence_length=6, burn_in=1,
-             sequence_overlap=3, batch_size=8, learning_starts=40, train_every=2, n_step=2, buffer_size=2000)
+SMALL = {"recurrent": "lstm", "recurrent_hidden": 16, "hidden": (16,), "sequence_length": 6, "burn_in": 1,
+         "sequence_overlap": 3, "batch_size": 8, "learning_starts": 40, "train_every": 2, "n_step": 2,
+         "buffer_size": 2000}
 
 
 def play(agent: DQNAgent, envs: SyncVecEnv, obs, steps: int):
