@@ -122,23 +122,31 @@ def tiny_agent(**settings) -> DQNAgent:
 def observe_rewards(agent: DQNAgent, reward_pairs) -> None:
     obs, no = np.zeros((2, 2), np.float32), np.array([False, False])
     for rewards in reward_pairs:
+        agent.act(obs, explore=True)  # recurrent DQN stores the hidden state its act() left
         agent.observe(obs, np.array([0, 1]), np.array(rewards), obs, no, no)
 
 
-@pytest.mark.parametrize("learner", ["numpy", "torch"])
+RECURRENT = {"recurrent": "gru", "recurrent_hidden": 4, "sequence_length": 4, "burn_in": 1, "sequence_overlap": 2}
+
+
+@pytest.mark.parametrize("learner", ["numpy", "torch", "sequence"])
 @pytest.mark.parametrize("double", [True, False])
 def test_clip_values_bounds_bootstrapped_values_by_the_rewards_seen(learner, double):
     """Rewards seen in [−1, 2] with γ = 0.5 allow returns in [−2, 4]: a Q-network that says 1000 everywhere
-    bootstraps from 4 with clip_values (TD errors 1000 − (r + 0.5·4)), from 1000 without (1000 − (r + 500))."""
+    bootstraps from 4 with clip_values (TD errors 1000 − (r + 0.5·4)), from 1000 without (1000 − (r + 500)).
+    `sequence` is recurrent DQN's learner (sequence replay)."""
     errors = {}
     for clip in (True, False):
-        agent = tiny_agent(gamma=0.5, lr=1e-9, double=double, clip_values=clip, learner=learner, loss="mse")
+        kind = {"learner": learner} if learner != "sequence" else RECURRENT
+        agent = tiny_agent(gamma=0.5, lr=1e-9, double=double, clip_values=clip, loss="mse", **kind)
+        assert type(agent.learner).__name__ == {"numpy": "NumpyLearner", "torch": "TorchLearner",
+                                                "sequence": "SequenceLearner"}[learner]
         with torch.no_grad():
             for net in (agent.q, agent.target):
                 for p in net.parameters():
                     p.zero_()
                 net.head.advantage.bias.fill_(1000.0)
-        observe_rewards(agent, [[2.0, -1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 2.0]])
+        observe_rewards(agent, [[2.0, -1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 2.0]] * 3)
         agent._train(1)
         errors[clip] = np.sqrt(agent.metrics()["losses/td_loss"])  # root mean square TD error
     assert 996.0 <= errors[True] <= 999.0
