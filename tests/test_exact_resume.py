@@ -33,6 +33,10 @@ def rewind_to(run_dir: Path, keep: Path) -> None:
 
 @pytest.mark.parametrize("agent, env, steps, sets", [
     ("dqn", "CartPole-v1", 3000, ["checkpoint_replay=true", "learning_starts=300", "n_step=3"]),
+    # recurrent DQN: the training envs' hidden states, the replay's stored sequences and pending slots carry over
+    ("dqn", "CartPoleNoVelocity-v0", 1500, ["recurrent=lstm", "recurrent_hidden=16", "checkpoint_replay=true",
+                                            "n_envs=2", "learning_starts=300", "n_step=3", "sequence_length=8",
+                                            "burn_in=2", "sequence_overlap=4", "batch_size=8"]),
     ("reinforce", "CartPole-v1", 4000, []),
     # checkpoints fall mid-rollout; normaliser statistics and the running discounted returns carry over
     ("ppo", "CartPole-v1", 3000, ["n_steps=48", "normalize_obs=true", "normalize_reward=true"]),
