@@ -9,13 +9,18 @@ round by round in one process: microseconds per training `act` of the 8 envs, an
 (e.g. `git archive <commit before the core> | tar -x -C /tmp/base`), each run in its own subprocess with
 that tree first on `PYTHONPATH`, interleaved A/B/B/A so that both see the same load; prints the medians and
 the median of the per-round ratios (new / base).
+`--what identical --base TREE`: short CartPole-v1 runs of ppo, reinforce and dqn (feed-forward, their
+default configs) with each tree; prints each run's evaluation returns and a hash of every tensor of its final
+checkpoint: equal lines mean bit-identical training.
 Usage: nice -n 10 python benchmarks/recurrent_cost.py --what core [--rounds 5]
        nice -n 10 python benchmarks/recurrent_cost.py --what dqn --base /tmp/base [--rounds 6]
+       nice -n 10 python benchmarks/recurrent_cost.py --what identical --base /tmp/base
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -102,9 +107,24 @@ def run_dqn(base: Path, rounds: int, steps: int) -> None:
     print(f"  median ratio new/base {statistics.median(ratios):.3f}  (all: {', '.join(f'{x:.3f}' for x in ratios)})")
 
 
+def fingerprint(tree: Path, agent: str, steps: int = 3_000) -> str:
+    """A short run of `agent` with `tree`'s rlagents: its evaluation returns and a hash of its final weights."""
+    from safetensors.numpy import load_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "rlagents.train", "--agent", agent, "--env", "CartPole-v1", "--seed",
+                        "1", "--steps", str(steps), "--eval-every", str(steps // 2), "--eval-episodes", "5",
+                        "--no-progress", "--run-dir", f"{tmp}/run"], env=dict(os.environ, PYTHONPATH=str(tree)),
+                       check=True, cwd=tmp, capture_output=True)
+        summary = json.loads(Path(f"{tmp}/run/summary.json").read_text())
+        tensors = load_file(f"{tmp}/run/checkpoints/final.safetensors")
+    digest = hashlib.sha256(b"".join(tensors[k].tobytes() for k in sorted(tensors))).hexdigest()[:16]
+    return f"{[e['return_mean'] for e in summary['evaluations']]} {len(tensors)} tensors sha256 {digest}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--what", choices=("core", "dqn"), required=True)
+    p.add_argument("--what", choices=("core", "dqn", "identical"), required=True)
     p.add_argument("--base", type=Path, help="--what dqn: the tree to compare against")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=10_000, help="--what dqn: env steps per run")
@@ -115,10 +135,14 @@ def main() -> None:
 
         torch.set_num_threads(1)
         run_core(args.rounds)
-    else:
-        if args.base is None:
-            p.error("--what dqn needs --base TREE")
+    elif args.base is None:
+        p.error(f"--what {args.what} needs --base TREE")
+    elif args.what == "dqn":
         run_dqn(args.base, args.rounds, args.steps)
+    else:
+        for agent in ("ppo", "reinforce", "dqn"):
+            for name, tree in (("base", args.base.resolve()), ("new", ROOT)):
+                print(f"{agent:9} {name:4} {fingerprint(tree, agent)}", flush=True)
 
 
 if __name__ == "__main__":
