@@ -135,3 +135,38 @@ def test_bad_recurrent_settings_are_refused_with_exit_2_and_nothing_written(agen
         args += ["--set", s]
     assert message in run_bad(args, capsys)
     assert not run_dir.exists()
+
+
+class CueRecall(gym.Env):
+    """A cue (one of two) is shown at the first step only; `delay` blank steps later a query step asks for it:
+    action = cue earns 1, the other 0, and the episode ends. Blank and query observations are the same in every
+    episode, so a memoryless policy picks one fixed action at the query and is right only when the cue happens
+    to be that one (about half the episodes); remembering the cue gets 1 every time."""
+
+    def __init__(self, delay: int = 2):
+        self.delay = delay
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (3,), np.float32)  # cue 0, cue 1, query
+        self.action_space = gym.spaces.Discrete(2)
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(3, np.float32)
+        if self.t == 0:
+            obs[self.cue] = 1.0
+        elif self.t == self.delay + 1:
+            obs[2] = 1.0
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.cue = 0, int(self.np_random.integers(2))
+        return self._obs(), {}
+
+    def step(self, action):
+        if self.t == self.delay + 1:
+            return self._obs(), float(int(action) == self.cue), True, False, {}
+        self.t += 1
+        return self._obs(), 0.0, False, False, {}
+
+
+def cue_recall() -> gym.Env:
+    return CueRecall()
