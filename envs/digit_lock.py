@@ -44,8 +44,8 @@ class DigitLockEnv(gym.Env):
 
     ## Episode End
 
-    Terminated when the lock is tried (opened or not); truncated after 30 steps (the registration's
-    `max_episode_steps`). `reward_threshold` is 0.9.
+    Terminated when the lock is tried (opened or not), with `info["is_success"]` saying whether it opened;
+    truncated after 30 steps (the registration's `max_episode_steps`). `reward_threshold` is 0.9.
 
     ## Arguments
 
@@ -70,15 +70,21 @@ class DigitLockEnv(gym.Env):
         self.index = 0
         self.digit = 0
         self.dial = 0
+        self.elapsed = 0
+
+    def _image(self) -> np.ndarray:
+        """The image the agent sees now (a subclass may hide it)."""
+        return self.images[self.index].copy()
 
     def _obs(self) -> dict[str, Any]:
-        return {"image": self.images[self.index].copy(), "dial": np.int64(self.dial)}
+        return {"image": self._image(), "dial": np.int64(self.dial)}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.index = int(self.np_random.integers(len(self.images)))
         self.digit = int(self.labels[self.index])
         self.dial = int(self.np_random.integers(N_POSITIONS))
+        self.elapsed = 0  # steps taken this episode
         return self._obs(), {}
 
     def step(self, action):
@@ -93,14 +99,16 @@ class DigitLockEnv(gym.Env):
             reward, terminated = (1.0 if self.dial == self.digit else -1.0), True
         else:
             raise ValueError(f"action must be 0 (down), 1 (up) or 2 (open), got {action!r}")
-        return self._obs(), reward, terminated, False, {}
+        self.elapsed += 1
+        info = {"is_success": self.dial == self.digit} if terminated else {}
+        return self._obs(), reward, terminated, False, info
 
     def render(self) -> np.ndarray | None:
         """The digit scaled up, above a strip of ten dial cells with the current position lit (RGB uint8)."""
         if self.render_mode != "rgb_array":
             return None
         s = self.render_scale
-        digit = np.kron(self.images[self.index][0], np.ones((s, s), dtype=np.uint8))
+        digit = np.kron(self._rendered_digit(), np.ones((s, s), dtype=np.uint8))
         width = CANVAS * s
         cell = width // N_POSITIONS
         strip = np.full((cell, width), 40, dtype=np.uint8)
@@ -112,3 +120,7 @@ class DigitLockEnv(gym.Env):
         frame = np.repeat(grey[:, :, None], 3, axis=2)
         frame[CANVAS * s:, self.dial * cell + 2:(self.dial + 1) * cell - 2, 2] = 0  # lit cell in yellow
         return frame
+
+    def _rendered_digit(self) -> np.ndarray:
+        """The (CANVAS, CANVAS) grey image drawn above the dial in renders."""
+        return self.images[self.index][0]

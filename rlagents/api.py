@@ -170,11 +170,19 @@ class Policy:
         self.action_space: gym.Space = loaded.action_space
 
     def act(self, obs: Any) -> Any:
-        """Greedy action for one observation, or an array of actions for a batch of them."""
+        """Greedy action for one observation, or an array of actions for a batch of them (one per episode).
+
+        An agent with memory (`recurrent`) carries its hidden state from one call to the next: call `reset`
+        at every episode start."""
         single = _is_single(obs, self.observation_space)
         batch = _add_batch_axis(obs) if single else _as_batch(obs)
         actions = self.agent.act(batch, explore=False)
         return actions[0] if single else actions
+
+    def reset(self, starts: Any = None) -> None:
+        """Begin new episodes: all of them, or those in the bool mask `starts` (one per row of the batches
+        `act` gets). Only agents with memory need it; for the others it does nothing."""
+        self.agent.reset_memory(None if starts is None else np.asarray(starts, bool).reshape(-1))
 
     def evaluate(self, episodes: int | None = None, seed: int | None = None) -> EvalResult:
         """Greedy episodes on the run's env: by default the run's own evaluation (`eval_episodes`, its

@@ -411,13 +411,16 @@ def final_observations(next_obs: Any, done: np.ndarray, infos: dict) -> Any:
 
 
 def evaluate(policy: Callable[..., np.ndarray], envs: gym.vector.VectorEnv, n_episodes: int,
-             seed: int, counts: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+             seed: int, counts: dict[str, int] | None = None,
+             reset: Callable[[np.ndarray | None], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run `n_episodes` episodes of `policy` over `envs` in parallel; returns (returns, lengths).
 
     Each env slot runs a fixed share of the episodes (not "first n to finish", which would favour short
     episodes), and seeding the vector with `seed` makes the episode set the same for every agent. Envs that
     give action masks (`rlagents.masks`) call `policy(obs, masks)`, others `policy(obs)`; for them `counts`, if
-    given, receives the number of actions taken that the masks forbid (`illegal_actions`).
+    given, receives the number of actions taken that the masks forbid (`illegal_actions`). `reset(starts)`, if
+    given, is told which envs begin an episode (an agent's `reset_memory`: a recurrent policy's hidden state
+    starts afresh with each episode).
     """
     n = envs.num_envs
     quota = np.full(n, n_episodes // n)
@@ -427,6 +430,8 @@ def evaluate(policy: Callable[..., np.ndarray], envs: gym.vector.VectorEnv, n_ep
     ep_length = np.zeros(n, dtype=np.int64)
     done_count = np.zeros(n, dtype=np.int64)
     obs, _ = envs.reset(seed=seed)
+    if reset is not None:
+        reset(None)
     masked = getattr(envs, "masked", False)
     illegal = 0
     while (done_count < quota).any():
@@ -436,6 +441,8 @@ def evaluate(policy: Callable[..., np.ndarray], envs: gym.vector.VectorEnv, n_ep
         if masks is not None:
             illegal += illegal_count(masks[active], np.asarray(actions)[active], envs.single_action_space.start)
         obs, rewards, terminated, truncated, _ = envs.step(actions)
+        if reset is not None and (terminated | truncated).any():
+            reset(terminated | truncated)
         ep_return += rewards * active
         ep_length += active
         for i in np.flatnonzero((terminated | truncated) & active):

@@ -62,11 +62,12 @@ def evaluate_run(run: LoadedRun, episodes: int | None = None, seed: int | None =
     episodes = run.config.train.eval_episodes if episodes is None else check_count(episodes, "episodes",
                                                                                    high=MAX_EPISODES)
     seed = run.seed + EVAL_SEED_OFFSET if seed is None else check_seed(seed, "seed")
+    reset = None
     if policy is None:
-        policy = run.agent.greedy  # (obs, masks) for envs with action masks
+        policy, reset = run.agent.greedy, run.agent.reset_memory  # (obs, masks) for envs with action masks
     envs = make_vec_env(run.env, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
     try:
-        returns, lengths = evaluate(policy, envs, episodes, seed)
+        returns, lengths = evaluate(policy, envs, episodes, seed, reset=reset)
     finally:
         envs.close()
     return returns, lengths, seed
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         env.close()
     if args.video is not None:  # the checkpoint's agent, also with --onnx
-        frames, fps = record_episodes(run.agent.greedy, run.env, args.video_episodes, seed)
+        frames, fps = record_episodes(run.agent.greedy, run.env, args.video_episodes, seed,
+                                      reset=run.agent.reset_memory)
         write_video(frames, args.video, fps)
         print(f"video: {args.video} ({len(frames)} frames, {args.video_episodes} episode(s) from seed {seed})")
     return 0

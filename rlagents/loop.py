@@ -572,7 +572,7 @@ class Session:
         try:
             with self.signals.interruptible_here():
                 returns, lengths = evaluate(run.agent.greedy, run.eval_envs, cfg.eval_episodes,
-                                            run.seed + EVAL_SEED_OFFSET, counts)
+                                            run.seed + EVAL_SEED_OFFSET, counts, reset=run.agent.reset_memory)
                 for listener in self.listeners:
                     counts.update(listener.during_evaluation(state.step, run.agent.greedy) or {})
         finally:  # an interrupted evaluation's seconds are not training seconds either

@@ -19,6 +19,7 @@ from torch import nn
 
 from rlagents.config import param
 from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.recurrent import RecurrentCore, RecurrentKind, State, sequence_features
 from rlagents.validate import require_memory
 
 ChannelOrder = Literal["auto", "first", "last"]
@@ -248,6 +249,9 @@ class NetworkConfig:
     cnn_channels: tuple[int, ...] = param((32, 64, 64), "conv widths of the CNN backbone", low=1, high=MAX_CHANNELS)
     cnn_features: int = param(256, "width of the CNN backbone's dense layer", low=1, high=MAX_WIDTH)
     channel_order: ChannelOrder = param("auto", "image channel axis")
+    recurrent: RecurrentKind = param("none", "memory: an LSTM or GRU core between the backbone and the head, "
+                                     "its hidden state carried through each episode (none: feed-forward)")
+    recurrent_hidden: int = param(64, "width of the recurrent core's hidden state", low=1, high=MAX_WIDTH)
 
     def validate(self) -> None:
         if self.network == "cnn" and len(self.cnn_channels) != 3:
@@ -258,6 +262,13 @@ class NetworkConfig:
             require_memory(weights * BYTES_PER_PARAMETER, f"{key}={','.join(map(str, widths))} ({weights:,} "
                            "weights between its layers, with gradients and optimizer state)",
                            f"use narrower layers (--set {key}=…)")
+        if self.recurrent != "none":  # input weights are at most as wide as the widest feature layer
+            width = max(self.hidden[-1:] + self.fusion[-1:] + (self.cnn_features,))
+            gates = (4 if self.recurrent == "lstm" else 3) * self.recurrent_hidden
+            weights = gates * (width + self.recurrent_hidden)
+            require_memory(weights * BYTES_PER_PARAMETER, f"recurrent_hidden={self.recurrent_hidden} ({weights:,} "
+                           "weights, with gradients and optimizer state)", "use a narrower core (--set "
+                           "recurrent_hidden=…)")
 
 
 def build_backbone(config: NetworkConfig, obs_space: gym.Space) -> nn.Module:
@@ -271,6 +282,15 @@ def build_backbone(config: NetworkConfig, obs_space: gym.Space) -> nn.Module:
     if config.backbone is not None:
         load_pretrained_backbone(body, config.backbone, config.freeze_backbone)
     return body
+
+
+def build_core(config: NetworkConfig, features_dim: int) -> RecurrentCore | None:
+    """The recurrent core `config` describes (`recurrent`, `recurrent_hidden`) over `features_dim` backbone
+    features, or None for a feed-forward network (`recurrent: none`). Like `build_backbone`, fresh weights
+    each call."""
+    if config.recurrent == "none":
+        return None
+    return RecurrentCore(config.recurrent, features_dim, config.recurrent_hidden)
 
 
 class QHead(nn.Module):
@@ -292,18 +312,36 @@ class QHead(nn.Module):
 
 
 class Net(nn.Module):
-    """Backbone followed by a head."""
+    """Backbone followed by a head; with a recurrent `core` (`rlagents.recurrent`), backbone → core → head.
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    `forward` is the feed-forward network's; a network with a core is run by `sequence` (a whole (T, B)
+    sequence of observations) and `step` (one step of a batch), each from a hidden state."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, core: RecurrentCore | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        if core is not None:  # only then: a feed-forward network's state_dict keeps its keys
+            self.core = core
 
     def forward(self, obs: torch.Tensor | dict[str, torch.Tensor],
                 features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if features is None:
             return self.head.forward(self.backbone.forward(obs))
         return self.head.forward(self.backbone.forward(obs, features))  # precomputed branch features (Dict)
+
+    def sequence(self, obs: torch.Tensor | dict[str, torch.Tensor], state: State, starts: torch.Tensor | np.ndarray
+                 ) -> tuple[torch.Tensor, State]:
+        """Head outputs (T·B, …) of a (T, B) sequence given as T·B time-major rows, from `state`, zeroing env
+        b's state before step t where `starts[t, b]`; and the state after the last step."""
+        out, state = sequence_features(self.backbone, self.core, obs, state, starts)
+        return self.head(out), state
+
+    def step(self, obs: torch.Tensor | dict[str, torch.Tensor], state: State, starts: torch.Tensor | np.ndarray
+             ) -> tuple[torch.Tensor, State]:
+        """Head outputs (B, …) of one step of a batch, from `state` (rows zeroed first where `starts`)."""
+        out, state = self.core.step(self.backbone(obs), state, starts)
+        return self.head(out), state
 
 
 def count_parameters(module: nn.Module) -> int:

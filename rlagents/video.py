@@ -87,15 +87,19 @@ def _is_frame(frame: Any) -> bool:
 
 
 def record_episodes(policy: Policy, env_spec: str | EnvSpec, episodes: int, seed: int,
-                    max_frames: int = MAX_FRAMES) -> tuple[list[np.ndarray], int]:
+                    max_frames: int = MAX_FRAMES, reset: Callable[[np.ndarray | None], None] | None = None
+                    ) -> tuple[list[np.ndarray], int]:
     """Frames of `episodes` greedy episodes of `policy` (seeded `seed`, `seed + 1`, ...), one after the other;
     returns (frames, frames per second of the env). `policy(obs_batch, masks)` gets a batch of one observation
-    and its action mask (None where the env gives none)."""
+    and its action mask (None where the env gives none); `reset(None)`, if given, is called at each episode's
+    start (an agent's `reset_memory`)."""
     env = frame_env(env_spec)
     frames: list[np.ndarray] = []
     try:
         for episode in range(episodes):
             obs, info = env.reset(seed=seed + episode)
+            if reset is not None:
+                reset(None)
             count = 0
             done = False
             while True:
@@ -184,11 +188,12 @@ class VideoCapture(LoopListener):
         from rlagents.loop import EVAL_SEED_OFFSET
 
         self.run_dir, self.seed = Path(run.run_dir), run.seed + EVAL_SEED_OFFSET
+        self.reset = run.agent.reset_memory
         # its own event file next to the scalars' (TensorBoard reads every event file of a folder)
         self.writer = SummaryWriter(log_dir=str(run.run_dir), filename_suffix=".videos")
 
     def during_evaluation(self, step: int, policy: Policy) -> dict[str, Any]:
-        frames, fps = record_episodes(policy, self.env_spec, 1, self.seed)
+        frames, fps = record_episodes(policy, self.env_spec, 1, self.seed, reset=self.reset)
         path = Path(VIDEO_DIR) / f"step_{step:012d}.mp4"
         write_video(frames, self.run_dir / path, fps)
         tensorboard_video(self.writer, "videos/greedy_episode", frames, fps, step)

@@ -77,6 +77,12 @@ class Agent(ABC):
             return self.act(obs, explore=False, mask=mask)
         return self.act(obs, explore=False)
 
+    def reset_memory(self, starts: np.ndarray | None = None) -> None:
+        """Greedy play of an agent with memory (`recurrent`): the rows of the next `greedy` batch in mask `starts`
+        begin new episodes, so their hidden state is cleared; None clears every row, and the next batch may have
+        any size. Whoever plays greedy episodes calls it at each episode start (`environments.evaluate` does).
+        Training needs no call: `observe` sees the training envs' episodes end. Memoryless agents: nothing."""
+
     def nonfinite_parameters(self) -> list[str]:
         """Names of the agent's network parameters that hold NaN or inf (the loop checks before every
         checkpoint, so a diverged network is never saved over the last good one)."""
