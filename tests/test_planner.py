@@ -220,6 +220,43 @@ def test_exploration_bonus_shapes_training_plans_only():
     assert (bonus > 0).all()  # five members trained on 120 transitions still disagree somewhat everywhere
 
 
+@pytest.mark.parametrize("env_id", ["Acrobot-v1", "Pendulum-v1"])
+def test_plan_every_searches_every_kth_step_and_follows_the_plan_between(env_id, tmp_path: Path, monkeypatch):
+    import rlagents.models.mpc as mpc
+
+    env = gym.make(env_id)
+    settings = {"learning_starts": 30, "train_every": 30, "train_steps": 5, "value_steps": 5, "horizon": 6,
+                "candidates": 8, "elites": 2, "plan_every": 3, "epsilon": 0.0, "action_noise": 0.0}
+    agent = make_agent(env.observation_space, env.action_space, **settings)
+    feed(agent, env, 40)  # trained once; the last steps planned
+    searches = []
+    for name in ("cem_categorical", "cem_gaussian"):
+        real = getattr(mpc, name)
+        monkeypatch.setattr(mpc, name, lambda *a, real=real, **k: searches.append(1) or real(*a, **k))
+    agent.impl.plans.clear()  # a new episode: the next step searches
+    obs, _ = env.reset(seed=1)
+    x = np.asarray([obs])
+    first = agent.act(x, explore=False)
+    planned = agent.impl.plans[-1]
+    sequence = planned[1][0] if agent.impl.discrete else planned[0]  # the plan's actions, in its units
+    clone = make_agent(env.observation_space, env.action_space, seed=9, **settings)
+    clone.load_state_dict(roundtrip(agent, tmp_path))  # mid-plan: the clone follows the same plan
+    follow = [agent.act(x, explore=False) for _ in range(2)]  # same obs: a search would see the same state
+    assert len(searches) == 1
+    if agent.impl.discrete:
+        assert [int(a[0]) for a in (first, *follow)] == sequence[:3].tolist()
+    else:
+        scaled = [2.0 * (a[0] - env.action_space.low) / (env.action_space.high - env.action_space.low) - 1.0
+                  for a in (first, *follow)]
+        np.testing.assert_allclose(np.concatenate(scaled), sequence[:3, 0].numpy(), atol=1e-5)
+    fourth = agent.act(x, explore=False)
+    assert len(searches) == 2  # the fourth step searches again
+    searches.clear()
+    # the clone, loaded after the first step, takes the same two followed steps, then the same search
+    assert [clone.act(x, explore=False).tolist() for _ in range(3)] == [a.tolist() for a in (*follow, fourth)]
+    assert len(searches) == 1
+
+
 # ---------------------------------------------------------------- learning, through the CLI
 
 

@@ -83,6 +83,8 @@ class PlannerConfig:
     candidates: int = param(32, "action sequences sampled per CEM iteration (per env)", low=2)
     elites: int = param(4, "best sequences that refit the CEM distribution", low=1)
     cem_iterations: int = param(2, "CEM iterations per env step", low=1)
+    plan_every: int = param(1, "continuous model: env steps between CEM searches; the steps between take the "
+                            "last plan's next action (1 = search every step)", low=1)
     cem_momentum: float = param(0.1, "weight of the previous distribution in each CEM refit", low=0.0, high=1.0)
     init_std: float = param(0.5, "continuous actions: initial CEM std, in units of half the action range",
                             low=0.0, low_open=True)
