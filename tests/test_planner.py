@@ -289,3 +289,12 @@ def test_short_cartpole_run_clearly_improves(tmp_path: Path):
                   "--set", "learning_starts=200", "--set", "train_every=200")
     assert summary["eval_return_mean"] >= 100
     assert summary["plan_ms_per_step"] > 0 and summary["plan_ms_per_step_eval"] > 0
+
+
+def test_plan_every_trains_and_evaluates_through_the_cli(tmp_path: Path):
+    # training rounds fall between a search and the steps that follow its plan (the check of planned
+    # against realised returns then rolls out through the retrained model)
+    summary = run(tmp_path, "CartPole-v1", "--steps", "600", "--eval-every", "0", "--eval-episodes", "2",
+                  "--set", "learning_starts=100", "--set", "train_every=50", "--set", "train_steps=10",
+                  "--set", "value_steps=10", "--set", "plan_every=3")
+    assert summary["plan_ms_per_step"] > 0 and summary["plan_ms_per_step_eval"] > 0

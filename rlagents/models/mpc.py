@@ -119,10 +119,8 @@ class MPCPlanner:
         over the ensemble members, each propagating its own trajectory, minus `risk` times their std; while
         training (`explore`) with an `explore_bonus`, plus the bonus for the members' disagreement along the way
         instead of the pessimism (optimism while exploring, pessimism in greedy plans)."""
-        if self.rollout is None:
-            self.rollout = self.model.rollout_net()
         b, n, h = seqs.shape[:3]
-        part = self.rollout.action_part(self._features(seqs.reshape(b * n, h, *seqs.shape[3:]).transpose(0, 1)))
+        part = self._rollout().action_part(self._features(seqs.reshape(b * n, h, *seqs.shape[3:]).transpose(0, 1)))
         states = obs[:, None, :].expand(b, n, self.obs_dim).reshape(b * n, self.obs_dim)
         optimism = self.config.explore_bonus if explore else 0.0
         returns = self.rollout.returns(states, part, self.discounts, self.value if self.trained_rounds else None,
@@ -132,6 +130,12 @@ class MPCPlanner:
         if self.config.risk and returns.shape[0] > 1 and not optimism:
             score = score - self.config.risk * returns.std(dim=0)
         return score.reshape(b, n)
+
+    def _rollout(self):
+        """The model's fast planning form, rebuilt after each training round (on the first use after it)."""
+        if self.rollout is None:
+            self.rollout = self.model.rollout_net()
+        return self.rollout
 
     @torch.inference_mode()
     def plan(self, obs: np.ndarray, explore: bool) -> np.ndarray:
@@ -216,7 +220,7 @@ class MPCPlanner:
     def predicted_rewards(self, obs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """The model's H-step discounted reward sum (B,) of one sequence per state, members' mean, without
         the value beyond the horizon: what the realised H-step return is compared with."""
-        part = self.rollout.action_part(self._features(seqs).transpose(0, 1))
+        part = self._rollout().action_part(self._features(seqs).transpose(0, 1))
         return self.rollout.returns(obs, part, self.discounts).mean(dim=0)
 
     def random_actions(self, b: int) -> np.ndarray:
