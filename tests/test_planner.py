@@ -257,6 +257,31 @@ def test_plan_every_searches_every_kth_step_and_follows_the_plan_between(env_id,
     assert len(searches) == 1
 
 
+def test_explore_decay_scales_the_bonus_down_linearly_over_its_fraction_of_training():
+    env = gym.make("Pendulum-v1")
+    settings = {"learning_starts": 50, "train_every": 50, "train_steps": 20, "value_steps": 0, "horizon": 4,
+                "candidates": 8, "elites": 2, "risk": 0.0}
+    constant = make_agent(env.observation_space, env.action_space, explore_bonus=5.0, **settings)
+    feed(constant, env, 120)
+    decaying = make_agent(env.observation_space, env.action_space, explore_bonus=5.0, explore_decay=0.5, **settings)
+    neutral = make_agent(env.observation_space, env.action_space, **settings)
+    for other in (decaying, neutral):
+        other.load_state_dict(constant.state_dict())
+    left = 1.0 - 120 / 5_000  # 120 of the 5,000 steps (half of 10,000) over which the bonus falls to 0
+    assert decaying.metrics()["charts/explore_bonus"] == pytest.approx(5.0 * left)
+    assert constant.metrics()["charts/explore_bonus"] == 5.0 and "charts/explore_bonus" not in neutral.metrics()
+    obs = torch.as_tensor(env.reset(seed=3)[0][None], dtype=torch.float32)
+    seqs = torch.rand(1, 6, 4, 1, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        base = neutral.impl.score(obs, seqs, explore=True)
+        full = constant.impl.score(obs, seqs, explore=True) - base
+        decayed = decaying.impl.score(obs, seqs, explore=True) - base
+    torch.testing.assert_close(decayed, full * left, rtol=1e-4, atol=1e-6)
+    decaying.impl.steps = 5_000  # at the end of its fraction the bonus is gone
+    with torch.no_grad():
+        torch.testing.assert_close(decaying.impl.score(obs, seqs, explore=True), base)
+
+
 # ---------------------------------------------------------------- learning, through the CLI
 
 
@@ -288,4 +313,13 @@ def test_short_cartpole_run_clearly_improves(tmp_path: Path):
     summary = run(tmp_path, "CartPole-v1", "--steps", "1000", "--eval-every", "0", "--eval-episodes", "4",
                   "--set", "learning_starts=200", "--set", "train_every=200")
     assert summary["eval_return_mean"] >= 100
+    assert summary["plan_ms_per_step"] > 0 and summary["plan_ms_per_step_eval"] > 0
+
+
+def test_plan_every_trains_and_evaluates_through_the_cli(tmp_path: Path):
+    # training rounds fall between a search and the steps that follow its plan (the check of planned
+    # against realised returns then rolls out through the retrained model)
+    summary = run(tmp_path, "CartPole-v1", "--steps", "600", "--eval-every", "0", "--eval-episodes", "2",
+                  "--set", "learning_starts=100", "--set", "train_every=50", "--set", "train_steps=10",
+                  "--set", "value_steps=10", "--set", "plan_every=3")
     assert summary["plan_ms_per_step"] > 0 and summary["plan_ms_per_step_eval"] > 0

@@ -20,6 +20,7 @@ import torch
 
 from rlagents.models.cem import cem_categorical, cem_gaussian
 from rlagents.models.dynamics import DynamicsEnsemble, ValueNet
+from rlagents.schedules import LinearSchedule
 from rlagents.validate import require_memory
 
 
@@ -68,8 +69,12 @@ class TransitionBuffer:
 class MPCPlanner:
     """Learns a dynamics ensemble from transitions and acts by CEM-MPC over it (see the module docstring)."""
 
-    def __init__(self, config: Any, obs_space: gym.spaces.Box, action_space: gym.Space, *, n_envs: int, seed: int):
+    def __init__(self, config: Any, obs_space: gym.spaces.Box, action_space: gym.Space, *, n_envs: int, seed: int,
+                 total_steps: int = 0):
         c = self.config = config
+        # the exploration bonus of training plans: constant, or falling to 0 over explore_decay of the run
+        decay_steps = int(c.explore_decay * total_steps)
+        self.bonus = LinearSchedule(c.explore_bonus, 0.0 if decay_steps else c.explore_bonus, decay_steps)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.obs_dim = int(np.prod(obs_space.shape))
         if self.discrete:
@@ -119,12 +124,10 @@ class MPCPlanner:
         over the ensemble members, each propagating its own trajectory, minus `risk` times their std; while
         training (`explore`) with an `explore_bonus`, plus the bonus for the members' disagreement along the way
         instead of the pessimism (optimism while exploring, pessimism in greedy plans)."""
-        if self.rollout is None:
-            self.rollout = self.model.rollout_net()
         b, n, h = seqs.shape[:3]
-        part = self.rollout.action_part(self._features(seqs.reshape(b * n, h, *seqs.shape[3:]).transpose(0, 1)))
+        part = self._rollout().action_part(self._features(seqs.reshape(b * n, h, *seqs.shape[3:]).transpose(0, 1)))
         states = obs[:, None, :].expand(b, n, self.obs_dim).reshape(b * n, self.obs_dim)
-        optimism = self.config.explore_bonus if explore else 0.0
+        optimism = self.bonus(self.steps) if explore else 0.0
         returns = self.rollout.returns(states, part, self.discounts, self.value if self.trained_rounds else None,
                                        self.config.gamma ** h, optimism)
         score = returns.mean(dim=0)
@@ -132,6 +135,12 @@ class MPCPlanner:
         if self.config.risk and returns.shape[0] > 1 and not optimism:
             score = score - self.config.risk * returns.std(dim=0)
         return score.reshape(b, n)
+
+    def _rollout(self):
+        """The model's fast planning form, rebuilt after each training round (on the first use after it)."""
+        if self.rollout is None:
+            self.rollout = self.model.rollout_net()
+        return self.rollout
 
     @torch.inference_mode()
     def plan(self, obs: np.ndarray, explore: bool) -> np.ndarray:
@@ -216,7 +225,7 @@ class MPCPlanner:
     def predicted_rewards(self, obs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """The model's H-step discounted reward sum (B,) of one sequence per state, members' mean, without
         the value beyond the horizon: what the realised H-step return is compared with."""
-        part = self.rollout.action_part(self._features(seqs).transpose(0, 1))
+        part = self._rollout().action_part(self._features(seqs).transpose(0, 1))
         return self.rollout.returns(obs, part, self.discounts).mean(dim=0)
 
     def random_actions(self, b: int) -> np.ndarray:
@@ -326,6 +335,8 @@ class MPCPlanner:
         out = {k: self._metric_sums[k] / self._metric_counts[k] for k in self._metric_sums}
         self._metric_sums.clear()
         self._metric_counts.clear()
+        if self.config.explore_bonus:
+            out["charts/explore_bonus"] = self.bonus(self.steps)
         if self.plan_steps["train"]:
             out["timing/plan_ms_per_step"] = 1000.0 * self.plan_time["train"] / self.plan_steps["train"]
         return out
