@@ -383,6 +383,15 @@ def unflat_state(flat: np.ndarray | torch.Tensor, parts: int, device: torch.devi
     return tuple(torch.as_tensor(flat, device=device).chunk(parts, dim=1))
 
 
+def distinct_rows(branch: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`branch(x)` computed once per distinct row of `x` when rows repeat a lot (sequences of blank frames, as
+    in DigitRecall once the digit is hidden, where this saves most of a frozen CNN's cost)."""
+    distinct, inverse = torch.unique(x.reshape(len(x), -1), dim=0, return_inverse=True)
+    if 2 * len(distinct) > len(x):
+        return branch(x)
+    return branch(distinct.reshape(len(distinct), *x.shape[1:]))[inverse]
+
+
 def time_major(obs: batches.Obs, length: int) -> batches.Obs:
     """(B, L, …) sequence arrays as L·B rows in time-major order (row t·B + b is sequence b's step t)."""
     if isinstance(obs, dict):
@@ -393,9 +402,11 @@ def time_major(obs: batches.Obs, length: int) -> batches.Obs:
 class SequenceLearner:
     """Recurrent DQN's gradient steps on replayed sequences (R2D2, Kapturowski et al. 2019).
 
-    Each sequence starts from the hidden state stored when it was played. The online and the target network
-    each run from it over the first `burn_in` steps without gradients (the target thus recomputes its own
-    state rather than using the online one's); the loss covers the remaining steps that have a target. A
+    Each sequence starts from the hidden state stored when it was played (zero for a sequence that starts an
+    episode). The online and the target network each run from it over the whole sequence (the target thus
+    recomputes its own state rather than using the online one's); where the sequence starts mid-episode, no
+    gradient flows into its first `burn_in` steps, which only refresh the stale stored state, and the loss
+    covers the steps after them. A
     target is an n-step return inside the sequence (`rlagents.sequence_replay.nstep_targets`) plus the
     bootstrap step's value: with double DQN the online network (unrolled over the same sequence) picks the
     action and the target network values it.
@@ -413,12 +424,14 @@ class SequenceLearner:
 
     def _unroll(self, net: Net, features: torch.Tensor, state: State, starts: torch.Tensor,
                 burn_in: int) -> torch.Tensor:
-        """Q-values (L − burn_in, B, A) of `net` over features (L, B, F) from `state`, after a gradient-free
-        burn-in over the first `burn_in` steps."""
-        if burn_in:
-            with torch.no_grad():
-                _, state = net.core(features[:burn_in].detach(), state, starts[:burn_in])
-        out, _ = net.core(features[burn_in:], state, starts[burn_in:])
+        """Q-values (L, B, A) of `net` over features (L, B, F) from `state`; sequences that do not start an
+        episode get no gradient through their first `burn_in` steps (their state is detached after them)."""
+        out, state = net.core(features[:burn_in], state, starts[:burn_in]) if burn_in else (None, state)
+        if burn_in and torch.is_grad_enabled():
+            fresh = starts[0].unsqueeze(1)  # zero initial state: trained from the first step
+            state = tuple(torch.where(fresh, s, s.detach()) for s in state)
+        rest, _ = net.core(features[burn_in:], state, starts[burn_in:])
+        out = rest if out is None else torch.cat([out, rest])
         return net.head(out.reshape(-1, out.shape[-1])).reshape(out.shape[0], out.shape[1], -1)
 
     def step(self, batch: SequenceBatch) -> None:
@@ -430,27 +443,27 @@ class SequenceLearner:
         obs = batches.to_tensor(time_major(batch.obs, length), device)
         starts = as_tensor(batch.starts.T)
         state = unflat_state(batch.states, agent.state_parts, device)
-        rest = (lambda a: as_tensor(a.T[burn_in:]))  # (B, L) arrays as (L − burn_in, B) tensors
+        tm = (lambda a: as_tensor(a.T))  # (B, L) arrays as time-major (L, B) tensors
         features = None
         with torch.no_grad():
             if agent.frozen_keys:  # the frozen branches' features serve both networks
                 branches = agent.q.backbone.branches
-                features = {key: branches[key](obs[key]) for key in agent.frozen_keys}
+                features = {key: distinct_rows(branches[key], obs[key]) for key in agent.frozen_keys}
             q_target = self._unroll(agent.target, self._features(agent.target, obs, features, length), state,
                                     starts, burn_in)
         q_online = self._unroll(agent.q, self._features(agent.q, obs, features, length), state, starts, burn_in)
         with torch.no_grad():
-            masks = None if batch.masks is None else as_tensor(np.swapaxes(batch.masks, 0, 1)[burn_in:])
+            masks = None if batch.masks is None else as_tensor(np.swapaxes(batch.masks, 0, 1))
             flat = (lambda q: q.reshape(-1, q.shape[-1]))
             values = next_state_values(flat(q_target), flat(q_online.detach()) if c.double else None,
                                        None if masks is None else flat(masks), c.clipped_double)
             if c.clip_values:
                 values = values.clamp(*agent.value_bounds())
-            values = values.reshape(length - burn_in, n_seq)
-            trained = rest(batch.trained)
-            boot = (rest(batch.bootstrap) - burn_in).clamp_(min=0)  # untrained steps point anywhere valid
-            targets = rest(batch.returns) + rest(batch.bootstrap_weights) * values.gather(0, boot)
-        q_taken = q_online.gather(2, rest(batch.actions).unsqueeze(2)).squeeze(2)
+            values = values.reshape(length, n_seq)
+            trained = tm(batch.trained)
+            boot = tm(batch.bootstrap)
+            targets = tm(batch.returns) + tm(batch.bootstrap_weights) * values.gather(0, boot)
+        q_taken = q_online.gather(2, tm(batch.actions).unsqueeze(2)).squeeze(2)
         loss_fn = nn.functional.smooth_l1_loss if c.loss == "huber" else nn.functional.mse_loss
         weights = trained.float() / trained.sum().clamp(min=1)  # the mean over trained steps
         loss = (loss_fn(q_taken, targets, reduction="none") * weights).sum()
