@@ -48,6 +48,7 @@ from rlagents.validate import parse_seeds
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_FILES = ("classify",)  # the digit classifier is not an RL agent
 NEEDS_BACKBONE = ("DigitLock-v0",)  # its entries assume the classifier's pretrained CNN (docs/classifier.md)
+IMAGE_ENVS = ("DigitLock-v0", "DigitRecall-v0")  # a CNN forward per step: far dearer than a vector env's
 
 # Rough training seconds per env step of each agent on one core (ordering only: cheapest pairs run first).
 STEP_COST = {"qlearning": 1, "reinforce": 5, "ppo": 5, "sb3-a2c": 20, "sb3-ppo": 20, "dqn": 20, "sb3-dqn": 40,
@@ -96,7 +97,7 @@ class Pair:
 
     @property
     def cost(self) -> float:
-        return self.steps * STEP_COST.get(self.agent, 50)
+        return self.steps * STEP_COST.get(self.agent, 50) * (50 if self.env in IMAGE_ENVS else 1)
 
 
 def pair_key(agent: str, env: str, seeds: list[int], config_file: Path, overrides: dict[str, Any]) -> tuple[str, int]:
