@@ -174,11 +174,15 @@ class DictBackbone(nn.Module):
     Each branch is an ordinary backbone, so a trained `ConvBackbone`'s `state_dict` loads unchanged into
     `branches[key]` of the image key. `fusion` adds ReLU layers over the joined features: without them a
     linear head can only add the keys' contributions, not combine them (e.g. "the dial shows the digit").
+    `branch_norm` standardises each key's features (a layer norm without learned scale) before they are joined:
+    a pretrained CNN's features can be tens of times larger than a fresh branch's, which the fusion layer then
+    barely sees.
     """
 
     def __init__(self, obs_space: gym.spaces.Dict, *, hidden: tuple[int, ...] = (64, 64),
                  cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
-                 channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = (), activation: Activation = "relu"):
+                 channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = (), activation: Activation = "relu",
+                 branch_norm: bool = False):
         super().__init__()
         if not isinstance(obs_space, gym.spaces.Dict) or not obs_space.spaces:
             raise UnsupportedSpaceError(f"Dict backbone needs a non-empty Dict observation space, got {obs_space}")
@@ -190,6 +194,7 @@ class DictBackbone(nn.Module):
             key: make_backbone(space, hidden=hidden, cnn_channels=cnn_channels, cnn_features=cnn_features,
                                channel_order=channel_order, activation=activation)
             for key, space in obs_space.spaces.items()})
+        self.branch_norm = branch_norm
         joined = sum(branch.features_dim for branch in self.branches.values())
         layers: list[nn.Module] = []
         for width in fusion:
@@ -200,10 +205,11 @@ class DictBackbone(nn.Module):
 
     def forward(self, obs: dict[str, torch.Tensor], features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Joined features; `features` supplies some branches' outputs already computed (frozen branches)."""
-        if features is None:
-            return self.fusion(torch.cat([self.branches[key].forward(obs[key]) for key in self.keys], dim=1))
-        return self.fusion(torch.cat([features[key] if key in features else self.branches[key].forward(obs[key])
-                                      for key in self.keys], dim=1))
+        features = features or {}
+        parts = [features[key] if key in features else self.branches[key].forward(obs[key]) for key in self.keys]
+        if self.branch_norm:
+            parts = [nn.functional.layer_norm(part, part.shape[-1:]) for part in parts]
+        return self.fusion(torch.cat(parts, dim=1))
 
     def frozen_keys(self) -> list[str]:
         """Keys whose branch has no trainable parameters (a frozen pretrained backbone)."""
@@ -213,7 +219,7 @@ class DictBackbone(nn.Module):
 def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: tuple[int, ...] = (64, 64),
                   cnn_channels: tuple[int, int, int] = (32, 64, 64), cnn_features: int = 256,
                   channel_order: ChannelOrder = "auto", fusion: tuple[int, ...] = (),
-                  activation: Activation = "relu") -> nn.Module:
+                  activation: Activation = "relu", branch_norm: bool = False) -> nn.Module:
     """Choose the backbone from the observation space: CNN for images, MLP for vectors and discrete states,
     and for a `Dict` space one of those per key (`DictBackbone`). `kind="nature"` is the Nature-DQN CNN."""
     if isinstance(obs_space, gym.spaces.Dict):
@@ -221,7 +227,8 @@ def make_backbone(obs_space: gym.Space, kind: BackboneKind = "auto", *, hidden: 
             raise UnsupportedSpaceError(f"backbone {kind!r} cannot take a Dict observation space: each key gets "
                                         f"its own backbone; use backbone auto")
         return DictBackbone(obs_space, hidden=hidden, cnn_channels=cnn_channels, cnn_features=cnn_features,
-                            channel_order=channel_order, fusion=fusion, activation=activation)
+                            channel_order=channel_order, fusion=fusion, activation=activation,
+                            branch_norm=branch_norm)
     if kind == "auto":
         kind = "cnn" if is_image_space(obs_space) else "mlp"
     if kind == "cnn":
@@ -243,6 +250,9 @@ class NetworkConfig:
     freeze_backbone: bool = param(True, "keep a pretrained backbone frozen (false: fine-tune it)")
     fusion: tuple[int, ...] = param((256,), "Dict observations: ReLU layers over the joined per-key features",
                                     low=1, high=MAX_WIDTH)
+    branch_norm: bool = param(False, "Dict observations: standardise each key's features (layer norm, no learned "
+                              "scale) before they are joined, so a pretrained CNN's large features do not drown "
+                              "the other keys'")
     hidden: tuple[int, ...] = param((64, 64), "MLP hidden layer widths", low=1, high=MAX_WIDTH)
     activation: Activation = param("relu", "activation of the MLP hidden layers (SB3's and CleanRL's policy "
                                    "networks use tanh); CNN and fusion layers are ReLU")
@@ -278,7 +288,7 @@ def build_backbone(config: NetworkConfig, obs_space: gym.Space) -> nn.Module:
     call it once each."""
     body = make_backbone(obs_space, config.network, hidden=config.hidden, cnn_channels=config.cnn_channels,
                          cnn_features=config.cnn_features, channel_order=config.channel_order,
-                         fusion=config.fusion, activation=config.activation)
+                         fusion=config.fusion, activation=config.activation, branch_norm=config.branch_norm)
     if config.backbone is not None:
         load_pretrained_backbone(body, config.backbone, config.freeze_backbone)
     return body

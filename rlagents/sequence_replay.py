@@ -1,19 +1,22 @@
 """Sequence replay for recurrent Q-learning in the style of R2D2 (Kapturowski et al. 2019).
 
-Each vector env's experience is one continuous stream of *slots*. A slot holds an observation and, when an
-action was taken from it, that action and its reward (`valid`); an episode's last observation gets a slot of
-its own with no action (`valid` false, `terminal` when the episode terminated rather than being truncated),
-so the network sees it with the right hidden state and a truncated episode bootstraps from it. The slot after
-it begins the next episode (`starts`): the recurrent state is reset before it. Sequences therefore run across
-episode boundaries, with no padding: short episodes (a few steps) do not waste most of a sequence.
+Each episode of each vector env is a run of *slots*. A slot holds an observation and, when an action was
+taken from it, that action and its reward (`valid`); the episode's last observation gets a slot of its own
+with no action (`valid` false, `terminal` when the episode terminated rather than being truncated), so the
+network sees it with the right hidden state and a truncated episode bootstraps from it.
 
-Every `length − overlap` slots an env's stream yields one stored sequence of `length` slots, together with
-the recurrent state the acting network had before its first slot (R2D2's *stored state*). A learner runs the
-network from that state over the first `burn_in` slots without gradients (to refresh the stale stored state),
-then computes the loss on the slots after them. Targets are n-step returns that stay inside the sequence:
-from slot t, m = min(n, steps to the episode's end, steps to the sequence's last slot) rewards, then the value
-of slot t + m weighted γ^m (0 past a terminal). The last slot of a sequence has no successor to bootstrap from
-and is never trained on; `overlap ≥ burn_in + 1` makes every step trained in some sequence.
+An episode is cut into sequences of `length` slots, consecutive ones sharing `overlap` slots; its last
+sequence ends with the final observation and is padded (slots that are not `valid`, never trained). A
+sequence never spans two episodes, so the first sequence of every episode starts at the episode's first slot
+(`starts`) from a zero state, exactly the state the acting network had; a later one starts from the state the
+acting network had before its first slot (R2D2's *stored state*), which is stale by the time it is replayed:
+a learner runs the network from it over the first `burn_in` slots without gradients, to refresh it, and
+trains on the slots after them. Sequences that start an episode need no burn-in and are trained from slot 0.
+
+Targets are n-step returns that stay inside the sequence: from slot t, m = min(n, steps to the episode's
+end, steps to the sequence's last slot) rewards, then the value of slot t + m weighted γ^m (0 past a
+terminal). The last slot of a sequence has no successor to bootstrap from and is not trained;
+`overlap ≥ burn_in + 1` makes every step of an episode trained in some sequence.
 """
 
 from __future__ import annotations
@@ -37,20 +40,20 @@ class SequenceBatch(NamedTuple):
     returns: np.ndarray  # (B, L) float32: discounted sum of the m rewards of each slot's n-step target
     bootstrap: np.ndarray  # (B, L) int64: the slot (t + m) whose value completes the target
     bootstrap_weights: np.ndarray  # (B, L) float32: γ^m, or 0 where slot t + m is terminal
-    trained: np.ndarray  # (B, L) bool: the loss applies (an action slot past burn-in with a target)
+    trained: np.ndarray  # (B, L) bool: the loss applies (an action slot with a target, past any burn-in)
     states: np.ndarray  # (B, state_dim) float32: the recurrent state before slot 0, as stored when acting
     indices: np.ndarray  # (B,) stored sequence numbers
     masks: np.ndarray | None = None  # (B, L, actions) bool: legal actions at each slot (masked agents)
 
 
-def nstep_targets(rewards: np.ndarray, valid: np.ndarray, terminal: np.ndarray, gamma: float, n_step: int,
-                  burn_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def nstep_targets(rewards: np.ndarray, valid: np.ndarray, terminal: np.ndarray, starts: np.ndarray, gamma: float,
+                  n_step: int, burn_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """n-step targets inside sequences (B, L): returns, bootstrap slot, bootstrap weight, trained mask.
 
     The target of slot t is `returns[t] + bootstrap_weights[t] · V(bootstrap[t])`: m rewards from t, where m
     stops at n, at the episode's final observation (a slot with `valid` false; weight 0 when it is `terminal`)
-    and at the sequence's last slot. Slots before `burn_in`, slots without an action and the last slot are not
-    trained (their entries are 0).
+    and at the sequence's last slot. Slots without an action, the last slot, and the first `burn_in` slots of
+    sequences that do not start an episode (`starts[:, 0]` false) are not trained (their entries are 0).
     """
     n_seq, length = rewards.shape
     t = np.arange(length)
@@ -70,7 +73,7 @@ def nstep_targets(rewards: np.ndarray, valid: np.ndarray, terminal: np.ndarray, 
         weights = np.where(stop, gamma ** (k + 1) * (1.0 - terminal[:, nxt]), weights)
         trained |= stop
         active &= ~stop
-    trained &= (t >= burn_in)[None, :]
+    trained &= (t >= burn_in)[None, :] | starts[:, :1].astype(bool)
     keep = trained.astype(np.float64)
     return ((returns * keep).astype(np.float32), bootstrap * trained, (weights * keep).astype(np.float32),
             trained)
@@ -88,6 +91,18 @@ def _reshape(obs: batches.Obs, lead: tuple[int, ...]) -> batches.Obs:
     if isinstance(obs, tuple):
         return tuple(_reshape(value, lead) for value in obs)
     return obs.reshape(*lead, *obs.shape[1:])
+
+
+def _zero_tail(obs: batches.Obs, row: int, start: int) -> None:
+    """Zero the observations of sequence `row` from slot `start` on (a padded sequence's padding)."""
+    if isinstance(obs, dict):
+        for value in obs.values():
+            _zero_tail(value, row, start)
+    elif isinstance(obs, tuple):
+        for value in obs:
+            _zero_tail(value, row, start)
+    else:
+        obs[row, start:] = 0
 
 
 class SequenceReplayBuffer:
@@ -129,6 +144,7 @@ class SequenceReplayBuffer:
         self.states = np.zeros((self.capacity, self.state_dim), dtype=np.float32)
         self.pending_states = np.zeros((self.n_envs, self.length, self.state_dim), dtype=np.float32)
         self.count = np.zeros(self.n_envs, dtype=np.int64)  # pending slots per env
+        self.unsent = np.zeros(self.n_envs, dtype=np.int64)  # of which not in a stored sequence yet
         self.ended = np.ones(self.n_envs, dtype=bool)  # the env's next slot begins an episode
         self.pos = 0
         self.size = 0
@@ -145,9 +161,13 @@ class SequenceReplayBuffer:
         envs = np.arange(self.n_envs)
         self._append(envs, obs, actions, rewards, True, False, states, masks)
         done = np.flatnonzero(np.logical_or(terminated, truncated))
-        if done.size:  # each ended episode's final observation gets a slot without an action
-            self._append(done, batches.take(next_obs, done), 0, 0.0, False, np.asarray(terminated)[done],
-                         np.asarray(next_states)[done], None if next_masks is None else next_masks[done])
+        for env in done:  # the final observation gets a slot without an action; the last sequence is padded
+            one = done[done == env]
+            self._append(one, batches.take(next_obs, one), 0, 0.0, False, np.asarray(terminated)[one],
+                         np.asarray(next_states)[one], None if next_masks is None else next_masks[one])
+            if self.unsent[env]:
+                self._emit(int(env))
+            self.count[env] = self.unsent[env] = 0  # the next episode starts a new sequence
 
     def _append(self, envs: np.ndarray, obs, actions, rewards, valid: bool, terminal, states: np.ndarray,
                 masks: np.ndarray | None) -> None:
@@ -163,16 +183,21 @@ class SequenceReplayBuffer:
             self.pending_masks[slot] = True if masks is None else masks
         self.ended[envs] = not valid  # after an episode's final observation, the next slot begins one
         self.count[envs] += 1
+        self.unsent[envs] += 1
         for env in envs[self.count[envs] == self.length]:
             self._emit(int(env))
 
     def _emit(self, env: int) -> None:
-        """Store env's full pending sequence, then keep its last `overlap` slots as the next one's start."""
-        i, keep, length = self.pos, self.overlap, self.length
+        """Store env's pending sequence (padded past its `count` slots), then keep its last `overlap` slots as
+        the next one's start."""
+        i, keep, length, count = self.pos, self.overlap, self.length, int(self.count[env])
         batches.put(self.obs, i, batches.take(self.pending_obs, env))
         for name in self._SLOT_ARRAYS + (("masks",) if self.masks is not None else ()):
             getattr(self, name)[i] = getattr(self, f"pending_{name}")[env]
+            getattr(self, name)[i, count:] = 0 if name != "masks" else True  # padding: no action, no start
+        _zero_tail(self.obs, i, count)
         self.states[i] = self.pending_states[env, 0]
+        self.unsent[env] = 0
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         shift = (env, slice(0, keep))
@@ -184,7 +209,7 @@ class SequenceReplayBuffer:
 
     def drop(self, envs: np.ndarray) -> None:
         """Forget the pending slots of `envs` (their episodes were restarted); their next slot begins one."""
-        self.count[envs] = 0
+        self.count[envs] = self.unsent[envs] = 0
         self.ended[envs] = True
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> SequenceBatch:
@@ -196,7 +221,7 @@ class SequenceReplayBuffer:
     def gather(self, idx: np.ndarray) -> SequenceBatch:
         """The stored sequences `idx` as a batch."""
         returns, bootstrap, weights, trained = nstep_targets(self.rewards[idx], self.valid[idx], self.terminal[idx],
-                                                             self.gamma, self.n_step, self.burn_in)
+                                                             self.starts[idx], self.gamma, self.n_step, self.burn_in)
         return SequenceBatch(batches.take(self.obs, idx), self.actions[idx], self.starts[idx], returns, bootstrap,
                              weights, trained, self.states[idx], idx,
                              None if self.masks is None else self.masks[idx])
@@ -208,7 +233,7 @@ class SequenceReplayBuffer:
         return {"obs": batches.take(self.obs, slice(0, n)), **{name: getattr(self, name)[:n] for name in names},
                 "pending_obs": self.pending_obs,
                 **{f"pending_{name}": getattr(self, f"pending_{name}") for name in names},
-                "count": self.count, "ended": self.ended, "pos": self.pos, "size": n}
+                "count": self.count, "unsent": self.unsent, "ended": self.ended, "pos": self.pos, "size": n}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict()`; pending slots of a different number of envs are dropped (their episodes
@@ -229,4 +254,5 @@ class SequenceReplayBuffer:
         for name in names:
             getattr(self, f"pending_{name}")[...] = np.asarray(state[f"pending_{name}"])
         self.count[...] = np.asarray(state["count"])
+        self.unsent[...] = np.asarray(state["unsent"])
         self.ended[...] = np.asarray(state["ended"], dtype=bool)

@@ -43,6 +43,22 @@ def test_features_are_the_branches_joined_in_key_order():
     assert torch.equal(backbone(obs), expected)
 
 
+
+def test_branch_norm_standardises_each_keys_features_before_they_are_joined():
+    torch.manual_seed(0)
+    backbone = make_backbone(LOCK_SPACE, hidden=(8,), cnn_channels=(2, 2, 2), cnn_features=4, branch_norm=True)
+    obs = batch(LOCK_SPACE, 3)
+    joined = backbone(obs)
+    assert torch.allclose(joined.mean(dim=1), torch.zeros(3), atol=1e-5)  # no fusion layer: the parts as normed
+    assert torch.allclose(joined[:, :8].std(dim=1, unbiased=False), torch.ones(3), atol=1e-2)
+    with torch.no_grad():  # a branch whose features are 100 times larger weighs no more in the joined vector
+        backbone.branches["image"].dense[0].weight.mul_(100.0)
+        backbone.branches["image"].dense[0].bias.mul_(100.0)
+    assert torch.allclose(backbone(obs), joined, atol=1e-2)
+    plain = make_backbone(LOCK_SPACE, hidden=(8,), cnn_channels=(2, 2, 2), cnn_features=4)
+    plain.load_state_dict(backbone.state_dict())  # the norm has no weights: checkpoints load either way
+    assert not torch.allclose(plain(obs), joined, atol=1e-2)
+
 def test_q_network_on_vectorised_digit_lock_observations():
     from rlagents.environments import make_vec_env
 

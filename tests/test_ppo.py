@@ -166,6 +166,20 @@ def test_bad_config_values_are_refused(key, value, message):
         resolve(PPOConfig, {}, "CartPole-v1", {key: value}, source="test")
 
 
+
+def test_every_shipped_entry_resolves():
+    from rlagents.config import read_config_file
+
+    data = read_config_file(Path(__file__).parents[1] / "configs" / "ppo.yaml")
+    entries = [env_id for env_id in data if env_id not in ("default", "run")]
+    assert {"LunarLander-v3", "MountainCarContinuous-v0", "DigitLock-v0"} <= set(entries)
+    for env_id in entries:
+        cfg = resolve(PPOConfig, data, env_id, {}, source="ppo.yaml")
+        assert cfg.train.steps > 0 and cfg.agent.batch_size <= cfg.agent.n_steps * cfg.train.n_envs
+    assert resolve(PPOConfig, data, "DigitLock-v0", {}, source="ppo.yaml").agent.branch_norm
+    with pytest.raises(ConfigError, match="branch_norm"):
+        resolve(PPOConfig, data, "DigitLock-v0", {"branch_norm": "maybe"}, source="test")
+
 def test_bad_value_through_the_cli_is_one_line_and_writes_nothing(tmp_path: Path, capsys):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
@@ -229,6 +243,27 @@ def test_dict_observations_and_a_frozen_pretrained_backbone(classifier_run: Path
     assert evaluate_main([str(run_dir), "--episodes", "3"]) == 0
     assert "return" in capsys.readouterr().out
 
+
+
+def test_frozen_branch_features_computed_once_give_the_same_outputs(classifier_run: Path):
+    # the update computes a frozen CNN's features once per rollout and feeds them to every minibatch
+    from rlagents.digits import sklearn_test_digits
+
+    space = gym.spaces.Dict({"dial": gym.spaces.Discrete(10), "image": gym.spaces.Box(0, 255, (1, 12, 12), np.uint8)})
+    config = PPOConfig(backbone=str(classifier_run), cnn_channels=(4, 8, 8), cnn_features=16, branch_norm=True)
+    agent = PPOAgent(config, space, gym.spaces.Discrete(3), n_envs=2, total_steps=100, device=torch.device("cpu"),
+                     seed=0)
+    images = sklearn_test_digits(0)[0][:6]
+    obs = {"dial": torch.arange(6), "image": torch.as_tensor(np.array(images))}
+    frozen = agent.net.frozen_features(obs)
+    assert set(frozen) == {"policy", "critic"} and set(frozen["policy"]) == {"image"}
+    out, values = agent.net(obs)
+    cached_out, cached_values = agent.net(obs, frozen)
+    assert torch.allclose(out, cached_out, atol=1e-6) and torch.allclose(values, cached_values, atol=1e-6)
+    unfrozen = PPOAgent(PPOConfig(backbone=str(classifier_run), cnn_channels=(4, 8, 8), cnn_features=16,
+                                  freeze_backbone=False), space, gym.spaces.Discrete(3), n_envs=2, total_steps=100,
+                        device=torch.device("cpu"), seed=0)
+    assert unfrozen.net.frozen_features(obs) == {}  # a fine-tuned CNN changes every step: nothing to keep
 
 def test_discrete_observations(tmp_path: Path):
     summary = train(tmp_path / "run", "--env", "FrozenLake-v1", "--steps", "1000", "--eval-every", "0",

@@ -46,26 +46,37 @@ class Streams:
         return step
 
 
+PAD = {"obs": np.zeros(2), "action": 0, "reward": 0.0, "valid": False, "terminal": False, "start": False,
+       "mask": np.ones(N_ACTIONS, bool), "state": None}  # a padding slot
+
+
 class NaiveSequences:
-    """Each env's whole stream of slots as dicts; a sequence is stream[k·P : k·P + L] once it is complete."""
+    """Each env's episodes as lists of slot dicts: an episode of n slots (its final observation included) yields
+    its slots [k·P, k·P + L) as they complete, then, if slots came after the last of those, [k·P, n) padded."""
 
     def __init__(self, n_envs: int, length: int, overlap: int):
         self.length, self.period = length, length - overlap
-        self.streams: list[list[dict]] = [[] for _ in range(n_envs)]
-        self.emitted: list[int] = [0] * n_envs
+        self.episodes: list[list[dict]] = [[] for _ in range(n_envs)]  # the one in progress, per env
+        self.finished: list[list[dict]] = []
         self.sequences: list[list[dict]] = []  # in the order they completed
 
     def _push(self, env: int, slot: dict) -> None:
-        stream = self.streams[env]
-        slot["start"] = not stream or not stream[-1]["valid"]
-        stream.append(slot)
-        begin = self.emitted[env] * self.period
-        if len(stream) == begin + self.length:
-            self.sequences.append(stream[begin:begin + self.length])
-            self.emitted[env] += 1
+        episode = self.episodes[env]
+        slot["start"] = not episode
+        episode.append(slot)
+        n, length, period = len(episode), self.length, self.period
+        if n >= length and (n - length) % period == 0:
+            self.sequences.append(episode[n - length:])
+        if not slot["valid"]:  # the final observation: the padded tail, then a new episode
+            k = 0 if n < length else (n - length) // period + 1
+            if k == 0 or (k - 1) * period + length < n:
+                tail = episode[k * period:]
+                self.sequences.append(tail + [PAD] * (length - len(tail)))
+            self.finished.append(episode)
+            self.episodes[env] = []
 
     def add(self, s: dict) -> None:
-        for env in range(len(self.streams)):
+        for env in range(len(self.episodes)):
             self._push(env, {"obs": s["obs"][env], "action": s["actions"][env], "reward": s["rewards"][env],
                              "valid": True, "terminal": False, "state": s["states"][env], "mask": s["masks"][env]})
         for env in np.flatnonzero(s["terminated"] | s["truncated"]):
@@ -76,8 +87,9 @@ class NaiveSequences:
 
 def naive_target(seq: list[dict], t: int, n_step: int, burn_in: int):
     """(return, bootstrap slot, weight) of slot t's target, or None when slot t is not trained: m = min(n,
-    steps to the episode's final observation, steps to the last slot)."""
-    if t < burn_in or t == len(seq) - 1 or not seq[t]["valid"]:
+    steps to the episode's final observation, steps to the last slot); a sequence that starts mid-episode is
+    not trained in its first `burn_in` slots."""
+    if (t < burn_in and not seq[0]["start"]) or t == len(seq) - 1 or not seq[t]["valid"]:
         return None
     to_end = next(j for j in range(t + 1, len(seq)) if not seq[j]["valid"] or j == len(seq) - 1) - t
     m = min(n_step, to_end)
@@ -137,32 +149,35 @@ def test_sequences_and_targets_match_a_naive_implementation(length, burn_in, ove
     assert_matches(buffer, naive, n_step)
 
 
-def test_every_action_step_is_trained_in_some_sequence():
-    """overlap ≥ burn_in + 1: every action slot of the stream, past the first burn-in and up to the newest
-    sequence's last slot, lies in the trained part of some stored sequence."""
-    buffer = make(n_envs=1, capacity=10_000, length=8, burn_in=3, overlap=4, masks=False)
-    naive = NaiveSequences(1, 8, 4)
-    feed(buffer, naive, Streams(1, seed=3), 200)
+def test_every_action_step_of_an_episode_is_trained_in_some_sequence():
+    """overlap ≥ burn_in + 1 and a padded last sequence per episode: every action slot of every finished
+    episode lies in the trained part of some stored sequence, short and long episodes alike."""
+    buffer = make(n_envs=2, capacity=10_000, length=8, burn_in=3, overlap=4, masks=False)
+    naive = NaiveSequences(2, 8, 4)
+    feed(buffer, naive, Streams(2, seed=3, end_rate=0.08), 300)
     batch = buffer.gather(np.arange(len(buffer)))
     trained_ids = {float(batch.obs[i, t, 0]) for i, t in zip(*np.nonzero(batch.trained))}
-    covered = naive.streams[0][buffer.burn_in:(len(buffer) - 1) * naive.period + buffer.length - 1]
-    expected = {float(slot["obs"][0]) for slot in covered if slot["valid"]}
-    assert len(expected) > 150 and trained_ids == expected
+    expected = {float(slot["obs"][0]) for episode in naive.finished for slot in episode if slot["valid"]}
+    assert max(len(e) for e in naive.finished) > 16 and min(len(e) for e in naive.finished) < 4
+    assert expected <= trained_ids
 
 
 def test_nstep_targets_by_hand():
-    """One sequence of 6 slots: a terminated episode ends at slot 3 (its final observation), a new episode
-    starts at slot 4; γ = 0.5, n = 2, burn-in 1."""
+    """One sequence of 6 slots (as the learner sees any (B, L) batch): a terminated episode ends at slot 3 (its
+    final observation), a new episode starts at slot 4; γ = 0.5, n = 2, burn-in 1."""
     rewards = np.array([[1.0, 2.0, 4.0, 0.0, 8.0, 16.0]])
     valid = np.array([[1, 1, 1, 0, 1, 1]], dtype=bool)
     terminal = np.array([[0, 0, 0, 1, 0, 0]], dtype=bool)
-    returns, bootstrap, weights, trained = nstep_targets(rewards, valid, terminal, 0.5, 2, burn_in=1)
+    starts = np.array([[0, 0, 0, 0, 1, 0]], dtype=bool)
+    returns, bootstrap, weights, trained = nstep_targets(rewards, valid, terminal, starts, 0.5, 2, burn_in=1)
     np.testing.assert_array_equal(trained, [[False, True, True, False, True, False]])
     np.testing.assert_allclose(returns, [[0.0, 2.0 + 0.5 * 4.0, 4.0, 0.0, 8.0, 0.0]])
     np.testing.assert_array_equal(bootstrap, [[0, 3, 3, 0, 5, 0]])
     np.testing.assert_allclose(weights, [[0.0, 0.0, 0.0, 0.0, 0.5, 0.0]])  # slot 3 is terminal: no bootstrap
-    truncated = nstep_targets(rewards, valid, np.zeros_like(terminal), 0.5, 2, burn_in=1)
+    truncated = nstep_targets(rewards, valid, np.zeros_like(terminal), starts, 0.5, 2, burn_in=1)
     np.testing.assert_allclose(truncated[2], [[0.0, 0.25, 0.5, 0.0, 0.5, 0.0]])  # truncated: bootstrap from it
+    at_start = nstep_targets(rewards, valid, terminal, np.roll(starts, 2), 0.5, 2, burn_in=1)
+    assert at_start[3][0, 0]  # a sequence that starts an episode has no burn-in: trained from slot 0
 
 
 def test_checkpoint_round_trip_resumes_exactly(tmp_path):

@@ -14,6 +14,7 @@ trains on them. docs/agents/dqn.md describes the agent.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,6 +64,8 @@ class DQNConfig(NetworkConfig):
     double: bool = param(True, "double DQN targets (online net picks, target net values)")
     clipped_double: bool = param(False, "with double DQN, bootstrap from the smaller of the target and the online "
                                  "net's value of the online net's pick (clipped double Q)")
+    clip_values: bool = param(False, "clip bootstrapped values V(s') to the discounted returns the rewards seen "
+                              "so far allow: [min(0, r_min), max(0, r_max)] / (1 - gamma)")
     n_step: int = param(1, "n-step returns", low=1, high=100)
     prioritized: bool = param(False, "proportional prioritized replay")
     per_alpha: float = param(0.6, "prioritization exponent", low=0.0, high=1.0)
@@ -238,6 +241,8 @@ class TorchLearner:
             next_masks = None if batch.next_masks is None else as_tensor(batch.next_masks)  # masked agents
             next_values = next_state_values(agent.target(next_obs, next_features), next_q_online, next_masks,
                                             c.clipped_double)
+            if c.clip_values:
+                next_values = next_values.clamp(*agent.value_bounds())
             targets = td_targets(as_tensor(batch.rewards), next_values, as_tensor(batch.terminated),
                                  as_tensor(batch.discounts))
         q_taken = agent.q(obs, features).gather(1, actions).squeeze(1)
@@ -290,6 +295,7 @@ class NumpyLearner:
         weights = bootstrap_weights(batch.terminated, batch.discounts)
         next_q_target = self.target.outputs(next_x)
         next_masks = batch.next_masks  # legal actions of s' (masked agents), which targets max over
+        bounds = agent.value_bounds() if c.clip_values else None
         if c.double:  # [s rows; s' rows] of each step, contiguous
             width = x.shape[1]
             pairs = np.stack([x.reshape(n_updates, size, width), next_x.reshape(n_updates, size, width)],
@@ -297,6 +303,8 @@ class NumpyLearner:
         else:
             best = next_q_target.max(axis=1) if next_masks is None else np.where(next_masks, next_q_target,
                                                                                 -np.inf).max(axis=1)
+            if c.clip_values:
+                best = np.clip(best, *bounds)
             all_targets = batch.rewards + weights * best
         check_each = c.nonfinite == "skip"  # "stop" checks once per round: nothing is saved after a failure
         rows_of_step = np.arange(size)
@@ -312,6 +320,8 @@ class NumpyLearner:
                 next_values = next_q_target[rows][rows_of_step, best_next]
                 if c.clipped_double:
                     next_values = np.minimum(next_values, q_both[size:][rows_of_step, best_next])
+                if c.clip_values:
+                    next_values = np.clip(next_values, *bounds)
                 targets = batch.rewards[rows] + weights[rows] * next_values
             else:
                 q, activations = online.forward(x[rows])
@@ -373,6 +383,15 @@ def unflat_state(flat: np.ndarray | torch.Tensor, parts: int, device: torch.devi
     return tuple(torch.as_tensor(flat, device=device).chunk(parts, dim=1))
 
 
+def distinct_rows(branch: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`branch(x)` computed once per distinct row of `x` when rows repeat a lot (sequences of blank frames, as
+    in DigitRecall once the digit is hidden, where this saves most of a frozen CNN's cost)."""
+    distinct, inverse = torch.unique(x.reshape(len(x), -1), dim=0, return_inverse=True)
+    if 2 * len(distinct) > len(x):
+        return branch(x)
+    return branch(distinct.reshape(len(distinct), *x.shape[1:]))[inverse]
+
+
 def time_major(obs: batches.Obs, length: int) -> batches.Obs:
     """(B, L, …) sequence arrays as L·B rows in time-major order (row t·B + b is sequence b's step t)."""
     if isinstance(obs, dict):
@@ -383,9 +402,11 @@ def time_major(obs: batches.Obs, length: int) -> batches.Obs:
 class SequenceLearner:
     """Recurrent DQN's gradient steps on replayed sequences (R2D2, Kapturowski et al. 2019).
 
-    Each sequence starts from the hidden state stored when it was played. The online and the target network
-    each run from it over the first `burn_in` steps without gradients (the target thus recomputes its own
-    state rather than using the online one's); the loss covers the remaining steps that have a target. A
+    Each sequence starts from the hidden state stored when it was played (zero for a sequence that starts an
+    episode). The online and the target network each run from it over the whole sequence (the target thus
+    recomputes its own state rather than using the online one's); where the sequence starts mid-episode, no
+    gradient flows into its first `burn_in` steps, which only refresh the stale stored state, and the loss
+    covers the steps after them. A
     target is an n-step return inside the sequence (`rlagents.sequence_replay.nstep_targets`) plus the
     bootstrap step's value: with double DQN the online network (unrolled over the same sequence) picks the
     action and the target network values it.
@@ -403,12 +424,14 @@ class SequenceLearner:
 
     def _unroll(self, net: Net, features: torch.Tensor, state: State, starts: torch.Tensor,
                 burn_in: int) -> torch.Tensor:
-        """Q-values (L − burn_in, B, A) of `net` over features (L, B, F) from `state`, after a gradient-free
-        burn-in over the first `burn_in` steps."""
-        if burn_in:
-            with torch.no_grad():
-                _, state = net.core(features[:burn_in].detach(), state, starts[:burn_in])
-        out, _ = net.core(features[burn_in:], state, starts[burn_in:])
+        """Q-values (L, B, A) of `net` over features (L, B, F) from `state`; sequences that do not start an
+        episode get no gradient through their first `burn_in` steps (their state is detached after them)."""
+        out, state = net.core(features[:burn_in], state, starts[:burn_in]) if burn_in else (None, state)
+        if burn_in and torch.is_grad_enabled():
+            fresh = starts[0].unsqueeze(1)  # zero initial state: trained from the first step
+            state = tuple(torch.where(fresh, s, s.detach()) for s in state)
+        rest, _ = net.core(features[burn_in:], state, starts[burn_in:])
+        out = rest if out is None else torch.cat([out, rest])
         return net.head(out.reshape(-1, out.shape[-1])).reshape(out.shape[0], out.shape[1], -1)
 
     def step(self, batch: SequenceBatch) -> None:
@@ -420,25 +443,27 @@ class SequenceLearner:
         obs = batches.to_tensor(time_major(batch.obs, length), device)
         starts = as_tensor(batch.starts.T)
         state = unflat_state(batch.states, agent.state_parts, device)
-        rest = (lambda a: as_tensor(a.T[burn_in:]))  # (B, L) arrays as (L − burn_in, B) tensors
+        tm = (lambda a: as_tensor(a.T))  # (B, L) arrays as time-major (L, B) tensors
         features = None
         with torch.no_grad():
             if agent.frozen_keys:  # the frozen branches' features serve both networks
                 branches = agent.q.backbone.branches
-                features = {key: branches[key](obs[key]) for key in agent.frozen_keys}
+                features = {key: distinct_rows(branches[key], obs[key]) for key in agent.frozen_keys}
             q_target = self._unroll(agent.target, self._features(agent.target, obs, features, length), state,
                                     starts, burn_in)
         q_online = self._unroll(agent.q, self._features(agent.q, obs, features, length), state, starts, burn_in)
         with torch.no_grad():
-            masks = None if batch.masks is None else as_tensor(np.swapaxes(batch.masks, 0, 1)[burn_in:])
+            masks = None if batch.masks is None else as_tensor(np.swapaxes(batch.masks, 0, 1))
             flat = (lambda q: q.reshape(-1, q.shape[-1]))
             values = next_state_values(flat(q_target), flat(q_online.detach()) if c.double else None,
                                        None if masks is None else flat(masks), c.clipped_double)
-            values = values.reshape(length - burn_in, n_seq)
-            trained = rest(batch.trained)
-            boot = (rest(batch.bootstrap) - burn_in).clamp_(min=0)  # untrained steps point anywhere valid
-            targets = rest(batch.returns) + rest(batch.bootstrap_weights) * values.gather(0, boot)
-        q_taken = q_online.gather(2, rest(batch.actions).unsqueeze(2)).squeeze(2)
+            if c.clip_values:
+                values = values.clamp(*agent.value_bounds())
+            values = values.reshape(length, n_seq)
+            trained = tm(batch.trained)
+            boot = tm(batch.bootstrap)
+            targets = tm(batch.returns) + tm(batch.bootstrap_weights) * values.gather(0, boot)
+        q_taken = q_online.gather(2, tm(batch.actions).unsqueeze(2)).squeeze(2)
         loss_fn = nn.functional.smooth_l1_loss if c.loss == "huber" else nn.functional.mse_loss
         weights = trained.float() / trained.sum().clamp(min=1)  # the mean over trained steps
         loss = (loss_fn(q_taken, targets, reduction="none") * weights).sum()
@@ -541,6 +566,7 @@ class DQNAgent(Agent):
         self.steps = 0
         self.updates = 0
         self.skipped_updates = 0
+        self.reward_range = [0.0, 0.0]  # min(0, smallest) and max(0, largest) finite reward seen (clip_values)
         self.next_train = max(c.learning_starts, c.train_every)
         self.next_target = c.target_update_every
         self._target_synced_at = -1  # `updates` at the last hard target copy (-1: none yet this session)
@@ -646,6 +672,8 @@ class DQNAgent(Agent):
                             self.config.gamma, None if next_mask is None else next_mask[0])
         else:
             self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, self.gammas, next_mask)
+        if self.config.clip_values:
+            self._see_rewards(rewards)
         self.steps += self.n_envs
         if self.steps >= self.next_train and len(self.buffer) >= self.config.batch_size:
             rounds = self._intervals_due("next_train", self.config.train_every)
@@ -653,6 +681,23 @@ class DQNAgent(Agent):
             self._train(rounds * self.config.gradient_steps)
         if self.steps >= self.next_target:
             self._update_target(self._intervals_due("next_target", self.config.target_update_every))
+
+    def _see_rewards(self, rewards: np.ndarray) -> None:
+        """Widen the range of the rewards seen (it starts at [0, 0]) by `rewards`' finite values."""
+        low, high = self.reward_range
+        for r in np.asarray(rewards, dtype=np.float64).tolist():  # a few envs: cheaper than array reductions
+            if math.isfinite(r):
+                low, high = min(low, r), max(high, r)
+        self.reward_range = [low, high]
+
+    def value_bounds(self) -> tuple[float, float]:
+        """The smallest and largest discounted return the rewards seen so far allow: a return sums γ^k·r_k over
+        an episode of any length, so it lies in [min(0, r_min), max(0, r_max)] / (1 − γ) (unbounded at γ = 1)."""
+        low, high = self.reward_range
+        if self.config.gamma >= 1.0:
+            return (-np.inf if low < 0 else 0.0), (np.inf if high > 0 else 0.0)
+        scale = 1.0 / (1.0 - self.config.gamma)
+        return low * scale, high * scale
 
     def _store_sequences(self, obs, actions, rewards, next_obs, terminated, truncated, mask, next_mask) -> None:
         """Recurrent DQN: the step goes into the envs' replay streams with the hidden states before and after
@@ -725,6 +770,7 @@ class DQNAgent(Agent):
                              "next_target": self.next_target},
                 "rng": self.rng.bit_generator.state,
                 **({"nstep": self.nstep.state_dict()} if self.nstep is not None else {}),
+                **({"reward_range": list(self.reward_range)} if self.config.clip_values else {}),
                 **({"memory": self.memory.state_dict()} if self.recurrent else {}),
                 **({"replay": self.buffer.state_dict()} if self.config.checkpoint_replay else {})}
 
@@ -737,6 +783,9 @@ class DQNAgent(Agent):
         self.steps, self.updates = int(counters["steps"]), int(counters["updates"])
         self.next_train, self.next_target = int(counters["next_train"]), int(counters["next_target"])
         self.rng.bit_generator.state = state["rng"]
+        if "reward_range" in state:
+            low, high = (float(v) for v in state["reward_range"])
+            self.reward_range = [min(low, 0.0), max(high, 0.0)]
         if "replay" in state:
             self.buffer.load_state_dict(state["replay"])
         if self.recurrent and "memory" in state:

@@ -37,9 +37,9 @@ from torch import nn
 from rlagents import obs as batches
 from rlagents.agents.base import nonfinite_loss
 from rlagents.config import param
-from rlagents.networks import build_backbone, build_core, orthogonal_init
 from rlagents.errors import ConfigError
 from rlagents.masks import mask_logits
+from rlagents.networks import DictBackbone, build_backbone, build_core, orthogonal_init
 from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_mlp_forward
 from rlagents.policies import Policy, PolicyConfig, PolicyGradientAgent, RunningNorm, normalize
 from rlagents.recurrent import RecurrentCore, State, sequence_features
@@ -132,6 +132,10 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return 0.5 * error.mean()
 
 
+def _body(backbone: nn.Module, obs: Any, frozen: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    return backbone(obs) if frozen is None else backbone(obs, frozen)
+
+
 class ActorCritic(nn.Module):
     """The policy (`rlagents.policies.Policy`) and a critic: a value head on its own backbone (and recurrent
     core, `critic_core`, when the policy has one), or on the policy's (`critic_backbone=None`)."""
@@ -148,13 +152,27 @@ class ActorCritic(nn.Module):
             width = critic_core.out_features if critic_core is not None else critic_backbone.features_dim
         self.value_head = nn.Linear(width, 1)
 
-    def forward(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """The policy head's outputs and the values V(s)."""
-        features = self.policy.backbone(obs)
+    def forward(self, obs: Any, frozen: dict[str, dict[str, torch.Tensor]] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy head's outputs and the values V(s); `frozen` holds the frozen branches' features of `obs`
+        where already computed (`frozen_features`)."""
+        frozen = frozen or {}
+        features = _body(self.policy.backbone, obs, frozen.get("policy"))
         out = self.policy.head(features)
         if self.critic_backbone is not None:
-            features = self.critic_backbone(obs)
+            features = _body(self.critic_backbone, obs, frozen.get("critic"))
         return out, self.value_head(features).squeeze(-1)
+
+    def frozen_features(self, obs: Any) -> dict[str, dict[str, torch.Tensor]]:
+        """The features of each `Dict` backbone's frozen branches (a frozen pretrained CNN): they do not change
+        during an update, so a rollout's are computed once instead of once per minibatch and epoch."""
+        frozen = {}
+        for name, body in (("policy", self.policy.backbone), ("critic", self.critic_backbone)):
+            keys = body.frozen_keys() if isinstance(body, DictBackbone) else []
+            if keys:
+                with torch.no_grad():
+                    frozen[name] = {key: body.branches[key](obs[key]) for key in keys}
+        return frozen
 
     def value(self, obs: Any) -> torch.Tensor:
         backbone = self.critic_backbone if self.critic_backbone is not None else self.policy.backbone
@@ -202,9 +220,10 @@ class TorchLearner:
         masks = agent.rollout_masks()
         self.masks = None if masks is None else torch.as_tensor(masks, device=agent.device)
         next_obs = batches.to_tensor(next_obs, agent.device)
+        self.frozen = agent.net.frozen_features(self.obs) if agent.memory is None else {}
         with torch.no_grad():
             if agent.memory is None:
-                out, self.values = agent.net(self.obs)
+                out, self.values = agent.net(self.obs, self.frozen)
                 last = agent.net.value(next_obs)
             else:  # the whole rollout as T × n_envs sequences, from the states its envs had before it
                 roll = agent.rollout
@@ -227,7 +246,7 @@ class TorchLearner:
         agent, c = self.agent, self.agent.config
         idx = torch.as_tensor(rows, device=agent.device)
         if envs is None:
-            out, values = agent.net(batches.take(self.obs, idx))
+            out, values = agent.net(batches.take(self.obs, idx), batches.take(self.frozen, idx))
         else:
             cols = torch.as_tensor(envs, device=agent.device)
             initial = {name: tuple(s[cols] for s in state) for name, state in self.initial.items()}
