@@ -6,6 +6,10 @@ Every run is a `RunSpec` resolved and validated here, before anything runs, and 
 process or a Ray task), which trains it exactly as `python -m rlagents.train --agent A --env E --seed S
 --run-dir OUT/runs/E__A__sS` would: its TensorBoard logs, checkpoints and summary are those of any single
 run, and all runs' logs sit under one folder: `tensorboard --logdir OUT`.
+
+An agent may be listed as a variant, `AGENT@NAME` (e.g. `--agents ppo,ppo@memoryless --set
+ppo@memoryless.recurrent=none`): the same agent under another name, with its own `--set` keys, reported as a
+row of its own.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m rlagents.compare", description=__doc__.split("\n\n")[0])
-    p.add_argument("--agents", help=f"comma-separated agents ({', '.join(available_agents())})")
+    p.add_argument("--agents", help=f"comma-separated agents ({', '.join(available_agents())}); AGENT@NAME is "
+                   "a variant of AGENT with its own --set keys (AGENT@NAME.KEY=VALUE), reported as its own row")
     p.add_argument("--env", help="Gymnasium env id, or package.module:EnvId-v0 (comma-separated for several)")
     p.add_argument("--env-module", action="append", default=[], metavar="NAME",
                    help="import this module first, for the env ids it registers (repeatable)")
@@ -72,13 +77,15 @@ def build_parser() -> ArgumentParser:
 
 @dataclass
 class Task:
-    """One training run of the comparison: its resolved spec (which says where it writes)."""
+    """One training run of the comparison: its resolved spec (which says where it writes) and the name it is
+    reported under (the agent, or a variant `AGENT@NAME`)."""
 
     spec: RunSpec
+    name: str = ""
 
     @property
     def agent(self) -> str:
-        return self.spec.agent
+        return self.name or self.spec.agent
 
     @property
     def env(self) -> str:
@@ -130,7 +137,10 @@ def plan_specs(agents: list[str], envs: list[str], *, seeds: int | list[int], st
     if not envs:
         raise UserError("--env names no env, e.g. --env CartPole-v1")
     for agent in agents:
-        agent_class(agent)  # unknown agent: one-line error with the valid ones
+        base_agent, at, variant = agent.partition("@")
+        if at and (not variant or not variant.replace("-", "").replace("_", "").isalnum()):
+            raise UserError(f"--agents {agent}: a variant is AGENT@NAME, NAME of letters, digits, - and _")
+        agent_class(base_agent)  # unknown agent: one-line error with the valid ones
     if len(set(agents)) != len(agents):
         raise UserError(f"--agents lists an agent twice: {','.join(agents)}")
     if isinstance(seeds, int) and not isinstance(seeds, bool):
@@ -157,12 +167,13 @@ def plan_specs(agents: list[str], envs: list[str], *, seeds: int | list[int], st
     for env in envs:
         for agent in agents:
             agent_overrides = dict(per_agent[agent], **({"steps": steps} if steps is not None else {}))
-            base = resolve_spec(agent, env, overrides=agent_overrides, env_kwargs=env_kwargs,
+            base_agent = agent.partition("@")[0]
+            base = resolve_spec(base_agent, env, overrides=agent_overrides, env_kwargs=env_kwargs,
                                 env_modules=env_modules, run_dir=out)
-            agent_class(agent).check_spaces(*spaces_of(base.env), base.config.agent)
+            agent_class(base_agent).check_spaces(*spaces_of(base.env), base.config.agent)
             for seed in seeds:
                 run_dir = out / "runs" / f"{base.env.id.replace('/', '-').replace(':', '-')}__{agent}__s{seed}"
-                tasks.append(Task(dataclasses.replace(base, seed=seed, run_dir=run_dir)))
+                tasks.append(Task(dataclasses.replace(base, seed=seed, run_dir=run_dir), agent))
     return tasks, out
 
 
@@ -200,6 +211,7 @@ def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
         result = train_spec(task.spec, progress=False, progress_sink=lambda step, speed, ret, ev: send(
             ("progress", label, step, speed, ret, ev)))
         record.update(result.summary)
+        record["agent"] = task.agent  # a variant keeps its own name in the report
     except (Exception, SystemExit) as exc:  # noqa: BLE001 (any failure is this run's alone)
         kind = "" if isinstance(exc, (UserError, TrainingFault)) else f"{type(exc).__name__}: "
         record.update(status="failed", error=kind + " ".join(str(exc).split())[:500])

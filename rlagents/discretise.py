@@ -1,5 +1,6 @@
 """Mapping observations to one integer state index, so tabular agents can learn on them: continuous (Box)
-observations by binning (`Discretiser`), finite structured ones by indexing (`SpaceIndexer`).
+observations by binning (`Discretiser`) or by tile coding (`TileCoder`: several offset grids, one state index
+per grid), finite structured ones by indexing (`SpaceIndexer`).
 
 Each dimension is cut into `bins[d]` equal-width bins over [low[d], high[d]]; values beyond the clip range
 fall into the first or last bin. The per-dimension bin indices are combined into one index, row-major
@@ -48,9 +49,45 @@ class Discretiser:
         return self.bin_indices(obs) @ self.strides
 
 
+class TileCoder:
+    """Vectorised Box → one state index per tiling: `tilings` grids of `bins[d]` tiles of equal width per
+    dimension over [low[d], high[d]], each shifted against the first by a different fraction of a tile.
+
+    Tiling t is shifted by (t · (2d + 1) mod tilings) / tilings of a tile width in dimension d (the odd,
+    asymmetric displacements Sutton & Barto recommend, section 9.5.4), so the tilings' edges interleave. Each
+    tiling has one tile more per dimension than `bins` so that the shifted grid still covers the range; the
+    tilings' indices are disjoint (tiling t's rows follow tiling t-1's), so `n_states` rows hold them all.
+    """
+
+    def __init__(self, bins: Sequence[int], low: Sequence[float], high: Sequence[float], tilings: int):
+        self.grid = Discretiser(bins, low, high)  # validates; its bins are the tiles per tiling, unshifted
+        if tilings < 2:
+            raise ConfigError(f"tilings: tile coding needs at least 2 tilings, got {tilings}")
+        self.tilings = int(tilings)
+        self.bins = self.grid.bins
+        self.low, self.high, self.scale = self.grid.low, self.grid.high, self.grid.scale
+        tiles = self.bins + 1
+        self.max_index = tiles - 1
+        self.strides = np.concatenate([np.cumprod(tiles[::-1])[::-1][1:], [1]]).astype(np.int64)
+        self.per_tiling = int(np.prod(tiles))
+        self.n_states = self.tilings * self.per_tiling
+        dims = np.arange(len(self.bins))
+        # offsets in tile widths, (tilings, dims); added to the scaled observation before flooring
+        self.offsets = (np.arange(self.tilings)[:, None] * (2 * dims + 1)[None, :] % self.tilings) / self.tilings
+        self.bases = np.arange(self.tilings, dtype=np.int64) * self.per_tiling
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """State indices (shape (n, tilings)) of a batch of observations (shape (n, dims))."""
+        scaled = (np.asarray(obs, dtype=np.float64) - self.low) * self.scale  # (n, dims), in tile widths
+        idx = np.floor(scaled[:, None, :] + self.offsets[None, :, :]).astype(np.int64)  # (n, tilings, dims)
+        np.clip(idx, 0, self.max_index, out=idx)
+        return idx @ self.strides + self.bases
+
+
 def discretiser_for(space: gym.spaces.Box, bins: Sequence[int], clip_low: Sequence[float],
-                    clip_high: Sequence[float], agent: str) -> Discretiser:
-    """A discretiser for `space` from config values; clip ranges default to the space's bounds where finite.
+                    clip_high: Sequence[float], agent: str, tilings: int = 1) -> Discretiser | TileCoder:
+    """A discretiser for `space` from config values (a tile coder with `tilings` > 1); clip ranges default to
+    the space's bounds where finite.
 
     Raises `UnsupportedSpaceError` saying how to add a discretisation when `bins` is empty, and
     `ConfigError` when a dimension has no finite range to cut.
@@ -77,7 +114,7 @@ def discretiser_for(space: gym.spaces.Box, bins: Sequence[int], clip_low: Sequen
     if unbounded:
         raise ConfigError(f"observation dimensions {unbounded} of {space} are unbounded: give finite ranges "
                           f"with --set clip_low=... --set clip_high=... ({dims} values each)")
-    return Discretiser(bins, low, high)
+    return Discretiser(bins, low, high) if tilings <= 1 else TileCoder(bins, low, high, tilings)
 
 
 class SpaceIndexer:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlagents.discretise import TileCoder
+
 # the agents' `RunningNorm` (REINFORCE's, PPO's) divides by sqrt(var + this); the export check catches a drift
 NORM_EPS = 1e-8
 
@@ -115,6 +117,33 @@ class Discretise(nn.Module):
         return (index * self.strides).sum(dim=1)
 
 
+class TiledValues(nn.Module):
+    """Box observations → action values under tile coding, as `rlagents.discretise.TileCoder` and the tabular
+    agent compute them: per tiling, the shifted grid's tile (in float64), and the tiles' table rows summed in
+    tiling order (the agent's order, so the sums are the same to the bit)."""
+
+    def __init__(self, coder: TileCoder, table: np.ndarray):
+        super().__init__()
+        self.register_buffer("low", torch.as_tensor(np.asarray(coder.low, np.float64)))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(coder.scale, np.float64)))
+        self.register_buffer("offsets", torch.as_tensor(np.asarray(coder.offsets, np.float64)))
+        self.register_buffer("max_index", torch.as_tensor(np.asarray(coder.max_index, np.int64)))
+        self.register_buffer("strides", torch.as_tensor(np.asarray(coder.strides, np.int64)))
+        self.register_buffer("bases", torch.as_tensor(np.asarray(coder.bases, np.int64)))
+        self.register_buffer("table", torch.as_tensor(np.ascontiguousarray(table, np.float64)))
+        self.tilings = int(coder.tilings)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        scaled = (obs.reshape(obs.shape[0], -1).double() - self.low) * self.scale
+        index = torch.floor(scaled.unsqueeze(1) + self.offsets).long()  # (n, tilings, dims)
+        index = torch.minimum(torch.maximum(index, torch.zeros_like(index)), self.max_index)
+        rows = (index * self.strides).sum(dim=2) + self.bases  # (n, tilings)
+        values = self.table.index_select(0, rows[:, 0])
+        for t in range(1, self.tilings):
+            values = values + self.table.index_select(0, rows[:, t])
+        return values
+
+
 class Shift(nn.Module):
     """Discrete observations → table rows: `obs − start` as int64 (spaces that start elsewhere than 0)."""
 
@@ -140,7 +169,9 @@ class TableLookup(nn.Module):
 
 def table_policy(table: np.ndarray, *, discretiser=None, obs_start: int = 0, action_start: int = 0) -> nn.Module:
     """The greedy policy of a value table: observation → row (a `Discretiser`'s bins, or the discrete state
-    shifted by `obs_start`) → the row's argmax (+ `action_start`)."""
+    shifted by `obs_start`; a `TileCoder`'s tiles, their rows summed) → the row's argmax (+ `action_start`)."""
+    if isinstance(discretiser, TileCoder):  # the table's rows are tiles, summed per state
+        return nn.Sequential(TiledValues(discretiser, table), Argmax(action_start))
     if discretiser is not None:
         rows: nn.Module = Discretise(discretiser.low, discretiser.scale, discretiser.max_index, discretiser.strides)
     else:

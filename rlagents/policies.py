@@ -5,6 +5,10 @@ policy's export.
 
 Acting goes through NumPy where the network allows (`numpy_mlp_forward`): for the small MLPs these agents
 use, torch's per-call dispatch costs more than the arithmetic.
+
+With `recurrent: lstm | gru` the policy is backbone → core → head (`rlagents.recurrent`) and acts in torch:
+one `Memory` holds the hidden state of each training env (cleared where `observe` sees an episode end, saved
+in checkpoints), another that of greedy play (cleared by `reset_memory`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from torch import nn
 from rlagents import obs as batches
 from rlagents.agents.base import Agent
 from rlagents.config import param
-from rlagents.errors import UnsupportedSpaceError
+from rlagents.errors import ExportError, UnsupportedSpaceError
 from rlagents.masks import mask_logits, masked_argmax
-from rlagents.networks import NetworkConfig
+from rlagents.networks import NetworkConfig, build_core
 from rlagents.numpy_mlp import numpy_mlp_forward
+from rlagents.recurrent import Memory, RecurrentCore, State, sequence_features
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # bounds of a learned (state-dependent) log standard deviation
 
@@ -97,19 +102,32 @@ class RunningNorm:
 
 
 class Policy(nn.Module):
-    """Backbone + linear head; for Gaussian policies also the log-std (a parameter or half the head)."""
+    """Backbone [+ recurrent core] + linear head; for Gaussian policies also the log-std (a parameter or half
+    the head). `forward` is the feed-forward policy's; one with a `core` runs sequences (`sequence`)."""
 
     def __init__(self, backbone: nn.Module, n_out: int, state_log_std: int | None, log_std_init: float,
-                 head_gain: float = 0.01):
+                 head_gain: float = 0.01, core: RecurrentCore | None = None):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.features_dim, n_out)
+        if core is not None:  # only then: a feed-forward policy's state_dict keeps its keys
+            self.core = core
+        self.head = nn.Linear(backbone.features_dim if core is None else core.out_features, n_out)
         nn.init.orthogonal_(self.head.weight, head_gain)
         nn.init.zeros_(self.head.bias)
         self.log_std = nn.Parameter(torch.full((state_log_std,), log_std_init)) if state_log_std else None
 
     def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.backbone(obs))
+
+    @property
+    def recurrent(self) -> RecurrentCore | None:
+        """The recurrent core, or None for a feed-forward policy."""
+        return getattr(self, "core", None)
+
+    def sequence(self, obs: Any, state: State, starts: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, State]:
+        """Head outputs (T·B, …) of a (T, B) sequence of time-major rows (see `recurrent.sequence_features`)."""
+        out, state = sequence_features(self.backbone, self.core, obs, state, starts)
+        return self.head(out), state
 
 
 # ---------------------------------------------------------------- the agents' shared acting
@@ -140,42 +158,97 @@ class PolicyGradientAgent(Agent):
                                         f"them), got {obs_space}")
 
     def _init_policy(self, backbone: nn.Module) -> Policy:
-        """The policy network on `backbone`: logits for `Discrete` actions; for `Box` actions the Gaussian's
-        mean (and, with `log_std: learned`, its log-std as the head's second half)."""
+        """The policy network on `backbone` (and the recurrent core the config asks for): logits for `Discrete`
+        actions; for `Box` actions the Gaussian's mean (and, with `log_std: learned`, its log-std as the head's
+        second half)."""
         c = self.config
+        core = build_core(c, backbone.features_dim)
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
         if self.discrete:
             self.n_actions = int(self.action_space.n)
-            return Policy(backbone, self.n_actions, None, c.log_std_init, c.head_init_gain)
+            return Policy(backbone, self.n_actions, None, c.log_std_init, c.head_init_gain, core)
         self.act_dim = int(self.action_space.shape[0])
         self.low = self.action_space.low.astype(np.float32)
         self.high = self.action_space.high.astype(np.float32)
         learned = c.log_std == "learned"
         policy = Policy(backbone, self.act_dim * (2 if learned else 1), None if learned else self.act_dim,
-                        c.log_std_init, c.head_init_gain)
+                        c.log_std_init, c.head_init_gain, core)
         if learned:
             nn.init.constant_(policy.head.bias[self.act_dim:], c.log_std_init)
         return policy
 
     def _init_acting(self) -> None:
-        """The NumPy forward of `self.policy` (when it is an MLP on the CPU) and the observation normaliser."""
-        self._numpy_policy = numpy_mlp_forward(self.policy.backbone, self.policy.head)
+        """The NumPy forward of `self.policy` (when it is a feed-forward MLP on the CPU), the observation
+        normaliser, and for a recurrent policy the memories of training and greedy play."""
+        recurrent = self.policy.recurrent is not None
+        self._numpy_policy = None if recurrent else numpy_mlp_forward(self.policy.backbone, self.policy.head)
         space = self.obs_space
         normalizable = isinstance(space, gym.spaces.Box) and space.dtype != np.uint8
         self.obs_norm = RunningNorm(space.shape) if self.config.normalize_obs and normalizable else None
         self._last_raw: np.ndarray | None = None  # pre-squash Gaussian samples of the last act()
+        self.memory: Memory | None = None  # hidden states of the training envs' episodes
+        self.greedy_memory: Memory | None = None  # and of greedy play's
+        if recurrent:
+            self.memory = Memory(self.memory_cores(), self.n_envs)
+            self.greedy_memory = Memory(self.memory_cores())
+        self._acted_starts: np.ndarray | None = None  # which envs began an episode at the last training act()
 
-    def _head(self, obs: np.ndarray) -> np.ndarray:
+    def memory_cores(self) -> dict[str, RecurrentCore]:
+        """The recurrent cores whose states acting carries from step to step (a critic's too, in PPO)."""
+        return {"policy": self.policy.core}
+
+    def _head(self, obs: np.ndarray, explore: bool = False) -> np.ndarray:
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        return self._forward(obs)
+        return self._forward(obs, explore)
 
-    def _forward(self, obs: Any) -> np.ndarray:
-        """The policy head's outputs for (already normalised) observations, in NumPy."""
+    def _forward(self, obs: Any, explore: bool = False) -> np.ndarray:
+        """The policy head's outputs for (already normalised) observations, in NumPy; a recurrent policy steps
+        the memory of training (`explore`) or of greedy play."""
         if self._numpy_policy is not None:
             return self._numpy_policy(obs)
-        with torch.inference_mode():
-            return self.policy(batches.to_tensor(obs, self.device)).cpu().numpy()
+        if self.memory is None:
+            with torch.inference_mode():
+                return self.policy(batches.to_tensor(obs, self.device)).cpu().numpy()
+        memory = self.memory if explore else self.greedy_memory
+        # no_grad, not inference_mode: the states become the initial states that updates backpropagate from
+        with torch.no_grad():
+            x = batches.to_tensor(obs, self.device)
+            starts = memory.next_starts(batches.batch_len(obs))
+            out = self.policy.head(memory.step("policy", self.policy.backbone(x), starts))
+            if explore:
+                self._acted_starts = starts
+                self._step_other_cores(x, memory, starts)
+            return out.cpu().numpy()
+
+    def _step_other_cores(self, x: Any, memory: Memory, starts: np.ndarray) -> None:
+        """Step the memory's other cores (a separate critic's) along with the policy's."""
+
+    def episodes_ended(self, done: np.ndarray) -> None:
+        """The training envs in mask `done` begin new episodes at the next step (their hidden state is cleared)."""
+        if self.memory is not None:
+            self.memory.begin(done)
+
+    def reset_memory(self, starts: np.ndarray | None = None) -> None:
+        if self.greedy_memory is not None:
+            self.greedy_memory.begin(starts)
+
+    def drop_episodes(self, envs: np.ndarray) -> None:
+        """Episodes restarted on resume begin with a cleared hidden state (subclasses drop their data too)."""
+        if self.memory is not None:
+            done = np.zeros(self.n_envs, bool)
+            done[np.asarray(envs, dtype=np.int64)] = True
+            self.memory.begin(done)
+
+    def memory_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """`state` with the training memory added (recurrent policies), for `state_dict`."""
+        if self.memory is not None:
+            state["memory"] = self.memory.state_dict()
+        return state
+
+    def load_memory(self, state: dict[str, Any]) -> None:
+        if self.memory is not None and "memory" in state:
+            self.memory.load_state_dict(state["memory"])
 
     def _std(self, out: np.ndarray) -> np.ndarray:
         if self.policy.log_std is not None:
@@ -221,12 +294,17 @@ class PolicyGradientAgent(Agent):
         return (cumulative <= u).sum(axis=1)
 
     def act(self, obs: np.ndarray, *, explore: bool, mask: np.ndarray | None = None) -> np.ndarray:
-        return self._actions(self._head(obs), explore, mask)
+        return self._actions(self._head(obs, explore), explore, mask)
 
     def export_module(self) -> nn.Module:
         """Greedy policy for `rlagents.export`: [observation normaliser] → policy network → argmax (discrete) or
         the mean squashed or clipped into the bounds (continuous)."""
         from rlagents.graphs import greedy_policy
+
+        if self.policy.recurrent is not None:
+            raise ExportError(f"{self.name} with recurrent: {self.config.recurrent} cannot be exported: its action "
+                              f"depends on a hidden state carried between steps, which the exported graph (one "
+                              f"observation in, one action out) has no input for")
 
         return greedy_policy(self.policy, self.action_space, squash=self.config.squash, obs_norm=self.obs_norm)
 

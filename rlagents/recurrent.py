@@ -163,3 +163,19 @@ class Memory:
         self.starts = starts.copy()
         self.states = {name: tuple(torch.as_tensor(np.asarray(s), dtype=torch.float32, device=device)
                                    for s in states[name]) for name in self.cores}
+
+
+def episode_features(backbone: nn.Module, core: RecurrentCore, obs: Any, lengths: list[int]) -> torch.Tensor:
+    """The core's outputs (Σ lengths, hidden) for whole episodes given one after the other as rows, each from a
+    zero state: the backbone sees every row at once, and the episodes run side by side as one (max length,
+    episodes) sequence, padded at the end (padding comes after every real step, so it changes none)."""
+    features = backbone(obs)
+    device = features.device
+    steps = torch.cat([torch.arange(n, device=device) for n in lengths])
+    episode = torch.cat([torch.full((n,), e, device=device) for e, n in enumerate(lengths)])
+    padded = features.new_zeros(max(lengths), len(lengths), features.shape[1])
+    padded[steps, episode] = features
+    starts = torch.zeros(max(lengths), len(lengths), dtype=torch.bool, device=device)
+    starts[0] = True
+    out, _ = core(padded, core.initial_state(len(lengths)), starts)
+    return out[steps, episode]

@@ -116,6 +116,24 @@ def test_small_local_compare(tmp_path):
     assert (out / "curves.png").is_file()
 
 
+def test_a_variant_of_an_agent_is_its_own_row_with_its_own_keys(tmp_path, capsys):
+    """`ppo@memoryless` is PPO under its own name, with `--set ppo@memoryless.KEY=VALUE` for it alone."""
+    out = tmp_path / "cmp"
+    code = compare.main(["--agents", "ppo,ppo@memoryless", "--env", "CartPole-v1", "--seeds", "1", "--steps", "256",
+                         "--set", "eval_every=256", "--set", "eval_episodes=2", "--set", "n_envs=2",
+                         "--set", "n_steps=64", "--set", "recurrent=gru", "--set", "recurrent_hidden=8",
+                         "--set", "ppo@memoryless.recurrent=none", "--workers", "1", "--out", str(out),
+                         "--no-progress"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["agent"], r["status"]) for r in results] == [("ppo", "completed"), ("ppo@memoryless", "completed")]
+    configs = [(Path(r["run_dir"]) / "config.yaml").read_text() for r in results]
+    assert "recurrent: gru" in configs[0] and "recurrent: none" in configs[1]
+    assert "| ppo@memoryless | 1 |" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert "a variant is AGENT@NAME" in _one_line(["--agents", "ppo@", "--env", "CartPole-v1"], capsys)
+
+
 def _one_line(argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as exc:
         compare.main(argv)

@@ -110,3 +110,60 @@ def test_tau_final_needs_soft_updates(tmp_path: Path, capsys, pair):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "tau_final" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+
+def tiny_agent(**settings) -> DQNAgent:
+    cfg = DQNConfig(hidden=(4,), batch_size=8, learning_starts=0, train_every=1000, **settings)
+    return DQNAgent(cfg, gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.Discrete(2), n_envs=2,
+                    total_steps=1000, device=torch.device("cpu"), seed=0)
+
+
+def observe_rewards(agent: DQNAgent, reward_pairs) -> None:
+    obs, no = np.zeros((2, 2), np.float32), np.array([False, False])
+    for rewards in reward_pairs:
+        agent.act(obs, explore=True)  # recurrent DQN stores the hidden state its act() left
+        agent.observe(obs, np.array([0, 1]), np.array(rewards), obs, no, no)
+
+
+RECURRENT = {"recurrent": "gru", "recurrent_hidden": 4, "sequence_length": 4, "burn_in": 1, "sequence_overlap": 2}
+
+
+@pytest.mark.parametrize("learner", ["numpy", "torch", "sequence"])
+@pytest.mark.parametrize("double", [True, False])
+def test_clip_values_bounds_bootstrapped_values_by_the_rewards_seen(learner, double):
+    """Rewards seen in [−1, 2] with γ = 0.5 allow returns in [−2, 4]: a Q-network that says 1000 everywhere
+    bootstraps from 4 with clip_values (TD errors 1000 − (r + 0.5·4)), from 1000 without (1000 − (r + 500)).
+    `sequence` is recurrent DQN's learner (sequence replay)."""
+    errors = {}
+    for clip in (True, False):
+        kind = {"learner": learner} if learner != "sequence" else RECURRENT
+        agent = tiny_agent(gamma=0.5, lr=1e-9, double=double, clip_values=clip, loss="mse", **kind)
+        assert type(agent.learner).__name__ == {"numpy": "NumpyLearner", "torch": "TorchLearner",
+                                                "sequence": "SequenceLearner"}[learner]
+        with torch.no_grad():
+            for net in (agent.q, agent.target):
+                for p in net.parameters():
+                    p.zero_()
+                net.head.advantage.bias.fill_(1000.0)
+        observe_rewards(agent, [[2.0, -1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 2.0]] * 3)
+        agent._train(1)
+        errors[clip] = np.sqrt(agent.metrics()["losses/td_loss"])  # root mean square TD error
+    assert 996.0 <= errors[True] <= 999.0
+    assert 498.0 <= errors[False] <= 501.0
+
+
+def test_value_bounds_follow_the_finite_rewards_seen_and_survive_a_checkpoint():
+    agent = tiny_agent(gamma=0.9, clip_values=True)
+    assert agent.value_bounds() == (0.0, 0.0)
+    observe_rewards(agent, [[0.5, float("nan")], [float("inf"), 0.25]])  # non-finite rewards are not seen
+    assert agent.value_bounds() == pytest.approx((0.0, 5.0))
+    observe_rewards(agent, [[-2.0, 0.0]])
+    assert agent.value_bounds() == pytest.approx((-20.0, 5.0))
+    resumed = tiny_agent(gamma=0.9, clip_values=True)
+    resumed.load_state_dict(agent.state_dict())
+    assert resumed.value_bounds() == agent.value_bounds()
+    undiscounted = tiny_agent(gamma=1.0, clip_values=True)
+    observe_rewards(undiscounted, [[1.0, 1.0]])
+    assert undiscounted.value_bounds() == (0.0, np.inf)
+    assert "reward_range" not in tiny_agent().state_dict()  # off: checkpoints as before

@@ -33,10 +33,18 @@ def rewind_to(run_dir: Path, keep: Path) -> None:
 
 @pytest.mark.parametrize("agent, env, steps, sets", [
     ("dqn", "CartPole-v1", 3000, ["checkpoint_replay=true", "learning_starts=300", "n_step=3"]),
+    # recurrent DQN: the training envs' hidden states, the replay's stored sequences and pending slots carry over
+    ("dqn", "CartPoleNoVelocity-v0", 1500, ["recurrent=lstm", "recurrent_hidden=16", "checkpoint_replay=true",
+                                            "n_envs=2", "learning_starts=300", "n_step=3", "sequence_length=8",
+                                            "burn_in=2", "sequence_overlap=4", "batch_size=8"]),
     ("reinforce", "CartPole-v1", 4000, []),
     # checkpoints fall mid-rollout; normaliser statistics and the running discounted returns carry over
     ("ppo", "CartPole-v1", 3000, ["n_steps=48", "normalize_obs=true", "normalize_reward=true"]),
     ("ppo", "Pendulum-v1", 2400, ["n_steps=70", "batch_size=128", "target_kl=0.02", "clip_range_vf=0.5"]),
+    # recurrent: the training envs' hidden states and the rollout's initial states carry over
+    ("ppo", "CartPole-v1", 3000, ["recurrent=lstm", "recurrent_hidden=16", "n_steps=48", "batch_size=96"]),
+    ("ppo", "CartPole-v1", 2400, ["recurrent=gru", "recurrent_hidden=16", "n_steps=40", "shared_backbone=true"]),
+    ("reinforce", "CartPole-v1", 4000, ["recurrent=lstm", "recurrent_hidden=16", "truncation=bootstrap"]),
     ("qlearning", "FrozenLake-v1", 6000, ["n_envs=2"]),
     ("qlearning", "Blackjack-v1", 6000, ["n_envs=2"]),  # Tuple observations in the in-flight record
     ("planner", "FrozenLake-v1", 3000, []),

@@ -10,7 +10,9 @@ from rlagents.train import main as train_main
 
 TINY = {"sb3-dqn": ("CartPole-v1", ["--set", "learning_starts=50"]),
         "sb3-ppo": ("Pendulum-v1", ["--set", "n_steps=64", "--set", "batch_size=64", "--set", "n_epochs=1"]),
-        "sb3-a2c": ("CartPole-v1", [])}
+        "sb3-a2c": ("CartPole-v1", []),
+        "sb3-recurrent-ppo": ("CartPoleNoVelocity-v0", ["--set", "n_steps=16", "--set", "batch_size=64",
+                                                        "--set", "n_epochs=1", "--set", "lstm_hidden_size=16"])}
 
 
 def _train(tmp_path, agent: str, seed: int = 0, name: str = "run") -> dict:

@@ -54,6 +54,11 @@ class Axis:
     # until the time limit) from flattening the rest
 
 
+# ppo's CartPole-v1 entry (configs/ppo.yaml), given to both ppo variants on CartPoleNoVelocity-v0, which has no
+# entry of its own: the same agent, with and without memory
+PPO_CARTPOLE = {"activation": "tanh", "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gamma": 0.98,
+                "gae_lambda": 0.8, "lr": 1.0e-3, "lr_final": 0.0, "clip_range": 0.2, "clip_range_final": 0.0}
+
 AXES = {
     "on-off-policy": Axis(
         "CliffWalking-v1", [0, 1, 2], {"qlearning": 50_000},
@@ -78,6 +83,12 @@ AXES = {
         [Variant("dqn (value-based)", "dqn"), Variant("reinforce (policy gradient)", "reinforce"),
          Variant("ppo (actor-critic policy gradient)", "ppo")],
         "CartPole: greedy return against env steps", {"eval_every": 2_500, "eval_episodes": 5}),
+    "memory": Axis(
+        "CartPoleNoVelocity-v0", [0, 1], {"ppo": 100_000, "sb3-recurrent-ppo": 50_000},
+        [Variant("feed-forward ppo", "ppo", {**PPO_CARTPOLE, "recurrent": "none"}),
+         Variant("recurrent ppo (LSTM)", "ppo", {**PPO_CARTPOLE, "recurrent": "lstm"}),
+         Variant("sb3-recurrent-ppo (LSTM)", "sb3-recurrent-ppo")],
+        "CartPole without velocities: greedy return against env steps", {"eval_every": 2_500, "eval_episodes": 5}),
 }
 
 
@@ -175,7 +186,7 @@ AGENTS = [  # (agent, model-free or model-based, value-based or not, function cl
     ("sb3-dqn", "model-free", "value-based", "deep", "epsilon-greedy"),
     ("reinforce", "model-free", "policy-based", "deep", "sampling the policy"),
     ("ppo", "model-free", "policy-based", "deep", "sampling the policy"),
-    ("sb3-ppo, sb3-a2c", "model-free", "policy-based", "deep", "sampling the policy"),
+    ("sb3-ppo, sb3-a2c, sb3-recurrent-ppo", "model-free", "policy-based", "deep", "sampling the policy"),
     ("planner (R-max)", "model-based", "value-based", "count model + value iteration", "optimism (R-max)"),
     ("planner (CEM MPC)", "model-based", "action search", "dynamics ensemble + CEM", "sampled action plans"),
 ]
@@ -201,7 +212,7 @@ def taxonomy() -> None:
         ax.text(i + 0.5, 2.05, c, ha="center", fontsize=11, weight="bold")
     for j, r in enumerate(rows):
         ax.text(-0.04, 1.5 - j, r, ha="right", va="center", rotation=90, fontsize=11, weight="bold")
-    ax.text(1.0, -0.12, "memory: every agent here is feed-forward (no recurrent agent yet)", ha="right",
+    ax.text(1.0, -0.12, "memory: dqn, reinforce, ppo (recurrent: lstm | gru) and sb3-recurrent-ppo", ha="right",
             fontsize=8, color="grey")
     ax.set(xlim=(-0.15, 2.02), ylim=(-0.18, 2.2))
     ax.axis("off")

@@ -1,5 +1,5 @@
 """Stable-Baselines3 algorithms behind our `Agent` interface: the shared part of the reference agents
-`sb3-dqn`, `sb3-ppo` and `sb3-a2c`.
+`sb3-dqn`, `sb3-ppo`, `sb3-a2c` and `sb3-recurrent-ppo`.
 
 SB3's own `learn()` trains them (`Agent.drive`): it steps the training loop's own vector env through
 `LoopVecEnv`, an SB3 `VecEnv` that reports every step back to the loop, so the loop still owns evaluation
@@ -147,6 +147,10 @@ class SB3Agent(Agent):
     def algorithm(self):
         """The SB3 algorithm class."""
 
+    def policy_name(self) -> str:
+        """The SB3 policy for this agent's observation space."""
+        return "MlpPolicy"
+
     def __init__(self, config: Any, obs_space: gym.Space, action_space: gym.Space, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
         from stable_baselines3.common.logger import Logger
@@ -157,7 +161,7 @@ class SB3Agent(Agent):
         self.vecnorm = None
         if config.normalize:
             self.vecnorm = env = VecNormalize(self.vec, gamma=config.gamma)
-        self.model = self.algorithm()("MlpPolicy", env, seed=self.seed, device=str(self.device), verbose=0,
+        self.model = self.algorithm()(self.policy_name(), env, seed=self.seed, device=str(self.device), verbose=0,
                                       **self.algorithm_kwargs())
         captured: dict[str, float] = {}
 

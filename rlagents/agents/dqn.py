@@ -6,12 +6,15 @@ are a shared backbone (MLP or CNN, chosen from the observation space) plus a Q h
 
 Gradient steps are a learner's (`learner` config key): `TorchLearner` (autograd; every network, replay and
 device) or `NumpyLearner` (hand-written NumPy gradients for plain MLP Q-networks with uniform replay on a CPU,
-about twice as fast); both have `update_round(batch, n_updates)`. docs/agents/dqn.md describes the agent.
+about twice as fast); both have `update_round(batch, n_updates)`. With a recurrent core (`recurrent: lstm|gru`)
+replay stores sequences (`rlagents/sequence_replay.py`, R2D2's stored state and burn-in) and `SequenceLearner`
+trains on them. docs/agents/dqn.md describes the agent.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,12 +26,21 @@ from torch import nn
 from rlagents import obs as batches
 from rlagents.agents.base import Agent, nonfinite_loss
 from rlagents.config import param
-from rlagents.errors import ConfigError, UnsupportedSpaceError
+from rlagents.errors import ConfigError, ExportError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
 from rlagents.frame_replay import FrameReplayBuffer
 from rlagents.masks import masked_argmax
-from rlagents.networks import MAX_WIDTH, DictBackbone, Net, NetworkConfig, QHead, build_backbone
+from rlagents.networks import (
+    MAX_WIDTH,
+    DictBackbone,
+    Net,
+    NetworkConfig,
+    QHead,
+    build_backbone,
+    build_core,
+)
 from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_greedy_scores, numpy_q_network
+from rlagents.recurrent import Memory, State
 from rlagents.replay import (
     Batch,
     NStepAccumulator,
@@ -36,6 +48,7 @@ from rlagents.replay import (
     ReplayBuffer,
 )
 from rlagents.schedules import LinearSchedule
+from rlagents.sequence_replay import SequenceBatch, SequenceReplayBuffer
 
 
 @dataclass
@@ -45,9 +58,14 @@ class DQNConfig(NetworkConfig):
 
     hidden: tuple[int, ...] = param((128, 128), "MLP hidden layer widths", low=1, high=MAX_WIDTH)
     dueling: bool = param(False, "dueling value/advantage head")
+    head_hidden: tuple[int, ...] = param((), "ReLU layers between the features (the recurrent core's output, or the "
+                                         "backbone's) and the Q head; R2D2 has one after its LSTM", low=1,
+                                         high=MAX_WIDTH)
     double: bool = param(True, "double DQN targets (online net picks, target net values)")
     clipped_double: bool = param(False, "with double DQN, bootstrap from the smaller of the target and the online "
                                  "net's value of the online net's pick (clipped double Q)")
+    clip_values: bool = param(False, "clip bootstrapped values V(s') to the discounted returns the rewards seen "
+                              "so far allow: [min(0, r_min), max(0, r_max)] / (1 - gamma)")
     n_step: int = param(1, "n-step returns", low=1, high=100)
     prioritized: bool = param(False, "proportional prioritized replay")
     per_alpha: float = param(0.6, "prioritization exponent", low=0.0, high=1.0)
@@ -83,6 +101,12 @@ class DQNConfig(NetworkConfig):
         "auto", "how gradient steps are computed: numpy (hand-written gradients, ~2x faster; plain MLP "
         "Q-networks with uniform replay on a CPU), torch (autograd; every network, replay and device), auto "
         "(numpy where it applies, torch elsewhere)")
+    sequence_length: int = param(20, "recurrent: env steps per stored replay sequence, burn-in included (batch_size "
+                                 "then counts sequences)", low=2, high=100_000)
+    burn_in: int = param(5, "recurrent: first steps of each sequence that only refresh its stored hidden state (no "
+                         "loss)", low=0, high=100_000)
+    sequence_overlap: int = param(10, "recurrent: steps shared by consecutive sequences of an env (at least "
+                                  "burn_in + 1, so every step is trained on)", low=0, high=100_000)
 
     def validate(self) -> None:
         super().validate()
@@ -99,6 +123,28 @@ class DQNConfig(NetworkConfig):
         if self.learner == "numpy" and (self.prioritized or self.dueling):
             raise ConfigError("learner numpy trains plain Q-networks with uniform replay: set prioritized=false "
                               "and dueling=false, or learner torch (or auto)")
+        if self.recurrent != "none":
+            self._validate_sequences()
+
+    def _validate_sequences(self) -> None:
+        """What sequence replay (recurrent DQN) needs of the other keys."""
+        length, burn_in, overlap = self.sequence_length, self.burn_in, self.sequence_overlap
+        if burn_in > length - 2:
+            raise ConfigError(f"burn_in ({burn_in}) must leave at least 2 steps of sequence_length ({length}): a "
+                              f"trained step and the one its target bootstraps from; set burn_in <= {length - 2}")
+        if not burn_in + 1 <= overlap < length:
+            raise ConfigError(f"sequence_overlap ({overlap}) must be at least burn_in + 1 = {burn_in + 1} (so every "
+                              f"step is trained on) and below sequence_length ({length})")
+        sequences = self.buffer_size // (length - overlap)
+        if self.batch_size > sequences:
+            raise ConfigError(f"batch_size ({self.batch_size}) counts sequences with recurrent={self.recurrent}: "
+                              f"buffer_size {self.buffer_size} holds only {sequences} (one per sequence_length - "
+                              f"sequence_overlap = {length - overlap} steps); lower batch_size or raise buffer_size")
+        refused = [key for key, bad in (("prioritized", self.prioritized), ("frame_stack", self.frame_stack),
+                                        ("learner", self.learner == "numpy")) if bad]
+        if refused:
+            raise ConfigError(f"recurrent DQN (sequence replay, autograd) does not support {', '.join(refused)}: set "
+                              f"prioritized=false, frame_stack=0 and learner=auto or torch, or recurrent=none")
 
 
 # ---------------------------------------------------------------- pure maths
@@ -195,6 +241,8 @@ class TorchLearner:
             next_masks = None if batch.next_masks is None else as_tensor(batch.next_masks)  # masked agents
             next_values = next_state_values(agent.target(next_obs, next_features), next_q_online, next_masks,
                                             c.clipped_double)
+            if c.clip_values:
+                next_values = next_values.clamp(*agent.value_bounds())
             targets = td_targets(as_tensor(batch.rewards), next_values, as_tensor(batch.terminated),
                                  as_tensor(batch.discounts))
         q_taken = agent.q(obs, features).gather(1, actions).squeeze(1)
@@ -247,6 +295,7 @@ class NumpyLearner:
         weights = bootstrap_weights(batch.terminated, batch.discounts)
         next_q_target = self.target.outputs(next_x)
         next_masks = batch.next_masks  # legal actions of s' (masked agents), which targets max over
+        bounds = agent.value_bounds() if c.clip_values else None
         if c.double:  # [s rows; s' rows] of each step, contiguous
             width = x.shape[1]
             pairs = np.stack([x.reshape(n_updates, size, width), next_x.reshape(n_updates, size, width)],
@@ -254,6 +303,8 @@ class NumpyLearner:
         else:
             best = next_q_target.max(axis=1) if next_masks is None else np.where(next_masks, next_q_target,
                                                                                 -np.inf).max(axis=1)
+            if c.clip_values:
+                best = np.clip(best, *bounds)
             all_targets = batch.rewards + weights * best
         check_each = c.nonfinite == "skip"  # "stop" checks once per round: nothing is saved after a failure
         rows_of_step = np.arange(size)
@@ -269,6 +320,8 @@ class NumpyLearner:
                 next_values = next_q_target[rows][rows_of_step, best_next]
                 if c.clipped_double:
                     next_values = np.minimum(next_values, q_both[size:][rows_of_step, best_next])
+                if c.clip_values:
+                    next_values = np.clip(next_values, *bounds)
                 targets = batch.rewards[rows] + weights[rows] * next_values
             else:
                 q, activations = online.forward(x[rows])
@@ -309,6 +362,131 @@ class NumpyLearner:
         return True
 
 
+def q_head(features_dim: int, n_actions: int, dueling: bool, hidden: tuple[int, ...]) -> nn.Module:
+    """The Q head, after `hidden` ReLU layers when there are any."""
+    if not hidden:
+        return QHead(features_dim, n_actions, dueling)
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(features_dim, width), nn.ReLU()]
+        features_dim = width
+    return nn.Sequential(*layers, QHead(features_dim, n_actions, dueling))
+
+
+def flat_state(state: State) -> np.ndarray:
+    """A core's state as one (batch, k·hidden) float32 array: what sequence replay stores."""
+    return torch.cat(state, dim=1).cpu().numpy()
+
+
+def unflat_state(flat: np.ndarray | torch.Tensor, parts: int, device: torch.device) -> State:
+    """Inverse of `flat_state` for a state of `parts` tensors ((h, c) of an LSTM: 2; a GRU's h: 1)."""
+    return tuple(torch.as_tensor(flat, device=device).chunk(parts, dim=1))
+
+
+def distinct_rows(branch: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`branch(x)` computed once per distinct row of `x` when rows repeat a lot (sequences of blank frames, as
+    in DigitRecall once the digit is hidden, where this saves most of a frozen CNN's cost)."""
+    distinct, inverse = torch.unique(x.reshape(len(x), -1), dim=0, return_inverse=True)
+    if 2 * len(distinct) > len(x):
+        return branch(x)
+    return branch(distinct.reshape(len(distinct), *x.shape[1:]))[inverse]
+
+
+def time_major(obs: batches.Obs, length: int) -> batches.Obs:
+    """(B, L, …) sequence arrays as L·B rows in time-major order (row t·B + b is sequence b's step t)."""
+    if isinstance(obs, dict):
+        return {key: time_major(value, length) for key, value in obs.items()}
+    return np.ascontiguousarray(np.swapaxes(obs, 0, 1)).reshape(length * obs.shape[0], *obs.shape[2:])
+
+
+class SequenceLearner:
+    """Recurrent DQN's gradient steps on replayed sequences (R2D2, Kapturowski et al. 2019).
+
+    Each sequence starts from the hidden state stored when it was played (zero for a sequence that starts an
+    episode). The online and the target network each run from it over the whole sequence (the target thus
+    recomputes its own state rather than using the online one's); where the sequence starts mid-episode, no
+    gradient flows into its first `burn_in` steps, which only refresh the stale stored state, and the loss
+    covers the steps after them. A
+    target is an n-step return inside the sequence (`rlagents.sequence_replay.nstep_targets`) plus the
+    bootstrap step's value: with double DQN the online network (unrolled over the same sequence) picks the
+    action and the target network values it.
+    """
+
+    def __init__(self, agent: DQNAgent):
+        self.agent = agent
+
+    def update_round(self, batch: SequenceBatch, n_updates: int) -> None:
+        """`n_updates` gradient steps; sequences [i·B, (i+1)·B) of `batch` are step i's (B = `batch_size`)."""
+        size = self.agent.config.batch_size
+        for i in range(n_updates):
+            rows = slice(i * size, (i + 1) * size)
+            self.step(SequenceBatch(*(None if a is None else batches.take(a, rows) for a in batch)))
+
+    def _unroll(self, net: Net, features: torch.Tensor, state: State, starts: torch.Tensor,
+                burn_in: int) -> torch.Tensor:
+        """Q-values (L, B, A) of `net` over features (L, B, F) from `state`; sequences that do not start an
+        episode get no gradient through their first `burn_in` steps (their state is detached after them)."""
+        out, state = net.core(features[:burn_in], state, starts[:burn_in]) if burn_in else (None, state)
+        if burn_in and torch.is_grad_enabled():
+            fresh = starts[0].unsqueeze(1)  # zero initial state: trained from the first step
+            state = tuple(torch.where(fresh, s, s.detach()) for s in state)
+        rest, _ = net.core(features[burn_in:], state, starts[burn_in:])
+        out = rest if out is None else torch.cat([out, rest])
+        return net.head(out.reshape(-1, out.shape[-1])).reshape(out.shape[0], out.shape[1], -1)
+
+    def step(self, batch: SequenceBatch) -> None:
+        """One gradient step on a batch of sequences."""
+        agent, c = self.agent, self.agent.config
+        device, burn_in = agent.device, c.burn_in
+        n_seq, length = batch.actions.shape
+        as_tensor = (lambda a: batches.to_tensor(np.ascontiguousarray(a), device))
+        obs = batches.to_tensor(time_major(batch.obs, length), device)
+        starts = as_tensor(batch.starts.T)
+        state = unflat_state(batch.states, agent.state_parts, device)
+        tm = (lambda a: as_tensor(a.T))  # (B, L) arrays as time-major (L, B) tensors
+        features = None
+        with torch.no_grad():
+            if agent.frozen_keys:  # the frozen branches' features serve both networks
+                branches = agent.q.backbone.branches
+                features = {key: distinct_rows(branches[key], obs[key]) for key in agent.frozen_keys}
+            q_target = self._unroll(agent.target, self._features(agent.target, obs, features, length), state,
+                                    starts, burn_in)
+        q_online = self._unroll(agent.q, self._features(agent.q, obs, features, length), state, starts, burn_in)
+        with torch.no_grad():
+            masks = None if batch.masks is None else as_tensor(np.swapaxes(batch.masks, 0, 1))
+            flat = (lambda q: q.reshape(-1, q.shape[-1]))
+            values = next_state_values(flat(q_target), flat(q_online.detach()) if c.double else None,
+                                       None if masks is None else flat(masks), c.clipped_double)
+            if c.clip_values:
+                values = values.clamp(*agent.value_bounds())
+            values = values.reshape(length, n_seq)
+            trained = tm(batch.trained)
+            boot = tm(batch.bootstrap)
+            targets = tm(batch.returns) + tm(batch.bootstrap_weights) * values.gather(0, boot)
+        q_taken = q_online.gather(2, tm(batch.actions).unsqueeze(2)).squeeze(2)
+        loss_fn = nn.functional.smooth_l1_loss if c.loss == "huber" else nn.functional.mse_loss
+        weights = trained.float() / trained.sum().clamp(min=1)  # the mean over trained steps
+        loss = (loss_fn(q_taken, targets, reduction="none") * weights).sum()
+        if nonfinite_loss(loss, "TD loss", c.nonfinite, agent.updates + 1, agent.steps):
+            agent.skipped_updates += 1
+            return
+        for p in agent.params:
+            p.grad = None
+        loss.backward()
+        if c.max_grad_norm is not None:
+            clip_grad_norm([p.grad for p in agent.params if p.grad is not None], c.max_grad_norm)
+        agent.optimizer.step()
+        agent._losses.append(loss.detach())
+        agent._q_values.append(q_taken.detach()[trained])
+        agent.updates += 1
+
+    @staticmethod
+    def _features(net: Net, obs: batches.Obs, frozen: dict[str, torch.Tensor] | None, length: int) -> torch.Tensor:
+        """Backbone features of L·B time-major rows, as (L, B, F)."""
+        features = net.backbone(obs) if frozen is None else net.backbone(obs, frozen)
+        return features.reshape(length, -1, features.shape[-1])
+
+
 class DQNAgent(Agent):
     """Deep Q-learning for discrete actions over vector, discrete or image observations."""
 
@@ -332,7 +510,10 @@ class DQNAgent(Agent):
         c = config
         self.n_actions = int(action_space.n)
         backbone = build_backbone(c, obs_space)
-        self.q = Net(backbone, QHead(backbone.features_dim, self.n_actions, c.dueling)).to(self.device)
+        core = build_core(c, backbone.features_dim)
+        self.recurrent = core is not None
+        head_in = backbone.features_dim if core is None else core.out_features
+        self.q = Net(backbone, q_head(head_in, self.n_actions, c.dueling, c.head_hidden), core).to(self.device)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.params = [p for p in self.q.parameters() if p.requires_grad]  # a frozen backbone is not trained
         target_named = dict(self.target.named_parameters())  # the target's counterparts of the trained params
@@ -340,7 +521,8 @@ class DQNAgent(Agent):
         # Dict branches without trainable weights (a frozen pretrained CNN) are the same in the online and the
         # target network: `_update` computes their features once per batch, without autograd, for both.
         self.frozen_keys = backbone.frozen_keys() if isinstance(backbone, DictBackbone) else []
-        self._numpy_scores = numpy_greedy_scores(self.q)  # fast acting on CPU; None for CNNs and GPUs
+        # fast acting on CPU; None for CNNs, GPUs and recurrent networks
+        self._numpy_scores = None if self.recurrent else numpy_greedy_scores(self.q)
         self.learner = self._build_learner()
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.params, lr=c.lr, eps=c.adam_eps, fused=fused)
@@ -354,7 +536,9 @@ class DQNAgent(Agent):
         obs_shape = () if isinstance(obs_space, (gym.spaces.Discrete, gym.spaces.Dict)) else tuple(obs_space.shape)
         obs_dtype = obs_space.dtype if isinstance(obs_space, gym.spaces.Box) else np.int64
         mask_actions = self.n_actions if self.masked else 0  # replay keeps next states' masks for the targets
-        if c.frame_stack:
+        if self.recurrent:
+            self._init_memory(obs_space, mask_actions)
+        elif c.frame_stack:
             if self.masked:
                 raise ConfigError("frame_stack replay does not store action masks: set frame_stack=0 (or "
                                   "action_masks=false to ignore the env's masks)")
@@ -374,13 +558,15 @@ class DQNAgent(Agent):
         else:
             self.buffer = ReplayBuffer(c.buffer_size, obs_shape, obs_dtype, obs_space=dict_space,
                                        mask_actions=mask_actions)
-        self.nstep = NStepAccumulator(self.n_envs, c.n_step, c.gamma) if c.n_step > 1 else None
+        # recurrent: n-step returns are computed inside the replayed sequences
+        self.nstep = NStepAccumulator(self.n_envs, c.n_step, c.gamma) if c.n_step > 1 and not self.recurrent else None
         self.gammas = np.full(self.n_envs, c.gamma, dtype=np.float32)
         self.rng = np.random.default_rng(self.seed)
 
         self.steps = 0
         self.updates = 0
         self.skipped_updates = 0
+        self.reward_range = [0.0, 0.0]  # min(0, smallest) and max(0, largest) finite reward seen (clip_values)
         self.next_train = max(c.learning_starts, c.train_every)
         self.next_target = c.target_update_every
         self._target_synced_at = -1  # `updates` at the last hard target copy (-1: none yet this session)
@@ -388,9 +574,23 @@ class DQNAgent(Agent):
         self._errors: list[np.ndarray] = []  # TD errors of NumPy updates: their loss is reduced when logged
         self._q_values: list[torch.Tensor] = []
 
-    def _build_learner(self) -> TorchLearner | NumpyLearner:
+    def _init_memory(self, obs_space: gym.Space, mask_actions: int) -> None:
+        """Recurrent DQN: sequence replay and the hidden states of the training envs and of greedy play."""
+        c = self.config
+        self.state_parts = len(self.q.core.initial_state(1))  # (h, c) of an LSTM, (h,) of a GRU
+        self.memory = Memory({"q": self.q.core}, self.n_envs)  # the training envs' episodes
+        self.greedy_memory = Memory({"q": self.q.core})  # greedy play (evaluation), reset by `reset_memory`
+        self._acted_states: np.ndarray | None = None  # the training envs' states before the last `act`
+        self.buffer = SequenceReplayBuffer(
+            c.buffer_size, obs_space, length=c.sequence_length, burn_in=c.burn_in, overlap=c.sequence_overlap,
+            n_envs=self.n_envs, state_dim=self.state_parts * self.q.core.out_features, gamma=c.gamma,
+            n_step=c.n_step, mask_actions=mask_actions)
+
+    def _build_learner(self) -> TorchLearner | NumpyLearner | SequenceLearner:
         """The `learner` config key's learner; auto takes the NumPy one wherever it applies."""
         choice = self.config.learner
+        if self.recurrent:  # `validate` refused learner numpy
+            return SequenceLearner(self)
         trained = all(p.requires_grad for p in self.q.parameters())  # NumpyMLP computes every layer's gradient
         online = numpy_q_network(self.q) if choice != "torch" and trained and not self.config.prioritized else None
         if online is not None:
@@ -412,7 +612,31 @@ class DQNAgent(Agent):
                 return masked_argmax(q.cpu().numpy(), mask)
             return q.argmax(dim=1).cpu().numpy()
 
+    def _recurrent_q(self, obs, memory: Memory) -> np.ndarray:
+        """Q-values of one step of the episodes in `memory` (advancing their hidden states)."""
+        n = batches.batch_len(obs)
+        starts = memory.next_starts(n)
+        if memory is self.memory:  # replay stores each sequence's state before its first step
+            self._acted_states = flat_state(memory.state("q", n))
+        with torch.inference_mode():
+            out = memory.step("q", self.q.backbone(batches.to_tensor(obs, self.device)), starts)
+            return self.q.head(out).cpu().numpy()
+
+    def _act_recurrent(self, obs, explore: bool, mask: np.ndarray | None) -> np.ndarray:
+        """Greedy or ε-greedy actions; every row's hidden state advances, whichever action it takes."""
+        q = self._recurrent_q(obs, self.memory if explore else self.greedy_memory)
+        greedy = masked_argmax(q, mask) if mask is not None else q.argmax(axis=1)
+        if not explore:
+            return greedy
+        return epsilon_greedy_batch(lambda _: greedy, obs, self.epsilon(self.steps), self.n_actions, self.rng, mask)
+
+    def reset_memory(self, starts: np.ndarray | None = None) -> None:
+        if self.recurrent:
+            self.greedy_memory.begin(starts)
+
     def act(self, obs: np.ndarray, *, explore: bool, mask: np.ndarray | None = None) -> np.ndarray:
+        if self.recurrent:
+            return self._act_recurrent(obs, explore, mask)
         if not explore:
             return self._greedy(obs, mask)
         greedy = self._greedy if mask is None else (lambda o: self._greedy(o, mask))
@@ -422,6 +646,10 @@ class DQNAgent(Agent):
         """Greedy policy for `rlagents.export`: the online Q-network (MLP, CNN, Dict, dueling), then argmax."""
         from rlagents.graphs import Argmax
 
+        if self.recurrent:
+            raise ExportError(f"dqn with recurrent={self.config.recurrent} cannot be exported: its greedy action "
+                              f"depends on the hidden state, not on the observation alone")
+
         return nn.Sequential(self.q, Argmax())
 
     # ------------------------------------------------------------ learning
@@ -429,7 +657,9 @@ class DQNAgent(Agent):
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated, *, mask=None, next_mask=None) -> None:
         """Store the transitions (with `next_mask`, the next states' legal actions, which targets max over)
         and train when due."""
-        if isinstance(self.buffer, FrameReplayBuffer):
+        if isinstance(self.buffer, SequenceReplayBuffer):
+            self._store_sequences(obs, actions, rewards, next_obs, terminated, truncated, mask, next_mask)
+        elif isinstance(self.buffer, FrameReplayBuffer):
             self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, truncated)
         elif self.nstep is not None:
             for i in range(self.n_envs):
@@ -442,6 +672,8 @@ class DQNAgent(Agent):
                             self.config.gamma, None if next_mask is None else next_mask[0])
         else:
             self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, self.gammas, next_mask)
+        if self.config.clip_values:
+            self._see_rewards(rewards)
         self.steps += self.n_envs
         if self.steps >= self.next_train and len(self.buffer) >= self.config.batch_size:
             rounds = self._intervals_due("next_train", self.config.train_every)
@@ -449,6 +681,36 @@ class DQNAgent(Agent):
             self._train(rounds * self.config.gradient_steps)
         if self.steps >= self.next_target:
             self._update_target(self._intervals_due("next_target", self.config.target_update_every))
+
+    def _see_rewards(self, rewards: np.ndarray) -> None:
+        """Widen the range of the rewards seen (it starts at [0, 0]) by `rewards`' finite values."""
+        low, high = self.reward_range
+        for r in np.asarray(rewards, dtype=np.float64).tolist():  # a few envs: cheaper than array reductions
+            if math.isfinite(r):
+                low, high = min(low, r), max(high, r)
+        self.reward_range = [low, high]
+
+    def value_bounds(self) -> tuple[float, float]:
+        """The smallest and largest discounted return the rewards seen so far allow: a return sums γ^k·r_k over
+        an episode of any length, so it lies in [min(0, r_min), max(0, r_max)] / (1 − γ) (unbounded at γ = 1)."""
+        low, high = self.reward_range
+        if self.config.gamma >= 1.0:
+            return (-np.inf if low < 0 else 0.0), (np.inf if high > 0 else 0.0)
+        scale = 1.0 / (1.0 - self.config.gamma)
+        return low * scale, high * scale
+
+    def _store_sequences(self, obs, actions, rewards, next_obs, terminated, truncated, mask, next_mask) -> None:
+        """Recurrent DQN: the step goes into the envs' replay streams with the hidden states before and after
+        it; envs whose episode ended begin a new one (their state is cleared at the next `act`)."""
+        if self._acted_states is None:
+            raise RuntimeError("recurrent DQN observes the step its last explore=True act() took")
+        after = flat_state(self.memory.state("q", self.n_envs))
+        self.buffer.add_batch(obs, actions, rewards, next_obs, terminated, truncated, self._acted_states, after,
+                              mask, next_mask)
+        self._acted_states = None
+        done = np.logical_or(terminated, truncated)
+        if done.any():
+            self.memory.begin(done)
 
     def _intervals_due(self, counter: str, interval: int) -> int:
         """How many `interval`-step periods have ended since `counter`; advances the counter past them."""
@@ -508,6 +770,8 @@ class DQNAgent(Agent):
                              "next_target": self.next_target},
                 "rng": self.rng.bit_generator.state,
                 **({"nstep": self.nstep.state_dict()} if self.nstep is not None else {}),
+                **({"reward_range": list(self.reward_range)} if self.config.clip_values else {}),
+                **({"memory": self.memory.state_dict()} if self.recurrent else {}),
                 **({"replay": self.buffer.state_dict()} if self.config.checkpoint_replay else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -519,14 +783,24 @@ class DQNAgent(Agent):
         self.steps, self.updates = int(counters["steps"]), int(counters["updates"])
         self.next_train, self.next_target = int(counters["next_train"]), int(counters["next_target"])
         self.rng.bit_generator.state = state["rng"]
+        if "reward_range" in state:
+            low, high = (float(v) for v in state["reward_range"])
+            self.reward_range = [min(low, 0.0), max(high, 0.0)]
         if "replay" in state:
             self.buffer.load_state_dict(state["replay"])
+        if self.recurrent and "memory" in state:
+            self.memory.load_state_dict(state["memory"])
         if self.nstep is not None and "nstep" in state:
             self.nstep.load_state_dict(state["nstep"])
             if not all(batches.fits(obs, self.obs_space) for queue in self.nstep.pending for obs, _, _ in queue):
                 raise ValueError("a pending n-step observation does not have the observation space's shape")
 
     def drop_episodes(self, envs: np.ndarray) -> None:
+        if self.recurrent:
+            restarted = np.zeros(self.n_envs, dtype=bool)
+            restarted[np.asarray(envs, dtype=np.int64)] = True
+            self.memory.begin(restarted)
+            self.buffer.drop(np.flatnonzero(restarted))
         if self.nstep is not None:
             for i in envs:
                 self.nstep.drop(int(i))

@@ -13,6 +13,13 @@ statistics are checkpointed, and evaluation applies the observation statistics.
 
 Acting runs the policy network in NumPy (small MLPs on a CPU are bound by torch's per-call overhead); the
 critic's values and the rollout's log-probabilities are computed once per rollout, in one batched forward.
+
+With memory (`recurrent: lstm | gru`) the policy and a separate critic each get a recurrent core (a shared
+backbone shares the policy's). The rollout keeps which envs began an episode at each step and every env's
+hidden state before the rollout's first step; minibatches are whole env sequences (`batch_size // n_steps`
+envs each), whose states are recomputed from those initial states, so gradients flow through the whole
+rollout (backpropagation through time, no stale stored states). GAE and bootstrapping are unchanged. The
+NumPy learner has no recurrent layers: recurrent PPO learns through autograd (`learner: torch`).
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ from rlagents.agents.base import nonfinite_loss
 from rlagents.config import param
 from rlagents.errors import ConfigError
 from rlagents.masks import mask_logits
-from rlagents.networks import DictBackbone, build_backbone, orthogonal_init
+from rlagents.networks import DictBackbone, build_backbone, build_core, orthogonal_init
 from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_mlp_forward
 from rlagents.policies import Policy, PolicyConfig, PolicyGradientAgent, RunningNorm, normalize
+from rlagents.recurrent import RecurrentCore, State, sequence_features
 
 
 @dataclass
@@ -43,7 +51,8 @@ class PPOConfig(PolicyConfig):
 
     n_steps: int = param(128, "env steps per vector env per rollout (a rollout is n_steps × n_envs transitions)",
                          low=1, high=1_000_000)
-    batch_size: int = param(64, "minibatch size (at most the rollout's size)", low=1)
+    batch_size: int = param(64, "minibatch size (at most the rollout's size); recurrent: batch_size // n_steps "
+                            "whole env sequences (at least one)", low=1)
     n_epochs: int = param(10, "passes over each rollout", low=1, high=10_000)
     gamma: float = param(0.99, "discount factor", low=0.0, high=1.0)
     gae_lambda: float = param(0.95, "GAE λ: 0 is one-step TD advantages, 1 Monte-Carlo returns", low=0.0, high=1.0)
@@ -128,14 +137,20 @@ def _body(backbone: nn.Module, obs: Any, frozen: dict[str, torch.Tensor] | None)
 
 
 class ActorCritic(nn.Module):
-    """The policy (`rlagents.policies.Policy`) and a critic: a value head on its own backbone, or on the
-    policy's (`critic_backbone=None`)."""
+    """The policy (`rlagents.policies.Policy`) and a critic: a value head on its own backbone (and recurrent
+    core, `critic_core`, when the policy has one), or on the policy's (`critic_backbone=None`)."""
 
-    def __init__(self, policy: Policy, critic_backbone: nn.Module | None):
+    def __init__(self, policy: Policy, critic_backbone: nn.Module | None, critic_core: RecurrentCore | None = None):
         super().__init__()
         self.policy = policy
         self.critic_backbone = critic_backbone
-        self.value_head = nn.Linear((critic_backbone or policy.backbone).features_dim, 1)
+        if critic_core is not None:  # only then: a feed-forward critic's state_dict keeps its keys
+            self.critic_core = critic_core
+        if critic_backbone is None:  # on what the policy's head reads (its core's output, if it has one)
+            width = policy.head.in_features
+        else:
+            width = critic_core.out_features if critic_core is not None else critic_backbone.features_dim
+        self.value_head = nn.Linear(width, 1)
 
     def forward(self, obs: Any, frozen: dict[str, dict[str, torch.Tensor]] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +178,28 @@ class ActorCritic(nn.Module):
         backbone = self.critic_backbone if self.critic_backbone is not None else self.policy.backbone
         return self.value_head(backbone(obs)).squeeze(-1)
 
+    def sequence(self, obs: Any, initial: dict[str, State], starts: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, State]]:
+        """Recurrent networks: the policy head's outputs and the values of a (T, B) sequence of time-major rows
+        from the `initial` states (per core, as `memory_cores` names them), and the states after it."""
+        features, policy_state = sequence_features(self.policy.backbone, self.policy.core, obs, initial["policy"],
+                                                   starts)
+        states = {"policy": policy_state}
+        if self.critic_backbone is not None:
+            critic, states["critic"] = sequence_features(self.critic_backbone, self.critic_core, obs,
+                                                         initial["critic"], starts)
+        else:
+            critic = features
+        return self.policy.head(features), self.value_head(critic).squeeze(-1), states
+
+    def next_values(self, obs: Any, states: dict[str, State], starts: torch.Tensor) -> torch.Tensor:
+        """Recurrent networks: V of one more step `obs` after `states` (rows zeroed first where `starts`)."""
+        if self.critic_backbone is not None:
+            features, _ = self.critic_core.step(self.critic_backbone(obs), states["critic"], starts)
+        else:
+            features, _ = self.policy.core.step(self.policy.backbone(obs), states["policy"], starts)
+        return self.value_head(features).squeeze(-1)
+
 
 # ---------------------------------------------------------------- learners
 
@@ -182,23 +219,38 @@ class TorchLearner:
         self.actions = torch.as_tensor(actions, device=agent.device)
         masks = agent.rollout_masks()
         self.masks = None if masks is None else torch.as_tensor(masks, device=agent.device)
-        self.frozen = agent.net.frozen_features(self.obs)
+        next_obs = batches.to_tensor(next_obs, agent.device)
+        self.frozen = agent.net.frozen_features(self.obs) if agent.memory is None else {}
         with torch.no_grad():
-            out, self.values = agent.net(self.obs, self.frozen)
+            if agent.memory is None:
+                out, self.values = agent.net(self.obs, self.frozen)
+                last = agent.net.value(next_obs)
+            else:  # the whole rollout as T × n_envs sequences, from the states its envs had before it
+                roll = agent.rollout
+                self.starts = torch.as_tensor(roll["starts"], device=agent.device)
+                self.initial = {name: tuple(torch.as_tensor(s, device=agent.device) for s in stacked)
+                                for name, stacked in roll["initial"].items()}
+                out, self.values, states = agent.net.sequence(self.obs, self.initial, self.starts)
+                last = agent.net.next_values(next_obs, states, torch.as_tensor(roll["dones"][-1] > 0))
             self.old_log_prob = agent.distribution_terms(out, self.actions, self.masks)[0]
-            last = agent.net.value(batches.to_tensor(next_obs, agent.device))
         return self.values.cpu().numpy(), last.cpu().numpy()
 
     def set_targets(self, advantages: np.ndarray, returns: np.ndarray) -> None:
         self.advantages = torch.as_tensor(advantages, dtype=torch.float32, device=self.agent.device)
         self.returns = torch.as_tensor(returns, dtype=torch.float32, device=self.agent.device)
 
-    def step(self, rows: np.ndarray, clip: float) -> dict[str, float] | None:
+    def step(self, rows: np.ndarray, clip: float, envs: np.ndarray | None = None) -> dict[str, float] | None:
         """The loss on minibatch `rows` (its gradient is applied by `apply`); None for a non-finite loss under
-        `nonfinite: skip`."""
+        `nonfinite: skip`. Recurrent networks: `rows` are the whole sequences of the vector envs `envs`, in
+        time-major order, recomputed from those envs' initial states."""
         agent, c = self.agent, self.agent.config
         idx = torch.as_tensor(rows, device=agent.device)
-        out, values = agent.net(batches.take(self.obs, idx), batches.take(self.frozen, idx))
+        if envs is None:
+            out, values = agent.net(batches.take(self.obs, idx), batches.take(self.frozen, idx))
+        else:
+            cols = torch.as_tensor(envs, device=agent.device)
+            initial = {name: tuple(s[cols] for s in state) for name, state in self.initial.items()}
+            out, values, _ = agent.net.sequence(batches.take(self.obs, idx), initial, self.starts[:, cols])
         log_prob, entropy = agent.distribution_terms(out, self.actions[idx],
                                                      None if self.masks is None else self.masks[idx])
         adv = normalize(self.advantages[idx]) if c.normalize_advantages else self.advantages[idx]
@@ -246,7 +298,7 @@ class NumpyLearner:
     def build(agent: PPOAgent) -> NumpyLearner | None:
         """The NumPy learner of `agent`'s networks, or None where it does not apply."""
         net = agent.net
-        if (net.critic_backbone is None or agent.device.type != "cpu"
+        if (net.critic_backbone is None or agent.device.type != "cpu" or agent.memory is not None
                 or not all(p.requires_grad for p in net.parameters())
                 or (not agent.discrete and agent.config.log_std != "state")):
             return None
@@ -383,7 +435,9 @@ class PPOAgent(PolicyGradientAgent):
             return body
 
         self.policy = self._init_policy(backbone())
-        self.net = ActorCritic(self.policy, None if c.shared_backbone else backbone())
+        critic = None if c.shared_backbone else backbone()
+        critic_core = None if critic is None or self.policy.recurrent is None else build_core(c, critic.features_dim)
+        self.net = ActorCritic(self.policy, critic, critic_core)
         if c.ortho_init:
             nn.init.orthogonal_(self.net.value_head.weight, 1.0)
             nn.init.zeros_(self.net.value_head.bias)
@@ -393,7 +447,7 @@ class PPOAgent(PolicyGradientAgent):
                                           fused=self.device.type in ("cpu", "cuda"))
         self._init_acting()
         critic = self.net.critic_backbone if self.net.critic_backbone is not None else self.policy.backbone
-        self._numpy_value = numpy_mlp_forward(critic, self.net.value_head)
+        self._numpy_value = None if self.memory is not None else numpy_mlp_forward(critic, self.net.value_head)
         self.learner = self._build_learner()
         self.reward_norm = RunningNorm((1,)) if c.normalize_reward else None
         self._discounted = np.zeros(self.n_envs)  # running discounted returns, for reward normalisation
@@ -403,6 +457,7 @@ class PPOAgent(PolicyGradientAgent):
         self._rollout = self._new_rollout()
         self.pos = 0  # vector steps recorded in the rollout in progress
         self._acted_obs: Any = None  # what act() fed the policy (normalised): the rollout stores this
+        self._initial: dict[str, np.ndarray] | None = None  # recurrent: the states before the rollout's first act
         self.steps = 0
         self.updates = 0
         self.skipped_updates = 0
@@ -415,8 +470,9 @@ class PPOAgent(PolicyGradientAgent):
         if numpy_learner is not None:
             return numpy_learner
         if self.config.learner == "numpy":
-            raise ConfigError("learner numpy trains MLP actors with a separate MLP critic on a CPU (categorical, or "
-                              "Gaussian with log_std: state), every layer trained: use learner torch (or auto)")
+            raise ConfigError("learner numpy trains feed-forward MLP actors with a separate MLP critic on a CPU "
+                              "(categorical, or Gaussian with log_std: state), every layer trained: use learner "
+                              "torch (or auto)")
         return TorchLearner(self)
 
     def _new_rollout(self) -> dict[str, Any]:
@@ -429,28 +485,55 @@ class PPOAgent(PolicyGradientAgent):
                    "rewards": np.zeros((t, n), np.float32), "dones": np.zeros((t, n), np.float32)}
         if self.masked:  # the legal actions each step was taken among: the update's log-probabilities use them
             rollout["masks"] = np.ones((t * n, self.n_actions), bool)
+        if self.memory is not None:  # the envs that began an episode at each step; the states before step 0
+            rollout["starts"] = np.zeros((t, n), bool)
+            rollout["initial"] = {name: np.stack([s.cpu().numpy() for s in core.initial_state(n)])
+                                  for name, core in self.memory_cores().items()}
         return rollout
+
+    @property
+    def rollout(self) -> dict[str, Any]:
+        """The rollout in progress (arrays; `_new_rollout` lists them)."""
+        return self._rollout
 
     def rollout_masks(self) -> np.ndarray | None:
         """The rollout's action masks (masked agents), or None."""
         return self._rollout.get("masks")
+
+    def memory_cores(self) -> dict[str, RecurrentCore]:
+        cores = super().memory_cores()
+        if hasattr(self.net, "critic_core"):
+            cores["critic"] = self.net.critic_core
+        return cores
+
+    def _step_other_cores(self, x: Any, memory: Any, starts: np.ndarray) -> None:
+        if "critic" in memory.cores:
+            memory.step("critic", self.net.critic_backbone(x), starts)
 
     # ------------------------------------------------------------ acting
 
     def act(self, obs: np.ndarray, *, explore: bool, mask: np.ndarray | None = None) -> np.ndarray:
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        actions = self._actions(self._forward(obs), explore, mask)
+        if explore and self.memory is not None and self.pos == 0:  # a rollout begins: keep its initial states
+            self._initial = {name: np.stack([s.cpu().numpy() for s in self.memory.state(name, self.n_envs)])
+                             for name in self.memory.cores}
+        actions = self._actions(self._forward(obs, explore), explore, mask)
         if explore:
             self._acted_obs = obs
         return actions
 
-    def _values(self, obs: Any) -> np.ndarray:
-        """V(s) of (normalised) observations, in NumPy."""
+    def _values(self, obs: Any, envs: np.ndarray) -> np.ndarray:
+        """V(s) of (normalised) observations, in NumPy; a recurrent critic's after the states of `envs`."""
         if self._numpy_value is not None:
             return self._numpy_value(obs)[:, 0]
         with torch.inference_mode():
-            return self.net.value(batches.to_tensor(obs, self.device)).cpu().numpy()
+            obs = batches.to_tensor(obs, self.device)
+            if self.memory is None:
+                return self.net.value(obs).cpu().numpy()
+            rows = torch.as_tensor(envs, device=self.device)
+            states = {name: tuple(s[rows] for s in self.memory.state(name, self.n_envs)) for name in self.memory.cores}
+            return self.net.next_values(obs, states, torch.zeros(len(envs), dtype=torch.bool)).cpu().numpy()
 
     # ------------------------------------------------------------ learning
 
@@ -459,6 +542,10 @@ class PPOAgent(PolicyGradientAgent):
         rows = slice(t * self.n_envs, (t + 1) * self.n_envs)
         if mask is not None and "masks" in roll:
             roll["masks"][rows] = mask
+        if self.memory is not None:
+            roll["starts"][t] = self._acted_starts
+            if t == 0 and self._initial is not None:
+                roll["initial"] = self._initial
         batches.put(roll["obs"], rows, obs if self._acted_obs is None else self._acted_obs)
         roll["actions"][rows] = actions if self.discrete else self._last_raw
         if self.obs_norm is not None:
@@ -472,11 +559,13 @@ class PPOAgent(PolicyGradientAgent):
             self._discounted[done] = 0.0
         cut = truncated & ~terminated
         if c.truncation == "bootstrap" and cut.any():  # the critic stands in for the return after the limit
-            final = batches.take(next_obs, np.flatnonzero(cut))
+            envs = np.flatnonzero(cut)
+            final = batches.take(next_obs, envs)
             rewards = rewards.copy()
-            rewards[cut] += c.gamma * self._values(final if self.obs_norm is None else self.obs_norm(final))
+            rewards[cut] += c.gamma * self._values(final if self.obs_norm is None else self.obs_norm(final), envs)
         roll["rewards"][t] = rewards
         roll["dones"][t] = done
+        self.episodes_ended(done)
         self._acted_obs = None
         self.pos += 1
         self.steps += self.n_envs
@@ -505,13 +594,21 @@ class PPOAgent(PolicyGradientAgent):
                    float(1.0 - (returns.reshape(-1) - values).var() / var), "charts/clip_range": clip}
         stats: dict[str, list[float]] = {}
         a2c = c.mode == "a2c"
-        size = self.rollout_size if a2c else min(c.batch_size, self.rollout_size)
+        # minibatches of rows; recurrent: of whole env sequences (`units` are then envs)
+        units = self.rollout_size if self.memory is None else self.n_envs
+        per_unit = 1 if self.memory is None else c.n_steps
+        size = units if a2c else max(1, min(c.batch_size // per_unit, units))
         stopped = False
         for _ in range(1 if a2c else c.n_epochs):
             # a2c keeps the rollout's order: the same rows as the old log-probs' pass, so the ratio is exactly 1
-            order = np.arange(self.rollout_size) if a2c else self.rng.permutation(self.rollout_size)
-            for start in range(0, self.rollout_size, size):
-                result = self.learner.step(order[start:start + size], clip)
+            order = np.arange(units) if a2c else self.rng.permutation(units)
+            for start in range(0, units, size):
+                chunk = order[start:start + size]
+                if self.memory is None:
+                    result = self.learner.step(chunk, clip)
+                else:  # env b's sequence: rows t·n_envs + b, time-major
+                    rows = (np.arange(c.n_steps)[:, None] * self.n_envs + chunk[None, :]).reshape(-1)
+                    result = self.learner.step(rows, clip, chunk)
                 if result is None:  # a non-finite loss under nonfinite: skip
                     self.skipped_updates += 1
                     continue
@@ -545,7 +642,7 @@ class PPOAgent(PolicyGradientAgent):
             state["obs_norm"] = self.obs_norm.state_dict()
         if self.reward_norm is not None:
             state["reward_norm"] = {**self.reward_norm.state_dict(), "discounted": self._discounted.copy()}
-        return state
+        return self.memory_state(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
@@ -560,14 +657,17 @@ class PPOAgent(PolicyGradientAgent):
         self.steps, self.updates = int(counters["steps"]), int(counters["updates"])
         self.skipped_updates = int(counters.get("skipped_updates", 0))
         self.rng.bit_generator.state = state["rng"]
+        self.load_memory(state)
         rollout = state.get("rollout")
         if rollout is not None and np.shape(rollout["rewards"]) == (self.config.n_steps, self.n_envs):
             self._rollout = {key: _as_arrays(value) for key, value in rollout.items()}
             self.pos = int(counters["pos"])
+            self._initial = self._rollout.get("initial")
         else:  # another number of envs (e.g. evaluation): no rollout to continue
             self._rollout, self.pos = self._new_rollout(), 0
 
     def drop_episodes(self, envs: np.ndarray) -> None:
+        super().drop_episodes(envs)
         # their episodes were restarted: the rollout's last step ends them (cut there, no bootstrap)
         if self.pos > 0:
             self._rollout["dones"][self.pos - 1, np.asarray(envs, dtype=np.int64)] = 1.0

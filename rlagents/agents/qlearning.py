@@ -2,8 +2,9 @@
 
 The update rule, learning-rate schedule and exploration strategy are config switches. Observations must be
 discrete (`Discrete`, or `Tuple`/`Dict`/`MultiDiscrete`/`MultiBinary` of discrete parts, indexed into one
-state), or a Box the config discretises (`bins`, `clip_low`, `clip_high`). The agent learns on every env
-step, so its hot path works on Python lists and floats, which for a handful of actions is several times
+state), or a Box the config discretises (`bins`, `clip_low`, `clip_high`), on one grid or, with `tilings`,
+by tile coding: Q(s, a) is then the sum of one entry per offset grid (`TiledTable`). The agent learns on every
+env step, so its hot path works on Python lists and floats, which for a handful of actions is several times
 faster than NumPy's per-call overhead; tables become NumPy arrays only in checkpoints and logs.
 """
 
@@ -23,6 +24,7 @@ from rlagents.config import param
 from rlagents.discretise import (
     Discretiser,
     SpaceIndexer,
+    TileCoder,
     discretiser_for,
     finite_states,
 )
@@ -72,6 +74,9 @@ class QLearningConfig:
     bins: tuple[int, ...] = param((), "bins per Box observation dimension (one value = all dimensions)", low=1)
     clip_low: tuple[float, ...] = param((), "lower clip per Box dimension (default: the space's bound)")
     clip_high: tuple[float, ...] = param((), "upper clip per Box dimension (default: the space's bound)")
+    tilings: int = param(1, "Box observations: 1 = one grid of `bins`; more = tile coding, that many grids "
+                         "of `bins` tiles, each offset, whose entries are summed into Q (updated by lr/tilings)",
+                         low=1, high=64)
     nonfinite: Literal["stop", "skip"] = param("stop", "on a NaN/infinite reward: stop training (the last good "
                                                "checkpoint stays) or skip that transition")
 
@@ -85,9 +90,30 @@ def state_count(obs_space: gym.Space, config: QLearningConfig,
     """Number of table rows for `obs_space`, and its map to rows: a discretiser for Box spaces, an indexer
     for finite structured ones (Tuple, Dict, MultiDiscrete, MultiBinary), None for Discrete ones."""
     if isinstance(obs_space, gym.spaces.Box):
-        disc = discretiser_for(obs_space, config.bins, config.clip_low, config.clip_high, agent)
+        disc = discretiser_for(obs_space, config.bins, config.clip_low, config.clip_high, agent, config.tilings)
         return disc.n_states, disc
+    if config.tilings > 1:
+        raise ConfigError(f"tilings: tile coding is for Box observations; {obs_space} is indexed exactly "
+                          f"(use tilings=1)")
     return finite_states(obs_space, agent)  # refuses spaces with continuous parts
+
+
+class TiledTable:
+    """Action values under tile coding: one row per tile, and a state is a tuple of tiles (one per tiling)
+    whose rows are summed. Indexed by a state it gives the summed row, as a plain table gives its row, so the
+    update rules read both alike; `rows` is the table that learns and is saved."""
+
+    def __init__(self, rows: list[list[float]], tilings: int):
+        self.rows = rows
+        self.scale = 1.0 / tilings  # counts are averaged over the tiles
+
+    def __getitem__(self, tiles: tuple[int, ...]) -> list[float]:
+        rows = self.rows
+        return [sum(values) for values in zip(*[rows[t] for t in tiles])]
+
+    def mean(self, tiles: tuple[int, ...]) -> list[float]:
+        """The rows' mean instead of their sum (visit counts of a state)."""
+        return [v * self.scale for v in self[tiles]]
 
 
 class QLearningAgent(Agent):
@@ -118,11 +144,16 @@ class QLearningAgent(Agent):
         self.action_start = int(action_space.start)
         init_rng = np.random.default_rng(self.seed)
         tables = 2 if c.update == "double" else 1
+        self.tiled = isinstance(self.discretiser, TileCoder)
+        # q_init is Q's initial value: with tile coding a state's value is the sum of `tilings` entries
+        init = c.q_init / c.tilings if self.tiled else c.q_init
         # Python lists, not arrays: see the module docstring.
-        self.tables = [(c.q_init + c.q_noise * init_rng.random((self.n_states, self.n_actions))).tolist()
-                       for _ in range(tables)]
+        self.tables = self._wrap([(init + c.q_noise * init_rng.random((self.n_states, self.n_actions))).tolist()
+                                  for _ in range(tables)])
         self.q = self.tables[0]
         self.counts = [[0] * self.n_actions for _ in range(self.n_states)]
+        if self.tiled:
+            self._learn = self._learn_tiled
         self.rng = random.Random(self.seed)
         self.exploration = make_exploration(
             c.exploration, self.rng, total_steps=self.total_steps, epsilon_start=c.epsilon_start,
@@ -142,8 +173,18 @@ class QLearningAgent(Agent):
 
     # ------------------------------------------------------------ acting
 
-    def states(self, obs: np.ndarray) -> list[int]:
-        """Table row of each observation in a batch."""
+    def _wrap(self, tables: list[list[list[float]]]) -> list:
+        """The tables as the update rules index them: as they are, or as `TiledTable`s under tile coding."""
+        return [TiledTable(t, self.config.tilings) for t in tables] if self.tiled else tables
+
+    def _rows(self) -> list[list[list[float]]]:
+        """The tables' learned entries (per tile under tile coding), as saved."""
+        return [t.rows for t in self.tables] if self.tiled else self.tables
+
+    def states(self, obs: np.ndarray) -> list:
+        """Table row of each observation in a batch (a tuple of rows, one per tiling, under tile coding)."""
+        if self.tiled:
+            return [tuple(tiles) for tiles in self.discretiser(obs.reshape(len(obs), -1)).tolist()]
         if isinstance(self.discretiser, SpaceIndexer):
             return self.discretiser(obs).tolist()
         if self.discretiser is not None:
@@ -168,7 +209,7 @@ class QLearningAgent(Agent):
             for i, s in enumerate(states):
                 a = self.pending[i]  # SARSA's next action was drawn within the same mask
                 if a < 0:
-                    a = self.exploration.choose_legal(self.values(s), self.counts[s], self.steps, legal[i])
+                    a = self.exploration.choose_legal(self.values(s), self._counts(s), self.steps, legal[i])
                 else:
                     self.pending[i] = -1
                 actions.append(a)
@@ -176,6 +217,12 @@ class QLearningAgent(Agent):
         if self.action_start:
             out += self.action_start
         return out
+
+    def _counts(self, s) -> list:
+        """Visit counts of state `s`'s actions: its row, or its tiles' mean under tile coding."""
+        if self.tiled:
+            return [sum(n) / len(s) for n in zip(*[self.counts[t] for t in s])]
+        return self.counts[s]
 
     def export_module(self):
         """Greedy policy for `rlagents.export`: observation → table row (the discretiser's bins as graph ops, or
@@ -185,7 +232,7 @@ class QLearningAgent(Agent):
         if isinstance(self.discretiser, SpaceIndexer):
             raise ExportError(f"qlearning cannot be exported over structured observations ({self.obs_space}): "
                               f"the exporter has no graph form of their index into the table")
-        table = np.sum([np.asarray(t, dtype=np.float64) for t in self.tables], axis=0)
+        table = np.sum([np.asarray(t, dtype=np.float64) for t in self._rows()], axis=0)
         return table_policy(table, discretiser=self.discretiser, obs_start=self.obs_start,
                             action_start=self.action_start)
 
@@ -206,14 +253,29 @@ class QLearningAgent(Agent):
                 self.steps += 1
                 continue
             s, a = states[i], acts[i]
-            row = self.counts[s]
-            row[a] += 1
-            if row[a] == 1 and sum(row) == 1:  # first visit of s: counted here, not by scanning the table
-                self._visited += 1
-            lr = max(c.lr_min, c.lr / row[a] ** c.lr_power) if decaying else c.lr
+            if self.tiled:
+                visits = self._count_tiles(s, a)
+            else:
+                row = self.counts[s]
+                row[a] += 1
+                if row[a] == 1 and sum(row) == 1:  # first visit of s: counted here, not by scanning the table
+                    self._visited += 1
+                visits = row[a]
+            lr = max(c.lr_min, c.lr / visits ** c.lr_power) if decaying else c.lr
             self._update(i, s, a, rews[i], next_states[i], terms[i], truncs[i], lr,
                          next_legal[i] if next_legal is not None else None)
             self.steps += 1
+
+    def _count_tiles(self, tiles: tuple[int, ...], a: int) -> float:
+        """Count a visit of (tiles, a) in each tile; returns the tiles' mean count, N(s, a) under tile coding."""
+        total = 0
+        for t in tiles:
+            row = self.counts[t]
+            row[a] += 1
+            if row[a] == 1 and sum(row) == 1:
+                self._visited += 1
+            total += row[a]
+        return total / len(tiles)
 
     def _nonfinite_rewards(self, rewards: list[float]) -> set[int]:
         """Envs whose reward is NaN/inf (one would poison the table for good): stop, or skip them."""
@@ -234,6 +296,21 @@ class QLearningAgent(Agent):
         self._lr_sum += lr
         self._updates += 1
 
+    def _learn_tiled(self, table: TiledTable, s: tuple[int, ...], a: int, target: float, lr: float) -> None:
+        # semi-gradient step on the sum of the tiles' entries: each moves by lr/tilings of the TD error
+        rows = table.rows
+        q = 0.0
+        for t in s:
+            q += rows[t][a]
+        delta = target - q
+        step = lr * delta * table.scale
+        for t in s:
+            rows[t][a] += step
+        self._q_sum += q + lr * delta
+        self._td_abs += abs(delta)
+        self._lr_sum += lr
+        self._updates += 1
+
     def _q_learning(self, i, s, a, r, s2, terminated, truncated, lr, legal2) -> None:
         if terminated:
             self._learn(self.q, s, a, r, lr)
@@ -246,7 +323,7 @@ class QLearningAgent(Agent):
         if terminated:
             self._learn(self.q, s, a, r, lr)
             return
-        a2 = self.exploration.choose_legal(self.q[s2], self.counts[s2], self.steps, legal2)
+        a2 = self.exploration.choose_legal(self.q[s2], self._counts(s2), self.steps, legal2)
         if not truncated:  # after truncation the next `act` sees a reset state, not s2
             self.pending[i] = a2
         self._learn(self.q, s, a, r + self.config.gamma * self.q[s2][a2], lr)
@@ -255,7 +332,7 @@ class QLearningAgent(Agent):
         if terminated:
             self._learn(self.q, s, a, r, lr)
             return
-        expected = self.exploration.expected_legal(self.q[s2], self.counts[s2], self.steps, legal2)
+        expected = self.exploration.expected_legal(self.q[s2], self._counts(s2), self.steps, legal2)
         self._learn(self.q, s, a, r + self.config.gamma * expected, lr)
 
     def _double(self, i, s, a, r, s2, terminated, truncated, lr, legal2) -> None:
@@ -269,8 +346,16 @@ class QLearningAgent(Agent):
     # ------------------------------------------------------------ inspection
 
     def q_table(self) -> np.ndarray:
-        """The learned action values as an array (states x actions); the mean of both tables for double Q."""
-        return np.mean([np.asarray(t) for t in self.tables], axis=0)
+        """The learned action values as an array (states x actions); the mean of both tables for double Q.
+        Under tile coding, Q at the centres of the cells of one unshifted grid of `bins` (its rows ordered as
+        a `Discretiser`'s with those bins)."""
+        if not self.tiled:
+            return np.mean([np.asarray(t) for t in self.tables], axis=0)
+        grid = self.discretiser.grid
+        axes = [grid.low[d] + (np.arange(b) + 0.5) / grid.scale[d] for d, b in enumerate(grid.bins)]
+        centres = np.stack([m.ravel() for m in np.meshgrid(*axes, indexing="ij")], axis=1)  # row-major
+        states = self.states(centres)
+        return np.mean([np.asarray([t[s] for s in states]) for t in self.tables], axis=0)
 
     def inspect(self, env: gym.Env, out_dir: Path) -> list[str]:
         if isinstance(self.discretiser, SpaceIndexer):
@@ -295,7 +380,7 @@ class QLearningAgent(Agent):
 
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()
-        return {"q": [np.asarray(t, dtype=np.float64) for t in self.tables],
+        return {"q": [np.asarray(t, dtype=np.float64) for t in self._rows()],
                 "counts": np.asarray(self.counts, dtype=np.int64),
                 "steps": self.steps, "pending": list(self.pending),
                 "rng": {"version": version, "internal": np.asarray(internal, dtype=np.int64), "gauss": gauss}}
@@ -307,11 +392,11 @@ class QLearningAgent(Agent):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         tables = [np.asarray(t, dtype=np.float64) for t in state["q"]]
         expected = (self.n_states, self.n_actions)
-        if len(tables) != len(self.tables) or any(t.shape != expected for t in tables):
+        if len(tables) != len(self.tables) or any(t.shape != expected for t in tables):  # rows: tiles if tiled
             raise ValueError(f"checkpoint holds {len(tables)} table(s) of shape "
                              f"{tables[0].shape if tables else None}; this agent needs {len(self.tables)} "
                              f"of shape {expected}")
-        self.tables = [t.tolist() for t in tables]
+        self.tables = self._wrap([t.tolist() for t in tables])
         self.q = self.tables[0]
         counts = np.asarray(state["counts"], dtype=np.int64)
         self.counts = counts.tolist()

@@ -9,6 +9,11 @@ Truncated episodes: by default the return is cut at the time limit (`truncation:
 Monte-Carlo estimate, which needs no value function and is what REINFORCE is usually taught with; with a
 value baseline, `truncation: bootstrap` adds γ^k·V(s_final) so states near a time limit are not
 undervalued (the baseline is then a critic as well).
+
+With memory (`recurrent: lstm | gru`) the policy and the value baseline each get a recurrent core, and an
+update backpropagates through whole episodes (each from a zero state; the batch's episodes side by side,
+padded to the longest). With `truncation: bootstrap` the baseline's core is stepped while acting as well,
+so V(s_final) sees the episode's history.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from rlagents import obs as batches
 from rlagents.agents.base import nonfinite_loss
 from rlagents.config import param
 from rlagents.errors import ConfigError
-from rlagents.networks import build_backbone
+from rlagents.networks import Net, build_backbone, build_core
 from rlagents.policies import PolicyConfig, PolicyGradientAgent, explained_variance, normalize
+from rlagents.recurrent import Memory, RecurrentCore, episode_features
 
 
 @dataclass
@@ -86,7 +92,11 @@ class ReinforceAgent(PolicyGradientAgent):
         self.value: nn.Module | None = None
         if c.baseline == "value":
             vb = backbone()
-            self.value = nn.Sequential(vb, nn.Linear(vb.features_dim, 1)).to(self.device)
+            core = None if self.policy.recurrent is None else build_core(c, vb.features_dim)
+            if core is None:
+                self.value = nn.Sequential(vb, nn.Linear(vb.features_dim, 1)).to(self.device)
+            else:
+                self.value = Net(vb, nn.Linear(core.out_features, 1), core).to(self.device)
             self.value_params = [p for p in self.value.parameters() if p.requires_grad]
             self.value_optimizer = torch.optim.Adam(self.value_params, lr=c.value_lr)
         self._init_acting()
@@ -103,6 +113,32 @@ class ReinforceAgent(PolicyGradientAgent):
     @staticmethod
     def _new_traj() -> dict[str, list]:
         return {"obs": [], "actions": [], "rewards": []}
+
+    def memory_cores(self) -> dict[str, RecurrentCore]:
+        cores = super().memory_cores()
+        if self.config.truncation == "bootstrap":  # V(s_final) after the episode so far needs its state
+            cores["value"] = self.value.core
+        return cores
+
+    def _step_other_cores(self, x: Any, memory: Memory, starts: np.ndarray) -> None:
+        if "value" in memory.cores:
+            memory.step("value", self.value.backbone(x), starts)
+
+    def _final_value(self, final: Any, env: int) -> float:
+        """V of an episode's final observation (normalised, a batch of one) after the episode's steps."""
+        obs = batches.to_tensor(final, self.device)
+        with torch.no_grad():
+            if self.memory is None:
+                return float(self.value(obs))
+            state = tuple(s[env:env + 1] for s in self.memory.state("value", self.n_envs))
+            features, _ = self.value.core.step(self.value.backbone(obs), state, torch.zeros(1, dtype=torch.bool))
+            return float(self.value.head(features))
+
+    def _outputs(self, net: nn.Module, obs: Any, lengths: list[int]) -> torch.Tensor:
+        """`net`'s head outputs for the batch's episodes (rows one episode after the other)."""
+        if self.memory is None:
+            return net(obs)
+        return net.head(episode_features(net.backbone, net.core, obs, lengths))
 
     # ------------------------------------------------------------ learning
 
@@ -126,11 +162,11 @@ class ReinforceAgent(PolicyGradientAgent):
                     final = batches.take(next_obs, slice(i, i + 1))
                     if self.obs_norm is not None:
                         final = self.obs_norm(final)
-                    with torch.no_grad():
-                        bootstrap = float(self.value(batches.to_tensor(final, self.device)))
+                    bootstrap = self._final_value(final, i)
                 traj["returns"] = rewards_to_go(np.asarray(traj["rewards"]), self.config.gamma, bootstrap)
                 self._batch.append(traj)
                 self._traj[i] = self._new_traj()
+        self.episodes_ended(terminated | truncated)
         self.steps += self.n_envs
         if len(self._batch) >= self.config.episodes_per_update:
             self._update()
@@ -146,11 +182,12 @@ class ReinforceAgent(PolicyGradientAgent):
         masks = None
         if self.discrete and all("masks" in ep for ep in episodes):
             masks = torch.as_tensor(np.stack([m for ep in episodes for m in ep["masks"]]), device=self.device)
-        log_prob, entropy = self.log_prob_and_entropy(obs, actions, masks)
+        lengths = [len(ep["rewards"]) for ep in episodes]
+        log_prob, entropy = self.distribution_terms(self._outputs(self.policy, obs, lengths), actions, masks)
         metrics: dict[str, float] = {}
         if self.value is not None:
             with torch.no_grad():
-                baseline = self.value(obs).squeeze(1)
+                baseline = self._outputs(self.value, obs, lengths).squeeze(1)
             advantages = returns - baseline
             metrics["values/explained_variance"] = explained_variance(baseline, returns)
         else:
@@ -175,7 +212,7 @@ class ReinforceAgent(PolicyGradientAgent):
                         "losses/grad_norm": float(grad_norm)})
         if self.value is not None:
             for _ in range(c.value_steps):
-                value_loss = nn.functional.mse_loss(self.value(obs).squeeze(1), returns)
+                value_loss = nn.functional.mse_loss(self._outputs(self.value, obs, lengths).squeeze(1), returns)
                 self.value_optimizer.zero_grad(set_to_none=True)
                 value_loss.backward()
                 nn.utils.clip_grad_norm_(self.value_params, clip)
@@ -198,7 +235,7 @@ class ReinforceAgent(PolicyGradientAgent):
             state["value_optimizer"] = self.value_optimizer.state_dict()
         if self.obs_norm is not None:
             state["obs_norm"] = self.obs_norm.state_dict()
-        return state
+        return self.memory_state(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -210,11 +247,13 @@ class ReinforceAgent(PolicyGradientAgent):
             self.obs_norm.load_state_dict(state["obs_norm"])
         self.steps, self.updates = int(state["counters"]["steps"]), int(state["counters"]["updates"])
         self.rng.bit_generator.state = state["rng"]
+        self.load_memory(state)
         trajectories = [_unpack_episode(t) for t in state.get("trajectories", [])]
         self._traj = trajectories if len(trajectories) == self.n_envs else [self._new_traj() for _ in self._traj]
         self._batch = [_unpack_episode(t) for t in state.get("batch", [])]
 
     def drop_episodes(self, envs: np.ndarray) -> None:
+        super().drop_episodes(envs)
         for i in envs:
             self._traj[int(i)] = self._new_traj()
 
