@@ -32,6 +32,7 @@ from rlagents.numpy_mlp import numpy_mlp_forward
 from rlagents.recurrent import Memory, RecurrentCore, State, sequence_features
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # bounds of a learned (state-dependent) log standard deviation
+SDE_EPS = 1e-6  # added to gSDE's variance, as SB3's StateDependentNoiseDistribution does
 
 
 @dataclass
@@ -64,6 +65,13 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """1 − Var[target − predicted] / Var[target]: 1 is perfect, 0 no better than the mean."""
     var = target.var()
     return float("nan") if var.item() == 0 else float(1.0 - (target - predicted).var() / var)
+
+
+def sde_log_std(features: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """gSDE's per-action log standard deviation: the noise φ(s)·θ with θ_jk ~ N(0, σ_jk²) is Gaussian with
+    variance Σ_j φ_j(s)²·σ_jk²; φ is detached (SB3's `learn_features=False`), σ = exp(`log_std`), (F, A)."""
+    variance = features.detach() ** 2 @ log_std.exp() ** 2
+    return 0.5 * torch.log(variance + SDE_EPS)
 
 
 def tanh_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
@@ -102,11 +110,12 @@ class RunningNorm:
 
 
 class Policy(nn.Module):
-    """Backbone [+ recurrent core] + linear head; for Gaussian policies also the log-std (a parameter or half
-    the head). `forward` is the feed-forward policy's; one with a `core` runs sequences (`sequence`)."""
+    """Backbone [+ recurrent core] + linear head; for Gaussian policies also the log-std (a parameter, half
+    the head, or with `sde` gSDE's (features × actions) matrix, whose per-state log-std `outputs` appends to
+    the head's mean). `forward` is the feed-forward policy's; one with a `core` runs sequences (`sequence`)."""
 
     def __init__(self, backbone: nn.Module, n_out: int, state_log_std: int | None, log_std_init: float,
-                 head_gain: float = 0.01, core: RecurrentCore | None = None):
+                 head_gain: float = 0.01, core: RecurrentCore | None = None, sde: bool = False):
         super().__init__()
         self.backbone = backbone
         if core is not None:  # only then: a feed-forward policy's state_dict keeps its keys
@@ -115,9 +124,18 @@ class Policy(nn.Module):
         nn.init.orthogonal_(self.head.weight, head_gain)
         nn.init.zeros_(self.head.bias)
         self.log_std = nn.Parameter(torch.full((state_log_std,), log_std_init)) if state_log_std else None
+        self.sde_log_std = (nn.Parameter(torch.full((self.head.in_features, n_out), log_std_init)) if sde
+                            else None)
 
     def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.backbone(obs))
+        return self.outputs(self.backbone(obs))
+
+    def outputs(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's outputs on `features`; with gSDE followed by the per-state log-std (`sde_log_std`)."""
+        out = self.head(features)
+        if self.sde_log_std is None:
+            return out
+        return torch.cat([out, sde_log_std(features, self.sde_log_std)], dim=-1)
 
     @property
     def recurrent(self) -> RecurrentCore | None:
@@ -127,7 +145,7 @@ class Policy(nn.Module):
     def sequence(self, obs: Any, state: State, starts: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, State]:
         """Head outputs (T·B, …) of a (T, B) sequence of time-major rows (see `recurrent.sequence_features`)."""
         out, state = sequence_features(self.backbone, self.core, obs, state, starts)
-        return self.head(out), state
+        return self.outputs(out), state
 
 
 # ---------------------------------------------------------------- the agents' shared acting
@@ -171,6 +189,8 @@ class PolicyGradientAgent(Agent):
         self.low = self.action_space.low.astype(np.float32)
         self.high = self.action_space.high.astype(np.float32)
         learned = c.log_std == "learned"
+        if getattr(c, "use_sde", False):  # PPO's gSDE: the std is the (features × actions) matrix's
+            return Policy(backbone, self.act_dim, None, c.log_std_init, c.head_init_gain, core, sde=True)
         policy = Policy(backbone, self.act_dim * (2 if learned else 1), None if learned else self.act_dim,
                         c.log_std_init, c.head_init_gain, core)
         if learned:
@@ -181,7 +201,8 @@ class PolicyGradientAgent(Agent):
         """The NumPy forward of `self.policy` (when it is a feed-forward MLP on the CPU), the observation
         normaliser, and for a recurrent policy the memories of training and greedy play."""
         recurrent = self.policy.recurrent is not None
-        self._numpy_policy = None if recurrent else numpy_mlp_forward(self.policy.backbone, self.policy.head)
+        plain = not recurrent and self.policy.sde_log_std is None  # gSDE acting needs the features too
+        self._numpy_policy = numpy_mlp_forward(self.policy.backbone, self.policy.head) if plain else None
         space = self.obs_space
         normalizable = isinstance(space, gym.spaces.Box) and space.dtype != np.uint8
         self.obs_norm = RunningNorm(space.shape) if self.config.normalize_obs and normalizable else None
@@ -321,8 +342,12 @@ class PolicyGradientAgent(Agent):
             dist = torch.distributions.Categorical(logits=out if masks is None else mask_logits(out, masks))
             return dist.log_prob(actions.long()), dist.entropy()
         mean = out[:, : self.act_dim]
-        log_std = (self.policy.log_std.expand_as(mean) if self.policy.log_std is not None
-                   else out[:, self.act_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX))
+        if self.policy.log_std is not None:
+            log_std = self.policy.log_std.expand_as(mean)
+        elif self.policy.sde_log_std is not None:  # gSDE's, unclamped as SB3's
+            log_std = out[:, self.act_dim:]
+        else:
+            log_std = out[:, self.act_dim:].clamp(LOG_STD_MIN, LOG_STD_MAX)
         entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(dim=-1)
         if self.config.squash == "tanh":
             return tanh_gaussian_log_prob(mean, log_std, actions), entropy

@@ -41,6 +41,8 @@ def rewind_to(run_dir: Path, keep: Path) -> None:
     # checkpoints fall mid-rollout; normaliser statistics and the running discounted returns carry over
     ("ppo", "CartPole-v1", 3000, ["n_steps=48", "normalize_obs=true", "normalize_reward=true"]),
     ("ppo", "Pendulum-v1", 2400, ["n_steps=70", "batch_size=128", "target_kl=0.02", "clip_range_vf=0.5"]),
+    # gSDE: the noise θ in use (checkpoints fall between its resamples) and the RNG that draws the next one
+    ("ppo", "Pendulum-v1", 2400, ["n_steps=70", "batch_size=128", "use_sde=true", "sde_sample_freq=9"]),
     # recurrent: the training envs' hidden states and the rollout's initial states carry over
     ("ppo", "CartPole-v1", 3000, ["recurrent=lstm", "recurrent_hidden=16", "n_steps=48", "batch_size=96"]),
     ("ppo", "CartPole-v1", 2400, ["recurrent=gru", "recurrent_hidden=16", "n_steps=40", "shared_backbone=true"]),

@@ -19,6 +19,7 @@ from rlagents.checkpoint import read_checkpoint, save_checkpoint
 from rlagents.config import resolve
 from rlagents.errors import ConfigError
 from rlagents.evaluate import main as evaluate_main
+from rlagents.policies import sde_log_std
 from rlagents.train import main as train_main
 
 BOX_OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -340,3 +341,96 @@ def test_restarted_episodes_end_at_the_rollouts_last_step():
         agent.observe(obs, agent.act(obs, explore=True), np.ones(3), obs, np.zeros(3, bool), np.zeros(3, bool))
     agent.drop_episodes(np.array([1]))  # a resume could not replay env 1's episode: it starts a new one
     assert agent._rollout["dones"][:2].tolist() == [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+
+
+# ---------------------------------------------------------------- gSDE
+
+
+def sde_agent(**kw) -> PPOAgent:
+    return make(gym.spaces.Box(-1.0, 1.0, (2,), np.float32), use_sde=True, squash="clip", **kw)
+
+
+def test_sde_log_prob_by_hand():
+    agent = sde_agent(hidden=(3,), log_std_init=math.log(0.5))
+    sigma = torch.tensor([[0.5, 1.0], [2.0, 0.5], [1.0, 1.0]])
+    with torch.no_grad():
+        agent.policy.sde_log_std.copy_(sigma.log())
+    phi = torch.tensor([[1.0, -2.0, 0.5]])
+    mean = torch.tensor([[0.1, -0.3]])
+    out = torch.cat([mean, sde_log_std(phi, agent.policy.sde_log_std)], dim=-1)
+    raw = torch.tensor([[0.4, 0.2]])
+    log_prob, entropy = agent.distribution_terms(out, raw)
+    expected, expected_entropy = 0.0, 0.0
+    for k in range(2):  # variance of action k: Σ_j φ_j² σ_jk² (+ SB3's 1e-6)
+        var = sum(phi[0, j].item() ** 2 * sigma[j, k].item() ** 2 for j in range(3)) + 1e-6
+        expected += -0.5 * (raw[0, k].item() - mean[0, k].item()) ** 2 / var - 0.5 * math.log(2 * math.pi * var)
+        expected_entropy += 0.5 + 0.5 * math.log(2 * math.pi * var)
+    assert log_prob.item() == pytest.approx(expected, rel=1e-5)
+    assert entropy.item() == pytest.approx(expected_entropy, rel=1e-5)
+    # the features are detached: the log-probability's gradient reaches σ, not the features
+    phi.requires_grad_(True)
+    sde_log_std(phi, agent.policy.sde_log_std).sum().backward()
+    assert phi.grad is None and agent.policy.sde_log_std.grad is not None
+
+
+def test_sde_noise_is_constant_between_resamples_and_changes_at_one():
+    agent = sde_agent(n_envs=1, n_steps=8, sde_sample_freq=4, log_std_init=0.0)
+    obs = np.full((1, 3), 0.5, np.float32)
+    noises = []
+    for t in range(8):
+        actions = agent.act(obs, explore=True)
+        noises.append(agent._sde_noise.copy())
+        mean = agent.act(obs, explore=False)
+        assert not np.array_equal(agent._last_raw, mean)  # the noise is on
+        agent.observe(obs, actions, np.zeros(1), obs, np.zeros(1, bool), np.zeros(1, bool))
+    assert all(np.array_equal(noises[0], n) for n in noises[:4])
+    assert all(np.array_equal(noises[4], n) for n in noises[4:]) and not np.array_equal(noises[0], noises[4])
+    # one θ per rollout (-1): the same observation gets the same action all rollout long, a new one next rollout
+    agent = sde_agent(n_envs=1, n_steps=4, sde_sample_freq=-1)
+    actions = []
+    for t in range(5):
+        actions.append(agent.act(obs, explore=True).copy())
+        if t < 4:
+            agent.observe(obs, actions[-1], np.zeros(1), obs, np.zeros(1, bool), np.zeros(1, bool))
+    assert all(np.array_equal(actions[0], a) for a in actions[1:4]) and not np.array_equal(actions[0], actions[4])
+
+
+def test_sde_save_load_keeps_the_noise_and_greedy_play_is_the_mean(tmp_path: Path):
+    agent = sde_agent(sde_sample_freq=3)
+    rng = np.random.default_rng(0)
+    for t in range(13):  # an update and a rollout in progress, between resamples
+        obs = rng.uniform(-1, 1, (2, 3)).astype(np.float32)
+        agent.observe(obs, agent.act(obs, explore=True), rng.normal(size=2), obs, np.zeros(2, bool), np.zeros(2, bool))
+    path = save_checkpoint(tmp_path, "c", agent.state_dict(), {"agent": "ppo", "env": "E"})
+    fresh = sde_agent(sde_sample_freq=3, seed=9)
+    fresh.load_state_dict(read_checkpoint(path)[0])
+    assert np.array_equal(fresh._sde_noise, agent._sde_noise)
+    obs = rng.uniform(-1, 1, (2, 3)).astype(np.float32)
+    for _ in range(4):  # the same actions, across the next resample (same θ, then the same RNG)
+        assert np.array_equal(fresh.act(obs, explore=True), agent.act(obs, explore=True))
+        fresh.observe(obs, fresh._last_raw, np.zeros(2), obs, np.zeros(2, bool), np.zeros(2, bool))
+        agent.observe(obs, agent._last_raw, np.zeros(2), obs, np.zeros(2, bool), np.zeros(2, bool))
+    mean = agent.policy(torch.as_tensor(obs)).detach().numpy()[:, :2]
+    assert np.allclose(agent.act(obs, explore=False), np.clip(mean, -1, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("sde_sample_freq", "0", "sde_sample_freq: bad value 0"), ("sde_sample_freq", "-2", "sde_sample_freq: bad"),
+])
+def test_bad_sde_values_are_refused(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(PPOConfig, {}, "Pendulum-v1", {"use_sde": "true", key: value}, source="test")
+    with pytest.raises(ConfigError, match="recurrent"):
+        resolve(PPOConfig, {}, "Pendulum-v1", {"use_sde": "true", "recurrent": "lstm"}, source="test")
+    with pytest.raises(ConfigError, match="log_std"):
+        resolve(PPOConfig, {}, "Pendulum-v1", {"use_sde": "true", "log_std": "learned"}, source="test")
+
+
+def test_sde_on_discrete_actions_is_one_line_and_writes_nothing(tmp_path: Path, capsys):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--agent", "ppo", "--env", "CartPole-v1", "--run-dir", str(run_dir), "--no-progress",
+                    "--set", "use_sde=true"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "use_sde" in err and "Discrete" in err
+    assert not run_dir.exists()

@@ -37,7 +37,7 @@ from torch import nn
 from rlagents import obs as batches
 from rlagents.agents.base import nonfinite_loss
 from rlagents.config import param
-from rlagents.errors import ConfigError
+from rlagents.errors import ConfigError, UnsupportedSpaceError
 from rlagents.masks import mask_logits
 from rlagents.networks import DictBackbone, build_backbone, build_core, orthogonal_init
 from rlagents.numpy_mlp import NumpyMLP, adam_step, numpy_mlp_forward
@@ -86,6 +86,23 @@ class PPOConfig(PolicyConfig):
         "device), auto (numpy where it applies, torch elsewhere)")
     truncation: Literal["bootstrap", "cut"] = param("bootstrap", "an episode cut by a time limit: add γ·V(s_final) "
                                                     "to its last reward, or treat the limit as terminal")
+    use_sde: bool = param(False, "continuous actions: generalised state-dependent exploration (gSDE): noise "
+                          "φ(s)·θ on the mean, φ the policy's last hidden features, θ ~ N(0, σ²) held between "
+                          "resamples, σ a learned (features × actions) matrix starting at exp(log_std_init)")
+    sde_sample_freq: int = param(-1, "gSDE: resample θ every this many steps of a rollout (and at its start); "
+                                 "-1 = once per rollout", low=-1)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.sde_sample_freq == 0:
+            raise ConfigError("sde_sample_freq: bad value 0: resample gSDE's noise every N >= 1 steps, or -1 "
+                              "for once per rollout")
+        if self.use_sde and self.recurrent != "none":
+            raise ConfigError(f"use_sde: gSDE is for feed-forward policies, got recurrent: {self.recurrent}: set "
+                              f"recurrent=none or use_sde=false")
+        if self.use_sde and self.log_std != "state":
+            raise ConfigError("use_sde: gSDE's std is its own learned matrix, so log_std: learned does not "
+                              "apply: set log_std=state or use_sde=false")
 
 
 # ---------------------------------------------------------------- pure maths
@@ -158,7 +175,7 @@ class ActorCritic(nn.Module):
         where already computed (`frozen_features`)."""
         frozen = frozen or {}
         features = _body(self.policy.backbone, obs, frozen.get("policy"))
-        out = self.policy.head(features)
+        out = self.policy.outputs(features)
         if self.critic_backbone is not None:
             features = _body(self.critic_backbone, obs, frozen.get("critic"))
         return out, self.value_head(features).squeeze(-1)
@@ -190,7 +207,7 @@ class ActorCritic(nn.Module):
                                                          initial["critic"], starts)
         else:
             critic = features
-        return self.policy.head(features), self.value_head(critic).squeeze(-1), states
+        return self.policy.outputs(features), self.value_head(critic).squeeze(-1), states
 
     def next_values(self, obs: Any, states: dict[str, State], starts: torch.Tensor) -> torch.Tensor:
         """Recurrent networks: V of one more step `obs` after `states` (rows zeroed first where `starts`)."""
@@ -299,7 +316,7 @@ class NumpyLearner:
         """The NumPy learner of `agent`'s networks, or None where it does not apply."""
         net = agent.net
         if (net.critic_backbone is None or agent.device.type != "cpu" or agent.memory is not None
-                or not all(p.requires_grad for p in net.parameters())
+                or net.policy.sde_log_std is not None or not all(p.requires_grad for p in net.parameters())
                 or (not agent.discrete and agent.config.log_std != "state")):
             return None
         actor = NumpyMLP.of(net.policy.backbone, net.policy.head)
@@ -424,6 +441,13 @@ class PPOAgent(PolicyGradientAgent):
     recorded_state = frozenset({"rollout"})
     takes_masks = True  # acting and log-probabilities within the masks (`PolicyGradientAgent`); rollout["masks"]
 
+    @classmethod
+    def check_spaces(cls, obs_space: gym.Space, action_space: gym.Space, config: Any) -> None:
+        super().check_spaces(obs_space, action_space, config)
+        if getattr(config, "use_sde", False) and not isinstance(action_space, gym.spaces.Box):
+            raise UnsupportedSpaceError(f"use_sde: gSDE perturbs continuous actions, got {action_space}: set "
+                                        f"use_sde=false")
+
     def __init__(self, config: PPOConfig, obs_space: gym.Space, action_space: gym.Space, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
         c = config
@@ -452,6 +476,8 @@ class PPOAgent(PolicyGradientAgent):
         self.reward_norm = RunningNorm((1,)) if c.normalize_reward else None
         self._discounted = np.zeros(self.n_envs)  # running discounted returns, for reward normalisation
         self.rng = np.random.default_rng(self.seed)
+        self._sde_noise: np.ndarray | None = None  # gSDE's θ per training env, (n_envs, features, actions)
+        self._sde_features: np.ndarray | None = None  # φ(s) of the last act()
 
         self.rollout_size = c.n_steps * self.n_envs
         self._rollout = self._new_rollout()
@@ -471,7 +497,7 @@ class PPOAgent(PolicyGradientAgent):
             return numpy_learner
         if self.config.learner == "numpy":
             raise ConfigError("learner numpy trains feed-forward MLP actors with a separate MLP critic on a CPU "
-                              "(categorical, or Gaussian with log_std: state), every layer trained: use learner "
+                              "(categorical, or Gaussian with log_std: state, no gSDE), every layer trained: use learner "
                               "torch (or auto)")
         return TorchLearner(self)
 
@@ -518,10 +544,35 @@ class PPOAgent(PolicyGradientAgent):
         if explore and self.memory is not None and self.pos == 0:  # a rollout begins: keep its initial states
             self._initial = {name: np.stack([s.cpu().numpy() for s in self.memory.state(name, self.n_envs)])
                              for name in self.memory.cores}
-        actions = self._actions(self._forward(obs, explore), explore, mask)
+        if self.policy.sde_log_std is not None:
+            actions = self._sde_actions(obs, explore)
+        else:
+            actions = self._actions(self._forward(obs, explore), explore, mask)
         if explore:
             self._acted_obs = obs
         return actions
+
+    def _sde_actions(self, obs: Any, explore: bool) -> np.ndarray:
+        """gSDE: the mean, plus (`explore`) the noise φ(s)·θ of each env's θ, resampled at the rollout's start
+        and every `sde_sample_freq` steps; a batch that is not one row per training env uses env 0's θ."""
+        with torch.inference_mode():
+            features = self.policy.backbone(batches.to_tensor(obs, self.device))
+            mean = self.policy.head(features).cpu().numpy()
+        if not explore:
+            return self._to_env(mean).astype(np.float32)
+        freq = self.config.sde_sample_freq
+        if self._sde_noise is None or self.pos == 0 or (freq > 0 and self.pos % freq == 0):
+            self.resample_sde_noise()
+        phi = features.cpu().numpy()
+        theta = self._sde_noise if len(phi) == self.n_envs else self._sde_noise[:1].repeat(len(phi), 0)
+        raw = mean + np.einsum("nf,nfa->na", phi, theta)
+        self._last_raw = raw.astype(np.float32)
+        return self._to_env(raw).astype(np.float32)
+
+    def resample_sde_noise(self) -> None:
+        """Draw gSDE's θ for every training env: θ_jk ~ N(0, σ_jk²) with σ = exp(sde_log_std) now."""
+        std = self.policy.sde_log_std.detach().exp().cpu().numpy()
+        self._sde_noise = (std * self.rng.standard_normal((self.n_envs, *std.shape))).astype(np.float32)
 
     def _values(self, obs: Any, envs: np.ndarray) -> np.ndarray:
         """V(s) of (normalised) observations, in NumPy; a recurrent critic's after the states of `envs`."""
@@ -640,6 +691,8 @@ class PPOAgent(PolicyGradientAgent):
                                  "rollout": dict(self._rollout)}  # the rollout in progress (rows < pos)
         if self.obs_norm is not None:
             state["obs_norm"] = self.obs_norm.state_dict()
+        if self._sde_noise is not None:  # the θ in use (the rng that draws the next one is saved above)
+            state["sde_noise"] = self._sde_noise.copy()
         if self.reward_norm is not None:
             state["reward_norm"] = {**self.reward_norm.state_dict(), "discounted": self._discounted.copy()}
         return self.memory_state(state)
@@ -657,6 +710,9 @@ class PPOAgent(PolicyGradientAgent):
         self.steps, self.updates = int(counters["steps"]), int(counters["updates"])
         self.skipped_updates = int(counters.get("skipped_updates", 0))
         self.rng.bit_generator.state = state["rng"]
+        noise = state.get("sde_noise")
+        if self.policy.sde_log_std is not None and noise is not None and np.shape(noise)[0] == self.n_envs:
+            self._sde_noise = np.array(noise, np.float32)
         self.load_memory(state)
         rollout = state.get("rollout")
         if rollout is not None and np.shape(rollout["rewards"]) == (self.config.n_steps, self.n_envs):
