@@ -138,7 +138,13 @@ def cached(cache_dir: Path, pair: Pair) -> dict[str, Any] | None:
 
 
 def load() -> str:
+    """The 1-, 5- and 15-minute load averages."""
     return "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def load_cell(record: dict[str, Any]) -> str:
+    """The 1-minute load average at the start and the end of a pair's run ("12.6–12.8")."""
+    return "–".join(side.split()[0] for side in record["load"].split("->") if side.strip())
 
 
 def run_pair(pair: Pair, seeds: list[int], cache_dir: Path, work_dir: Path, workers: int,
@@ -201,7 +207,7 @@ def markdown(all_pairs: list[Pair], cache_dir: Path, seeds: list[int]) -> str:
         if record is not None and record["key"] == pair.key:
             iqm_cell, reached = result_cells(record)
             rows.append(f"| {pair.agent} | {pair.env} | {iqm_cell} | {reached} | {pair.steps:,} | "
-                        f"{zoo_cell(pair.agent, pair.env)} | {record['date']}, load {record['load']} |")
+                        f"{zoo_cell(pair.agent, pair.env)} | {record['date']}, load {load_cell(record)} |")
         elif pair.blocked:
             missing.append(f"- {pair.agent} × {pair.env}: {pair.blocked}.")
         elif record is not None:
