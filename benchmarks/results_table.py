@@ -48,6 +48,7 @@ from rlagents.validate import parse_seeds
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_FILES = ("classify",)  # the digit classifier is not an RL agent
 NEEDS_BACKBONE = ("DigitLock-v0",)  # its entries assume the classifier's pretrained CNN (docs/classifier.md)
+IMAGE_ENVS = ("DigitLock-v0", "DigitRecall-v0")  # a CNN forward per step: far dearer than a vector env's
 
 # Rough training seconds per env step of each agent on one core (ordering only: cheapest pairs run first).
 STEP_COST = {"qlearning": 1, "reinforce": 5, "ppo": 5, "sb3-a2c": 20, "sb3-ppo": 20, "dqn": 20, "sb3-dqn": 40,
@@ -96,7 +97,7 @@ class Pair:
 
     @property
     def cost(self) -> float:
-        return self.steps * STEP_COST.get(self.agent, 50)
+        return self.steps * STEP_COST.get(self.agent, 50) * (50 if self.env in IMAGE_ENVS else 1)
 
 
 def pair_key(agent: str, env: str, seeds: list[int], config_file: Path, overrides: dict[str, Any]) -> tuple[str, int]:
@@ -137,7 +138,13 @@ def cached(cache_dir: Path, pair: Pair) -> dict[str, Any] | None:
 
 
 def load() -> str:
+    """The 1-, 5- and 15-minute load averages."""
     return "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def load_cell(record: dict[str, Any]) -> str:
+    """The 1-minute load average at the start and the end of a pair's run ("12.6–12.8")."""
+    return "–".join(side.split()[0] for side in record["load"].split("->") if side.strip())
 
 
 def run_pair(pair: Pair, seeds: list[int], cache_dir: Path, work_dir: Path, workers: int,
@@ -200,7 +207,7 @@ def markdown(all_pairs: list[Pair], cache_dir: Path, seeds: list[int]) -> str:
         if record is not None and record["key"] == pair.key:
             iqm_cell, reached = result_cells(record)
             rows.append(f"| {pair.agent} | {pair.env} | {iqm_cell} | {reached} | {pair.steps:,} | "
-                        f"{zoo_cell(pair.agent, pair.env)} | {record['date']}, load {record['load']} |")
+                        f"{zoo_cell(pair.agent, pair.env)} | {record['date']}, load {load_cell(record)} |")
         elif pair.blocked:
             missing.append(f"- {pair.agent} × {pair.env}: {pair.blocked}.")
         elif record is not None:

@@ -220,6 +220,68 @@ def test_exploration_bonus_shapes_training_plans_only():
     assert (bonus > 0).all()  # five members trained on 120 transitions still disagree somewhat everywhere
 
 
+@pytest.mark.parametrize("env_id", ["Acrobot-v1", "Pendulum-v1"])
+def test_plan_every_searches_every_kth_step_and_follows_the_plan_between(env_id, tmp_path: Path, monkeypatch):
+    import rlagents.models.mpc as mpc
+
+    env = gym.make(env_id)
+    settings = {"learning_starts": 30, "train_every": 30, "train_steps": 5, "value_steps": 5, "horizon": 6,
+                "candidates": 8, "elites": 2, "plan_every": 3, "epsilon": 0.0, "action_noise": 0.0}
+    agent = make_agent(env.observation_space, env.action_space, **settings)
+    feed(agent, env, 40)  # trained once; the last steps planned
+    searches = []
+    for name in ("cem_categorical", "cem_gaussian"):
+        real = getattr(mpc, name)
+        monkeypatch.setattr(mpc, name, lambda *a, real=real, **k: searches.append(1) or real(*a, **k))
+    agent.impl.plans.clear()  # a new episode: the next step searches
+    obs, _ = env.reset(seed=1)
+    x = np.asarray([obs])
+    first = agent.act(x, explore=False)
+    planned = agent.impl.plans[-1]
+    sequence = planned[1][0] if agent.impl.discrete else planned[0]  # the plan's actions, in its units
+    clone = make_agent(env.observation_space, env.action_space, seed=9, **settings)
+    clone.load_state_dict(roundtrip(agent, tmp_path))  # mid-plan: the clone follows the same plan
+    follow = [agent.act(x, explore=False) for _ in range(2)]  # same obs: a search would see the same state
+    assert len(searches) == 1
+    if agent.impl.discrete:
+        assert [int(a[0]) for a in (first, *follow)] == sequence[:3].tolist()
+    else:
+        scaled = [2.0 * (a[0] - env.action_space.low) / (env.action_space.high - env.action_space.low) - 1.0
+                  for a in (first, *follow)]
+        np.testing.assert_allclose(np.concatenate(scaled), sequence[:3, 0].numpy(), atol=1e-5)
+    fourth = agent.act(x, explore=False)
+    assert len(searches) == 2  # the fourth step searches again
+    searches.clear()
+    # the clone, loaded after the first step, takes the same two followed steps, then the same search
+    assert [clone.act(x, explore=False).tolist() for _ in range(3)] == [a.tolist() for a in (*follow, fourth)]
+    assert len(searches) == 1
+
+
+def test_explore_decay_scales_the_bonus_down_linearly_over_its_fraction_of_training():
+    env = gym.make("Pendulum-v1")
+    settings = {"learning_starts": 50, "train_every": 50, "train_steps": 20, "value_steps": 0, "horizon": 4,
+                "candidates": 8, "elites": 2, "risk": 0.0}
+    constant = make_agent(env.observation_space, env.action_space, explore_bonus=5.0, **settings)
+    feed(constant, env, 120)
+    decaying = make_agent(env.observation_space, env.action_space, explore_bonus=5.0, explore_decay=0.5, **settings)
+    neutral = make_agent(env.observation_space, env.action_space, **settings)
+    for other in (decaying, neutral):
+        other.load_state_dict(constant.state_dict())
+    left = 1.0 - 120 / 5_000  # 120 of the 5,000 steps (half of 10,000) over which the bonus falls to 0
+    assert decaying.metrics()["charts/explore_bonus"] == pytest.approx(5.0 * left)
+    assert constant.metrics()["charts/explore_bonus"] == 5.0 and "charts/explore_bonus" not in neutral.metrics()
+    obs = torch.as_tensor(env.reset(seed=3)[0][None], dtype=torch.float32)
+    seqs = torch.rand(1, 6, 4, 1, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        base = neutral.impl.score(obs, seqs, explore=True)
+        full = constant.impl.score(obs, seqs, explore=True) - base
+        decayed = decaying.impl.score(obs, seqs, explore=True) - base
+    torch.testing.assert_close(decayed, full * left, rtol=1e-4, atol=1e-6)
+    decaying.impl.steps = 5_000  # at the end of its fraction the bonus is gone
+    with torch.no_grad():
+        torch.testing.assert_close(decaying.impl.score(obs, seqs, explore=True), base)
+
+
 # ---------------------------------------------------------------- learning, through the CLI
 
 
@@ -251,4 +313,13 @@ def test_short_cartpole_run_clearly_improves(tmp_path: Path):
     summary = run(tmp_path, "CartPole-v1", "--steps", "1000", "--eval-every", "0", "--eval-episodes", "4",
                   "--set", "learning_starts=200", "--set", "train_every=200")
     assert summary["eval_return_mean"] >= 100
+    assert summary["plan_ms_per_step"] > 0 and summary["plan_ms_per_step_eval"] > 0
+
+
+def test_plan_every_trains_and_evaluates_through_the_cli(tmp_path: Path):
+    # training rounds fall between a search and the steps that follow its plan (the check of planned
+    # against realised returns then rolls out through the retrained model)
+    summary = run(tmp_path, "CartPole-v1", "--steps", "600", "--eval-every", "0", "--eval-episodes", "2",
+                  "--set", "learning_starts=100", "--set", "train_every=50", "--set", "train_steps=10",
+                  "--set", "value_steps=10", "--set", "plan_every=3")
     assert summary["plan_ms_per_step"] > 0 and summary["plan_ms_per_step_eval"] > 0

@@ -166,6 +166,20 @@ def test_bad_config_values_are_refused(key, value, message):
         resolve(PPOConfig, {}, "CartPole-v1", {key: value}, source="test")
 
 
+
+def test_every_shipped_entry_resolves():
+    from rlagents.config import read_config_file
+
+    data = read_config_file(Path(__file__).parents[1] / "configs" / "ppo.yaml")
+    entries = [env_id for env_id in data if env_id not in ("default", "run")]
+    assert {"LunarLander-v3", "MountainCarContinuous-v0", "DigitLock-v0"} <= set(entries)
+    for env_id in entries:
+        cfg = resolve(PPOConfig, data, env_id, {}, source="ppo.yaml")
+        assert cfg.train.steps > 0 and cfg.agent.batch_size <= cfg.agent.n_steps * cfg.train.n_envs
+    assert resolve(PPOConfig, data, "DigitLock-v0", {}, source="ppo.yaml").agent.branch_norm
+    with pytest.raises(ConfigError, match="branch_norm"):
+        resolve(PPOConfig, data, "DigitLock-v0", {"branch_norm": "maybe"}, source="test")
+
 def test_bad_value_through_the_cli_is_one_line_and_writes_nothing(tmp_path: Path, capsys):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:

@@ -79,10 +79,14 @@ class PlannerConfig:
     explore_bonus: float = param(0.0, "while training, each planned step earns this times the members' "
                                  "disagreement about its state change instead of the risk penalty (directed "
                                  "exploration; 0 = off)", low=0.0)
+    explore_decay: float = param(0.0, "fraction of training over which explore_bonus falls linearly to 0 (0 = "
+                                 "it stays constant)", low=0.0, high=1.0)
     horizon: int = param(12, "planning horizon in env steps", low=1)
     candidates: int = param(32, "action sequences sampled per CEM iteration (per env)", low=2)
     elites: int = param(4, "best sequences that refit the CEM distribution", low=1)
     cem_iterations: int = param(2, "CEM iterations per env step", low=1)
+    plan_every: int = param(1, "continuous model: env steps between CEM searches; the steps between take the "
+                            "last plan's next action (1 = search every step)", low=1)
     cem_momentum: float = param(0.1, "weight of the previous distribution in each CEM refit", low=0.0, high=1.0)
     init_std: float = param(0.5, "continuous actions: initial CEM std, in units of half the action range",
                             low=0.0, low_open=True)
@@ -281,7 +285,8 @@ class PlannerAgent(Agent):
             self.impl: TabularPlanner | MPCPlanner = TabularPlanner(
                 config, obs_space, action_space, total_steps=self.total_steps, seed=self.seed)
         else:
-            self.impl = MPCPlanner(config, obs_space, action_space, n_envs=self.n_envs, seed=self.seed)
+            self.impl = MPCPlanner(config, obs_space, action_space, n_envs=self.n_envs, seed=self.seed,
+                                   total_steps=self.total_steps)
         self.skipped = 0  # transitions dropped for a non-finite reward or observation (nonfinite: skip)
 
     def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:

@@ -20,6 +20,7 @@ import torch
 
 from rlagents.models.cem import cem_categorical, cem_gaussian
 from rlagents.models.dynamics import DynamicsEnsemble, ValueNet
+from rlagents.schedules import LinearSchedule
 from rlagents.validate import require_memory
 
 
@@ -68,8 +69,12 @@ class TransitionBuffer:
 class MPCPlanner:
     """Learns a dynamics ensemble from transitions and acts by CEM-MPC over it (see the module docstring)."""
 
-    def __init__(self, config: Any, obs_space: gym.spaces.Box, action_space: gym.Space, *, n_envs: int, seed: int):
+    def __init__(self, config: Any, obs_space: gym.spaces.Box, action_space: gym.Space, *, n_envs: int, seed: int,
+                 total_steps: int = 0):
         c = self.config = config
+        # the exploration bonus of training plans: constant, or falling to 0 over explore_decay of the run
+        decay_steps = int(c.explore_decay * total_steps)
+        self.bonus = LinearSchedule(c.explore_bonus, 0.0 if decay_steps else c.explore_bonus, decay_steps)
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.obs_dim = int(np.prod(obs_space.shape))
         if self.discrete:
@@ -90,6 +95,7 @@ class MPCPlanner:
         self.discounts = c.gamma ** torch.arange(c.horizon, dtype=torch.float32)
         self.n_envs = n_envs
         self.plans: dict[int, Any] = {}  # batch size (negative: evaluation) → warm start of the next plan
+        self.plan_age: dict[int, int] = {}  # steps since that plan's search (plan_every > 1 follows it between)
         self.rollout = None  # the model's fast planning form, rebuilt after each training round
         self.steps = 0
         self.trained_rounds = 0
@@ -118,12 +124,10 @@ class MPCPlanner:
         over the ensemble members, each propagating its own trajectory, minus `risk` times their std; while
         training (`explore`) with an `explore_bonus`, plus the bonus for the members' disagreement along the way
         instead of the pessimism (optimism while exploring, pessimism in greedy plans)."""
-        if self.rollout is None:
-            self.rollout = self.model.rollout_net()
         b, n, h = seqs.shape[:3]
-        part = self.rollout.action_part(self._features(seqs.reshape(b * n, h, *seqs.shape[3:]).transpose(0, 1)))
+        part = self._rollout().action_part(self._features(seqs.reshape(b * n, h, *seqs.shape[3:]).transpose(0, 1)))
         states = obs[:, None, :].expand(b, n, self.obs_dim).reshape(b * n, self.obs_dim)
-        optimism = self.config.explore_bonus if explore else 0.0
+        optimism = self.bonus(self.steps) if explore else 0.0
         returns = self.rollout.returns(states, part, self.discounts, self.value if self.trained_rounds else None,
                                        self.config.gamma ** h, optimism)
         score = returns.mean(dim=0)
@@ -132,15 +136,43 @@ class MPCPlanner:
             score = score - self.config.risk * returns.std(dim=0)
         return score.reshape(b, n)
 
+    def _rollout(self):
+        """The model's fast planning form, rebuilt after each training round (on the first use after it)."""
+        if self.rollout is None:
+            self.rollout = self.model.rollout_net()
+        return self.rollout
+
     @torch.inference_mode()
     def plan(self, obs: np.ndarray, explore: bool) -> np.ndarray:
-        """Env actions for a batch of observations, by CEM from each env's warm-started plan."""
+        """Env actions for a batch of observations, by CEM from each env's warm-started plan; with `plan_every`
+        > 1, the steps between searches take the last plan's next action instead (the plan shifted by one)."""
         c = self.config
         t0 = time.perf_counter()
         b = len(obs)
         x = torch.as_tensor(obs.reshape(b, -1), dtype=torch.float32)
         key = b if explore else -b  # training and evaluation envs keep separate warm starts
         previous = self.plans.get(key)
+        if previous is not None and self.plan_age.get(key, 0) + 1 < c.plan_every:
+            self.plan_age[key] += 1
+            self.plans[key] = self._shifted(previous)
+        else:
+            self.plan_age[key] = 0
+            self.plans[key] = self._search(x, previous, explore)
+        chosen = self.plans[key][1] if self.discrete else self.plans[key]
+        env_actions = self._env_actions(chosen[:, 0].numpy(), explore)
+        mode = "train" if explore else "eval"
+        self.plan_time[mode] += time.perf_counter() - t0
+        self.plan_steps[mode] += b
+        if explore:  # sampled: the check costs one more rollout
+            self._last_planned = (self.predicted_rewards(x, chosen).numpy().astype(np.float64)
+                                  if self.steps % PLAN_CHECK_EVERY == 0 else np.full(b, np.nan))
+        return env_actions
+
+    def _search(self, x: torch.Tensor, previous: Any, explore: bool) -> Any:
+        """One CEM search from the warm start `previous`: (probabilities, best sequence) for discrete actions,
+        the Gaussian's mean for continuous ones."""
+        c = self.config
+        b = len(x)
 
         def scorer(seqs: torch.Tensor) -> torch.Tensor:
             return self.score(x, seqs, explore)
@@ -154,39 +186,46 @@ class MPCPlanner:
                 prior[:, :-1] = previous[0][:, 1:]
                 prior = 0.5 * prior + 0.5 / self.n_actions  # keep some doubt, so a stale plan can be dropped
                 keep = torch.cat([previous[1][:, 1:], previous[1][:, -1:]], dim=1)
-            probs, best_seq, best = cem_categorical(scorer, prior, keep=keep, **kwargs)
-            self.plans[key] = (probs, best_seq)
-            chosen = best_seq
-            actions = best_seq[:, 0].numpy()
+            probs, best_seq, _ = cem_categorical(scorer, prior, keep=keep, **kwargs)
+            return probs, best_seq
+        mean = torch.zeros(b, c.horizon, self.action_dim)
+        if previous is not None:
+            mean[:, :-1] = previous[:, 1:]
+        std = torch.full_like(mean, c.init_std)
+        mean, _, _ = cem_gaussian(scorer, mean, std, **kwargs)
+        return mean
+
+    def _shifted(self, plan: Any) -> Any:
+        """A plan one step on, as a warm start shifts it (the new last step: uniform, or the mean 0)."""
+        if self.discrete:
+            probs, best_seq = plan
+            shifted = torch.full_like(probs, 1.0 / self.n_actions)
+            shifted[:, :-1] = probs[:, 1:]
+            return shifted, torch.cat([best_seq[:, 1:], best_seq[:, -1:]], dim=1)
+        mean = torch.zeros_like(plan)
+        mean[:, :-1] = plan[:, 1:]
+        return mean
+
+    def _env_actions(self, first: np.ndarray, explore: bool) -> np.ndarray:
+        """Env actions from the plans' first steps, with the training exploration (epsilon, action noise)."""
+        c = self.config
+        b = len(first)
+        if self.discrete:
+            actions = first
             if explore and c.epsilon > 0:
                 random = self.rng.random(b) < c.epsilon
                 actions = np.where(random, self.rng.integers(self.n_actions, size=b), actions)
-            env_actions = actions.astype(np.int64) + self.action_start
-        else:
-            mean = torch.zeros(b, c.horizon, self.action_dim)
-            if previous is not None:
-                mean[:, :-1] = previous[:, 1:]
-            std = torch.full_like(mean, c.init_std)
-            mean, _, best = cem_gaussian(scorer, mean, std, **kwargs)
-            self.plans[key] = mean
-            chosen = mean
-            action = mean[:, 0].numpy().astype(np.float64)
-            if explore and c.action_noise > 0:
-                action = np.clip(action + c.action_noise * self.rng.standard_normal(action.shape), -1.0, 1.0)
-            env_actions = (self.low + (action + 1.0) * 0.5 * (self.high - self.low)).reshape(b, *self.action_shape)
-            env_actions = env_actions.astype(np.float32)
-        mode = "train" if explore else "eval"
-        self.plan_time[mode] += time.perf_counter() - t0
-        self.plan_steps[mode] += b
-        if explore:  # sampled: the check costs one more rollout
-            self._last_planned = (self.predicted_rewards(x, chosen).numpy().astype(np.float64)
-                                  if self.steps % PLAN_CHECK_EVERY == 0 else np.full(b, np.nan))
-        return env_actions
+            return actions.astype(np.int64) + self.action_start
+        action = first.astype(np.float64)
+        if explore and c.action_noise > 0:
+            action = np.clip(action + c.action_noise * self.rng.standard_normal(action.shape), -1.0, 1.0)
+        env_actions = (self.low + (action + 1.0) * 0.5 * (self.high - self.low)).reshape(b, *self.action_shape)
+        return env_actions.astype(np.float32)
 
     def predicted_rewards(self, obs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """The model's H-step discounted reward sum (B,) of one sequence per state, members' mean, without
         the value beyond the horizon: what the realised H-step return is compared with."""
-        part = self.rollout.action_part(self._features(seqs).transpose(0, 1))
+        part = self._rollout().action_part(self._features(seqs).transpose(0, 1))
         return self.rollout.returns(obs, part, self.discounts).mean(dim=0)
 
     def random_actions(self, b: int) -> np.ndarray:
@@ -296,6 +335,8 @@ class MPCPlanner:
         out = {k: self._metric_sums[k] / self._metric_counts[k] for k in self._metric_sums}
         self._metric_sums.clear()
         self._metric_counts.clear()
+        if self.config.explore_bonus:
+            out["charts/explore_bonus"] = self.bonus(self.steps)
         if self.plan_steps["train"]:
             out["timing/plan_ms_per_step"] = 1000.0 * self.plan_time["train"] / self.plan_steps["train"]
         return out
@@ -315,6 +356,7 @@ class MPCPlanner:
                 "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
                 # warm starts and open planned-vs-realised records, so a resumed run plans exactly as before
                 "plans": [[key, list(plan) if isinstance(plan, tuple) else [plan]] for key, plan in self.plans.items()],
+                "plan_age": [[key, age] for key, age in self.plan_age.items()],
                 "open": {"planned": self._open_planned.copy(), "realised": self._open_realised.copy(),
                          "age": self._open_age.copy(), "slot": self._slot, "last_planned": self._last_planned.copy()}}
 
@@ -329,6 +371,7 @@ class MPCPlanner:
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8))
         self.plans = {int(key): (tuple(plan) if len(plan) == 2 else plan[0]) for key, plan in state.get("plans", [])}
+        self.plan_age = {int(key): int(age) for key, age in state.get("plan_age", [])}
         if "open" in state and np.shape(state["open"]["age"]) == self._open_age.shape:
             opened = state["open"]
             self._open_planned, self._open_realised = np.array(opened["planned"]), np.array(opened["realised"])
