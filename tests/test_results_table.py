@@ -83,3 +83,15 @@ def test_rl_zoo_scores_are_matched_by_algorithm_family():
     assert rt.zoo_cell("sb3-dqn", "LunarLander-v3") == rt.zoo_cell("dqn", "LunarLander-v3") == \
         "154.4 ± 79.2 (dqn, 100k steps)"
     assert rt.zoo_cell("qlearning", "MountainCar-v0") == "—"
+
+
+def test_a_recorded_config_names_what_changed_and_a_new_field_at_its_default_is_no_change(configs: Path):
+    pair = {p.env: p for p in rt.pairs(configs, SEEDS)}["FrozenLake-v1"]
+    old = dict(pair.values)
+    del old["agent.gamma"]  # a field the agent gained after the run: at its default, the result still stands
+    record = {"key": "0" * 64, "config": old}
+    assert rt.config_changes(record, pair) == []
+    old["agent.lr"] = 0.25
+    assert rt.config_changes(record, pair) == ["lr: 0.25 -> 0.5"]
+    moved = {p.env: p for p in rt.pairs(configs, SEEDS)}["FrozenLake-v1"]
+    assert rt.config_changes({"key": "0" * 64}, moved) == ["config hash"]  # an older record: by key only
