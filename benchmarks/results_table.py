@@ -222,9 +222,10 @@ def result_cells(record: dict[str, Any]) -> tuple[str, str]:
     if not len(finals):
         return f"all runs failed{failed}", "—"
     ci = iqm_interval(finals)
+    digits = 2 if np.abs(finals).max() < 10 else 1  # Taxi's 7.98 against its threshold of 8
     threshold = record["threshold"]
     reached = "—" if threshold is None else f"{int((finals >= threshold).sum())}/{len(finals)} (≥ {threshold:g})"
-    return f"{ci.point:.1f} [{ci.low:.1f}, {ci.high:.1f}]{failed}", reached
+    return f"{ci.point:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]{failed}", reached
 
 
 def markdown(all_pairs: list[Pair], cache_dir: Path, seeds: list[int]) -> str:

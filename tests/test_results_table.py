@@ -73,7 +73,7 @@ def test_a_rerun_skips_cached_pairs_and_the_page_lists_every_pair(configs: Path,
     assert rt.main([*args, "--run", "--only", "qlearning:FrozenLake-v1"]) == 0
     assert "1 of 1 selected pairs cached; running 0" in capsys.readouterr().out
     text = page.read_text()
-    assert "| qlearning | FrozenLake-v1 | 0.7 [0.6, 0.8] | 2/3 (≥ 0.7) | 1,000 | — | 2026-12-02 15:00 UTC, load 1.0–2.0 |" in text
+    assert "| qlearning | FrozenLake-v1 | 0.72 [0.60, 0.80] | 2/3 (≥ 0.7) | 1,000 | — | 2026-12-02 15:00 UTC, load 1.0–2.0 |" in text
     assert "qlearning × Taxi-v4: its config changed since its run of 2026-12-02 15:00 UTC" in text
     assert "dqn × DigitLock-v0: needs the classifier's pretrained backbone" in text
     assert "| qlearning | Taxi-v4 |" not in text
