@@ -26,15 +26,17 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rlagents.agents import agent_class
 from rlagents.config import (
     RESERVED_ENTRIES,
+    TrainConfig,
     config_values,
     is_pattern,
     read_config_file,
@@ -88,8 +90,9 @@ class Pair:
     agent: str
     env: str
     steps: int
-    key: str  # SHA-256 of the resolved config and the seeds
+    key: str  # SHA-256 of `values`
     blocked: str = ""  # why it cannot run here ("" when it can)
+    values: dict[str, Any] = field(default_factory=dict, compare=False)  # resolved config, env, seeds (flat)
 
     @property
     def name(self) -> str:
@@ -100,13 +103,37 @@ class Pair:
         return self.steps * STEP_COST.get(self.agent, 50) * (50 if self.env in IMAGE_ENVS else 1)
 
 
-def pair_key(agent: str, env: str, seeds: list[int], config_file: Path, overrides: dict[str, Any]) -> tuple[str, int]:
-    """(SHA-256 of everything that fixes the pair's result, its env steps per run)."""
+def pair_values(agent: str, env: str, seeds: list[int], config_file: Path,
+                overrides: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """(everything that fixes the pair's result: its resolved config values, env, kwargs and seeds, flat;
+    its env steps per run)."""
     spec = resolve_spec(agent, env, config_file=config_file, overrides=overrides)
     values = config_values(spec.config.train, spec.config.agent, seeds)
     values["env"], values["env_kwargs"], values["agent"] = spec.env.id, spec.env.kwargs, agent
-    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
-    return digest, spec.config.train.steps
+    return json.loads(json.dumps(values, default=str)), spec.config.train.steps
+
+
+def digest(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_changes(record: dict[str, Any], pair: Pair) -> list[str]:
+    """How `pair`'s config differs from the one its cached `record` was run on ("key: old -> new"). A field
+    the record lacks counts as unchanged at its dataclass default: agents gain switches whose default keeps
+    the old behaviour. A record without its config compares by key only."""
+    if record.get("key") == pair.key:
+        return []
+    recorded = record.get("config")
+    if recorded is None:
+        return ["config hash"]
+    defaults = config_values(TrainConfig(), agent_class(pair.agent).config_class(), pair.values["seed"])
+    defaults = json.loads(json.dumps(defaults, default=str))
+    changes = []
+    for key, value in pair.values.items():
+        old = recorded.get(key, defaults.get(key, "(absent)"))
+        if old != value:
+            changes.append(f"{key.partition('.')[2] or key}: {old} -> {value}")
+    return changes
 
 
 def pairs(config_dir: Path, seeds: list[int], backbone: str | None = None) -> list[Pair]:
@@ -126,13 +153,13 @@ def pairs(config_dir: Path, seeds: list[int], backbone: str | None = None) -> li
                 else:
                     blocked = ("needs the classifier's pretrained backbone: `python -m rlagents.classify --run-dir "
                                "runs/classifier`, then this script with `--backbone runs/classifier`")
-            key, steps = pair_key(path.stem, env, seeds, path, overrides)
-            found.append(Pair(path.stem, env, steps, key, blocked))
+            values, steps = pair_values(path.stem, env, seeds, path, overrides)
+            found.append(Pair(path.stem, env, steps, digest(values), blocked, values))
     return found
 
 
 def cached(cache_dir: Path, pair: Pair) -> dict[str, Any] | None:
-    """The cached result of `pair`, whatever config it was run on (compare `record['key']` with `pair.key`)."""
+    """The cached result of `pair`, whatever config it was run on (see `config_changes`)."""
     path = cache_dir / f"{pair.name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -163,7 +190,8 @@ def run_pair(pair: Pair, seeds: list[int], cache_dir: Path, work_dir: Path, work
         raise RuntimeError(f"{pair.name}: compare failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
     runs = json.loads(results.read_text())["runs"]
     record = {
-        "agent": pair.agent, "env": pair.env, "key": pair.key, "steps": pair.steps, "seeds": seeds,
+        "agent": pair.agent, "env": pair.env, "key": pair.key, "config": pair.values, "steps": pair.steps,
+        "seeds": seeds,
         "finals": {str(r["seed"]): r["eval_return_mean"] for r in runs if r.get("status") == "completed"},
         "failed": {str(r["seed"]): str(r.get("error", r.get("status"))) for r in runs
                    if r.get("status") != "completed"},
@@ -194,9 +222,10 @@ def result_cells(record: dict[str, Any]) -> tuple[str, str]:
     if not len(finals):
         return f"all runs failed{failed}", "—"
     ci = iqm_interval(finals)
+    digits = 2 if np.abs(finals).max() < 10 else 1  # Taxi's 7.98 against its threshold of 8
     threshold = record["threshold"]
     reached = "—" if threshold is None else f"{int((finals >= threshold).sum())}/{len(finals)} (≥ {threshold:g})"
-    return f"{ci.point:.1f} [{ci.low:.1f}, {ci.high:.1f}]{failed}", reached
+    return f"{ci.point:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]{failed}", reached
 
 
 def markdown(all_pairs: list[Pair], cache_dir: Path, seeds: list[int]) -> str:
@@ -204,15 +233,16 @@ def markdown(all_pairs: list[Pair], cache_dir: Path, seeds: list[int]) -> str:
     rows, missing = [], []
     for pair in sorted(all_pairs, key=lambda p: (p.env, p.agent)):
         record = cached(cache_dir, pair)
-        if record is not None and record["key"] == pair.key:
+        changes = None if record is None else config_changes(record, pair)
+        if changes == []:
             iqm_cell, reached = result_cells(record)
             rows.append(f"| {pair.agent} | {pair.env} | {iqm_cell} | {reached} | {pair.steps:,} | "
                         f"{zoo_cell(pair.agent, pair.env)} | {record['date']}, load {load_cell(record)} |")
         elif pair.blocked:
             missing.append(f"- {pair.agent} × {pair.env}: {pair.blocked}.")
         elif record is not None:
-            missing.append(f"- {pair.agent} × {pair.env}: its config changed since its run of {record['date']}; "
-                           f"not rerun yet.")
+            missing.append(f"- {pair.agent} × {pair.env}: its config changed since its run of {record['date']} "
+                           f"({'; '.join(changes)}); not rerun yet.")
         else:
             missing.append(f"- {pair.agent} × {pair.env} ({pair.steps:,} steps): not run yet.")
     seed_text = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
@@ -282,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     all_pairs = pairs(args.configs, seeds, args.backbone)
     if args.run:
         wanted = [p for p in all_pairs if not p.blocked and selected(p, args.only)]
-        todo = sorted((p for p in wanted if (cached(args.cache, p) or {}).get("key") != p.key), key=lambda p: p.cost)
+        todo = sorted((p for p in wanted if config_changes(cached(args.cache, p) or {}, p)), key=lambda p: p.cost)
         print(f"{len(wanted) - len(todo)} of {len(wanted)} selected pairs cached; running {len(todo)}", flush=True)
         t0 = time.perf_counter()
         for pair in todo:

@@ -195,7 +195,9 @@ class DictBackbone(nn.Module):
                                channel_order=channel_order, activation=activation)
             for key, space in obs_space.spaces.items()})
         self.branch_norm = branch_norm
-        joined = sum(branch.features_dim for branch in self.branches.values())
+        # python ints, not traced shapes: ONNX export keeps the layer norm's width static
+        self.widths = {key: branch.features_dim for key, branch in self.branches.items()}
+        joined = sum(self.widths.values())
         layers: list[nn.Module] = []
         for width in fusion:
             layers += [nn.Linear(joined, width), nn.ReLU()]
@@ -208,7 +210,7 @@ class DictBackbone(nn.Module):
         features = features or {}
         parts = [features[key] if key in features else self.branches[key].forward(obs[key]) for key in self.keys]
         if self.branch_norm:
-            parts = [nn.functional.layer_norm(part, part.shape[-1:]) for part in parts]
+            parts = [nn.functional.layer_norm(part, (self.widths[key],)) for key, part in zip(self.keys, parts)]
         return self.fusion(torch.cat(parts, dim=1))
 
     def frozen_keys(self) -> list[str]:

@@ -51,6 +51,7 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
             for summary in sorted(d.rglob("summary.json")):
                 record = _read_json(summary)
                 record.setdefault("run_dir", str(summary.parent))
+                _variant_from_dir(record, summary.parent.name)
                 found.append(record)
         if not isinstance(found, list):
             raise UserError(f"--from {d}: results.json's runs must be a list, got {shown(found)}")
@@ -60,6 +61,15 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
             check_run_record(record, d)
             runs[str(record.get("run_dir", len(runs)))] = record
     return sort_runs(list(runs.values()))
+
+
+def _variant_from_dir(record: dict[str, Any], name: str) -> None:
+    """A comparison names a variant's run directory `ENV__AGENT@NAME__sSEED` (`rlagents.compare`), while its
+    summary names the agent itself: report it under the variant's name, as the comparison did."""
+    parts = name.split("__")
+    agent = record.get("agent")
+    if len(parts) == 3 and isinstance(agent, str) and parts[1].startswith(f"{agent}@"):
+        record["agent"] = parts[1]
 
 
 _NUMBER_FIELDS = ("eval_return_mean", "eval_return_std", "env_steps_per_s", "train_time_s", "reward_threshold",

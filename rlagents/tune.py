@@ -496,6 +496,9 @@ def _trial_line(study, trial, settings: Settings) -> str:
     return f"trial {trial.number} {state}: {shown_values} ({params})"
 
 
+WORKER_GRACE_S = 5.0  # how long a Ctrl-C'd command waits for workers to stop on their own
+
+
 def _worker_main(settings: Settings, worker: int) -> None:
     """A worker process: dies with its parent (so kill -9 of the command stops every trial it started)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -515,9 +518,23 @@ def run_study(settings: Settings) -> None:
         process.start()
     try:
         optimize(settings)
+    except KeyboardInterrupt:
+        _interrupt(workers)
+        raise
     finally:
         for process in workers:
             process.join()
+
+
+def _interrupt(workers: list[multiprocessing.process.BaseProcess]) -> None:
+    """Pass a Ctrl-C on to the workers that did not get it (a SIGINT sent to this process alone, not to its
+    process group): each then marks its trial in flight failed and ends, instead of finishing the study."""
+    deadline = time.monotonic() + WORKER_GRACE_S  # a terminal's Ctrl-C reached them too: give them time first
+    for process in workers:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive() and process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGINT)
 
 
 # ---------------------------------------------------------------- entry point

@@ -130,6 +130,8 @@ def test_a_variant_of_an_agent_is_its_own_row_with_its_own_keys(tmp_path, capsys
     configs = [(Path(r["run_dir"]) / "config.yaml").read_text() for r in results]
     assert "recurrent: gru" in configs[0] and "recurrent: none" in configs[1]
     assert "| ppo@memoryless | 1 |" in (out / "report.md").read_text()
+    assert compare.main(["--from", str(out / "runs"), "--out", str(tmp_path / "again")]) == 0  # from run folders
+    assert "| ppo@memoryless | 1 |" in (tmp_path / "again" / "report.md").read_text()
     capsys.readouterr()
     assert "a variant is AGENT@NAME" in _one_line(["--agents", "ppo@", "--env", "CartPole-v1"], capsys)
 

@@ -73,7 +73,7 @@ def test_a_rerun_skips_cached_pairs_and_the_page_lists_every_pair(configs: Path,
     assert rt.main([*args, "--run", "--only", "qlearning:FrozenLake-v1"]) == 0
     assert "1 of 1 selected pairs cached; running 0" in capsys.readouterr().out
     text = page.read_text()
-    assert "| qlearning | FrozenLake-v1 | 0.7 [0.6, 0.8] | 2/3 (≥ 0.7) | 1,000 | — | 2026-12-02 15:00 UTC, load 1.0–2.0 |" in text
+    assert "| qlearning | FrozenLake-v1 | 0.72 [0.60, 0.80] | 2/3 (≥ 0.7) | 1,000 | — | 2026-12-02 15:00 UTC, load 1.0–2.0 |" in text
     assert "qlearning × Taxi-v4: its config changed since its run of 2026-12-02 15:00 UTC" in text
     assert "dqn × DigitLock-v0: needs the classifier's pretrained backbone" in text
     assert "| qlearning | Taxi-v4 |" not in text
@@ -83,3 +83,15 @@ def test_rl_zoo_scores_are_matched_by_algorithm_family():
     assert rt.zoo_cell("sb3-dqn", "LunarLander-v3") == rt.zoo_cell("dqn", "LunarLander-v3") == \
         "154.4 ± 79.2 (dqn, 100k steps)"
     assert rt.zoo_cell("qlearning", "MountainCar-v0") == "—"
+
+
+def test_a_recorded_config_names_what_changed_and_a_new_field_at_its_default_is_no_change(configs: Path):
+    pair = {p.env: p for p in rt.pairs(configs, SEEDS)}["FrozenLake-v1"]
+    old = dict(pair.values)
+    del old["agent.gamma"]  # a field the agent gained after the run: at its default, the result still stands
+    record = {"key": "0" * 64, "config": old}
+    assert rt.config_changes(record, pair) == []
+    old["agent.lr"] = 0.25
+    assert rt.config_changes(record, pair) == ["lr: 0.25 -> 0.5"]
+    moved = {p.env: p for p in rt.pairs(configs, SEEDS)}["FrozenLake-v1"]
+    assert rt.config_changes({"key": "0" * 64}, moved) == ["config hash"]  # an older record: by key only

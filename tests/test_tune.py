@@ -3,6 +3,7 @@ continue it, crashing trials, two objectives, several processes sharing one SQLi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -405,6 +406,29 @@ def test_ctrl_c_marks_the_trial_in_flight_and_a_rerun_continues(tmp_path: Path, 
     rerun = subprocess.run(command, check=False, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert [s for _, s, _ in _trials(out / "study.db")] == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_sigint_to_the_command_alone_stops_its_workers(tmp_path: Path, space: Path):
+    """`kill -INT` of the command (not of its process group, as a terminal's Ctrl-C is): the workers must stop
+    too, marking their trials failed, instead of running the study to its end while the command waits."""
+    out = tmp_path / "study"
+    command = _command(out, space, 6, 30_000, 1) + ["--workers", "2"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # our SIGINT reaches the command only
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list((out / "trials").glob("*/checkpoints"))) < 2:
+        time.sleep(0.2)  # both processes are training a trial
+    done_before = sum(s == "COMPLETE" for _, s, _ in _trials(out / "study.db"))
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave a worker behind, whatever happened
+    assert proc.returncode == 130 and "run the same command to continue" in err
+    states = [s for _, s, _ in _trials(out / "study.db")]
+    assert "RUNNING" not in states and states.count("FAIL") >= 1
+    assert states.count("COMPLETE") <= done_before + 1  # the workers did not carry on with the study
 
 
 def test_write_config_replaces_the_env_entry_and_keeps_the_rest(tmp_path: Path):
