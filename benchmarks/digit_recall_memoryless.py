@@ -66,10 +66,10 @@ def best_memoryless(digit_probs: np.ndarray) -> dict[str, float]:
 
 def random_policy(episodes: int, seed: int) -> dict[str, float]:
     """Mean return and success rate of uniformly random actions (success: a positive return, see the docs)."""
-    envs = make_vec_env("DigitRecall-v0", 50)
+    vec = make_vec_env("DigitRecall-v0", 50)
     rng = np.random.default_rng(seed)
-    returns, _ = evaluate(lambda obs: rng.integers(3, size=50), envs, episodes, seed)
-    envs.close()
+    returns, _ = evaluate(lambda obs: rng.integers(3, size=50), vec, episodes, seed)
+    vec.close()
     return {"return": float(returns.mean()), "success": float((returns > 0).mean()), "episodes": episodes}
 
 

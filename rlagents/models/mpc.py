@@ -261,7 +261,6 @@ class MPCPlanner:
             self.next_train += self.config.train_every * ((self.steps - self.next_train) // self.config.train_every + 1)
             self.train()
         if (terminated | truncated).any():
-            done = np.flatnonzero(terminated | truncated)
             if b in self.plans:  # a new episode starts from a fresh plan (all envs: rare, and cheap)
                 del self.plans[b]
 
