@@ -496,7 +496,12 @@ def _trial_line(study, trial, settings: Settings) -> str:
     return f"trial {trial.number} {state}: {shown_values} ({params})"
 
 
-WORKER_GRACE_S = 5.0  # how long a Ctrl-C'd command waits for workers to stop on their own
+def _stop_worker(signum: int, frame: Any) -> None:
+    """A worker's first SIGINT or SIGTERM outside a training loop ends it like Ctrl-C (Optuna marks the trial
+    it was starting failed); later ones are ignored, so they cannot cut that bookkeeping short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def _worker_main(settings: Settings, worker: int) -> None:
@@ -505,6 +510,8 @@ def _worker_main(settings: Settings, worker: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    for sig in (signal.SIGINT, signal.SIGTERM):  # outside a trial's loop (which stops at its next event)
+        signal.signal(sig, _stop_worker)
     with contextlib.suppress(KeyboardInterrupt):
         optimize(settings, worker)
 
@@ -527,14 +534,13 @@ def run_study(settings: Settings) -> None:
 
 
 def _interrupt(workers: list[multiprocessing.process.BaseProcess]) -> None:
-    """Pass a Ctrl-C on to the workers that did not get it (a SIGINT sent to this process alone, not to its
-    process group): each then marks its trial in flight failed and ends, instead of finishing the study."""
-    deadline = time.monotonic() + WORKER_GRACE_S  # a terminal's Ctrl-C reached them too: give them time first
+    """Stop the workers too: a SIGINT sent to this process alone (not to its process group, as a terminal's
+    Ctrl-C is) never reached them, and they would run the study to its end. SIGTERM, not a second SIGINT: a
+    worker that did get the terminal's Ctrl-C would take a second SIGINT as "stop at once, even mid-step"."""
     for process in workers:
-        process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive() and process.pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGINT)
+                os.kill(process.pid, signal.SIGTERM)
 
 
 # ---------------------------------------------------------------- entry point

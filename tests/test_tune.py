@@ -408,9 +408,10 @@ def test_ctrl_c_marks_the_trial_in_flight_and_a_rerun_continues(tmp_path: Path, 
     assert [s for _, s, _ in _trials(out / "study.db")] == ["FAIL", "COMPLETE", "COMPLETE"]
 
 
-def test_sigint_to_the_command_alone_stops_its_workers(tmp_path: Path, space: Path):
-    """`kill -INT` of the command (not of its process group, as a terminal's Ctrl-C is): the workers must stop
-    too, marking their trials failed, instead of running the study to its end while the command waits."""
+@pytest.mark.parametrize("to", ["command", "group"])
+def test_sigint_with_workers_stops_them_all(tmp_path: Path, space: Path, to: str):
+    """`kill -INT` of the command alone (the workers must be stopped by it, not run the study to its end while
+    it waits) or of its whole process group (a terminal's Ctrl-C: each process stops its own trial)."""
     out = tmp_path / "study"
     command = _command(out, space, 6, 30_000, 1) + ["--workers", "2"]
     proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -419,7 +420,10 @@ def test_sigint_to_the_command_alone_stops_its_workers(tmp_path: Path, space: Pa
     while time.monotonic() < deadline and len(list((out / "trials").glob("*/checkpoints"))) < 2:
         time.sleep(0.2)  # both processes are training a trial
     done_before = sum(s == "COMPLETE" for _, s, _ in _trials(out / "study.db"))
-    proc.send_signal(signal.SIGINT)
+    if to == "group":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=90)
     finally:
