@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import math
 import multiprocessing
 import os
@@ -49,6 +50,7 @@ from rlagents.validate import parse_seeds
 OUT_DIR = Path("runs/tune")
 OBJECTIVES = {"return": "maximize", "auc": "maximize", "seconds": "minimize"}
 UNREACHED_FACTOR = 2.0  # seconds-to-threshold of a run that never reaches it: its training seconds times this
+UNCLAIMED_S = 60.0  # a running trial whose process never recorded itself (pid) is lost after this long
 HEARTBEAT_S = 30  # trials of a process that stopped beating for GRACE_S are failed by the next process
 GRACE_S = 120
 SQLITE_TIMEOUT_S = 60  # how long a process waits for another's write lock on a shared SQLite study
@@ -300,11 +302,19 @@ def fail_lost_trials(study) -> int:
     optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     lost = 0
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != host or pid is None or _alive(int(pid)):
+        if pid is None:  # killed between Optuna creating the trial and its objective recording who runs it
+            started = trial.datetime_start
+            if started is None or (now - started).total_seconds() < UNCLAIMED_S:
+                continue
+            reason = f"no process recorded running it within {UNCLAIMED_S:.0f} s"
+        elif trial.user_attrs.get("host") != host or _alive(int(pid)):
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, "lost", f"process {pid} ended while the trial ran")
+        else:
+            reason = f"process {pid} ended while the trial ran"
+        study._storage.set_trial_user_attr(trial._trial_id, "lost", reason)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         lost += 1
     return lost

@@ -360,17 +360,34 @@ def test_a_trial_failed_by_another_process_does_not_stop_the_study(tmp_path: Pat
         TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
 
 
+def test_a_running_trial_no_process_claimed_is_failed_after_a_grace(tmp_path: Path, monkeypatch):
+    """kill -9 between Optuna creating a trial and the objective recording its pid: nobody can say whose it
+    is, so it is failed once it has stayed unclaimed for UNCLAIMED_S (not before: its process may be starting)."""
+    import optuna
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
+    study.ask()  # RUNNING, no pid
+    monkeypatch.setattr(tune, "UNCLAIMED_S", 3600.0)
+    assert tune.fail_lost_trials(study) == 0
+    monkeypatch.setattr(tune, "UNCLAIMED_S", 0.0)
+    assert tune.fail_lost_trials(study) == 1
+    trial = study.get_trials()[0]
+    assert trial.state.name == "FAIL" and "no process recorded" in trial.user_attrs["lost"]
+
+
 def test_kill_9_loses_only_the_trial_in_flight_and_a_rerun_continues(tmp_path: Path, space: Path):
     out = tmp_path / "study"
     command = _command(out, space, 3, 40_000, 1)
     proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # wait for one finished trial and one running
+    while time.monotonic() < deadline:  # wait for one finished trial and one running that recorded its pid
         try:
-            states = [s for _, s, _ in _trials(out / "study.db")]
+            rows = _trials(out / "study.db")
+            claimed = _attrs(out / "study.db", "pid")
         except sqlite3.OperationalError:  # the file or its tables are not there yet
-            states = []
-        if states.count("COMPLETE") >= 1 and "RUNNING" in states:
+            rows, claimed = [], {}
+        states = [s for _, s, _ in rows]
+        if states.count("COMPLETE") >= 1 and any(s == "RUNNING" and n in claimed for n, s, _ in rows):
             break
         time.sleep(0.2)
     else:
