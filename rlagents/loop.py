@@ -559,6 +559,8 @@ class Session:
                             "eval/length_mean": record["length_mean"]})
             if "illegal_actions" in record:
                 metrics["eval/illegal_actions"] = record["illegal_actions"]
+            if "success_rate" in record:  # the env reports info["is_success"] at episode ends
+                metrics["eval/success_rate"] = record["success_rate"]
         answers = [listener.on_event(state.step, metrics) for listener in self.listeners]
         return not any(answer is False for answer in answers)
 
@@ -779,6 +781,8 @@ def _summary(run: Run, state: LoopState, train_time: float) -> dict[str, Any]:
         "final_eval_returns": final["returns"],
         "device": str(run.device), "versions": library_versions(), "sessions": state.sessions,
     }
+    if "success_rate" in final:  # goal envs (info["is_success"]): the final evaluation's fraction of successes
+        summary["eval_success_rate"] = final["success_rate"]
     costs = {key: value for key, value in run.agent.costs().items() if value is not None}
     if costs:  # comparable costs, which the compare report tabulates
         summary["costs"] = costs
