@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from rlagents import obs as batches
-from rlagents.agents.base import Agent, nonfinite_loss
+from rlagents.agents.base import Agent, nonfinite_loss, require_zero_start
 from rlagents.config import param
 from rlagents.errors import ConfigError, ExportError, UnsupportedSpaceError
 from rlagents.exploration import epsilon_greedy_batch
@@ -332,6 +332,7 @@ class DQNAgent(SequenceActing, Agent):
         parts = obs_space.spaces.values() if isinstance(obs_space, gym.spaces.Dict) else [obs_space]
         if not all(isinstance(p, (gym.spaces.Box, gym.spaces.Discrete)) for p in parts):
             raise UnsupportedSpaceError(f"dqn needs Box or Discrete observations (or a Dict of them), got {obs_space}")
+        require_zero_start(cls.name, obs_space, action_space)
 
     def __init__(self, config: DQNConfig, obs_space: gym.Space, action_space: gym.spaces.Discrete, **kwargs: Any):
         super().__init__(config, obs_space, action_space, **kwargs)
