@@ -68,8 +68,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--trials", type=int, default=20,
                    help="finished trials the study should hold (completed, pruned or crashed; default 20); a rerun "
                         "runs only the missing ones")
-    p.add_argument("--seeds", default="2", help="training seeds of every trial: N (a count: 0..N-1, default 2; N >= 1), A-B (0-0 is seed 0 "
-                   "alone) or A,B,C")
+    p.add_argument("--seeds", default="2", help="training seeds of every trial: N (a count: 0..N-1, default 2; "
+                   "N >= 1), A-B (0-0 is seed 0 alone) or A,B,C")
     p.add_argument("--aggregate", choices=["mean", "iqm"], default="mean", help="how a trial's seeds combine")
     p.add_argument("--objective", default="return",
                    help="return (final greedy return, default), auc (area under the evaluation curve per step), "

@@ -69,7 +69,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
                          (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "0"],
                           "--seeds 0: a count of seeds must be at least 1 (--seeds 5 runs seeds 0-4); for seed 0 alone "
                           "write --seeds 0-0, for a list --seeds 3,7"),
-                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "-3"], "for seed 0 alone write --seeds 0-0")):
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "-3"],
+                          "for seed 0 alone write --seeds 0-0")):
         with pytest.raises(SystemExit) as exc:
             compare.main(argv + ["--out", str(tmp_path / "out")])
         assert exc.value.code == 2
