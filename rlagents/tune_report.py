@@ -114,7 +114,8 @@ def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str,
                 if run_dir.exists():  # an interrupted earlier attempt: start it again
                     _clear(run_dir)
                 todo.append((side, Task(resolve_spec(settings.agent, settings.env, seed=seed, overrides=extra,
-                                                     env_kwargs=settings.env_kwargs, run_dir=run_dir))))
+                                                     env_kwargs=settings.env_kwargs, env_modules=settings.env_modules,
+                                                     run_dir=run_dir))))
             else:
                 results.setdefault(side, []).append(done)
     for side in sides:  # one side at a time: compare labels runs by agent, env and seed, which both sides share
