@@ -184,3 +184,19 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path: Path, monkeypatch):
            if record.WhichOneof("record_type") == "run"}
     assert ids == {first_id}
     assert json.loads((run_dir / "trackers.json").read_text()) == {"wandb": {"id": first_id}}
+
+
+def test_a_malformed_trackers_json_is_one_line_on_resume(tmp_path: Path, monkeypatch, capsys):
+    from rlagents.trackers import TrackerLog
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    _stopped_at_1000(run_dir, TrackerLog(["mlflow"], uri=uri))
+    (run_dir / "trackers.json").write_text("[1, 2]")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--resume", str(run_dir), "--no-progress", "--track", "mlflow", "--track-uri", uri])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"tracker ids {run_dir / 'trackers.json'}: expected a mapping" in err
