@@ -116,8 +116,9 @@ class NumpyMLP:
             np.matmul(grad.T, activations[i], out=grads[2 * i])
             if i > 0:
                 grad = grad @ self.layers[i][0]
-                if self.tanh:  # tanh' = 1 − tanh²
-                    grad *= 1.0 - activations[i] ** 2
+                if self.tanh:  # tanh' = 1 − tanh² (computed in one scratch array)
+                    slope = np.multiply(activations[i], activations[i])
+                    grad *= np.subtract(1.0, slope, out=slope)
                 else:  # ReLU's backward: no gradient where the unit was off
                     grad *= activations[i] > 0
         return grads
@@ -140,11 +141,24 @@ def numpy_mlp_forward(backbone: nn.Module, head: nn.Module) -> Callable[[np.ndar
     return mlp.scores if mlp is not None else None
 
 
+def refuse_recurrent(net: nn.Module, what: str) -> None:
+    """Raise a one-line `ValueError` when `net` is a `Net` with a recurrent core, which `what` (a feed-forward
+    NumPy computation of backbone → head) would silently skip."""
+    core = getattr(net, "core", None) if isinstance(net, Net) else None
+    if core is not None:
+        raise ValueError(f"{what} computes feed-forward Q-networks only: this one has a recurrent core "
+                         f"({type(core).__name__}), whose hidden state decides its Q-values; act through the "
+                         f"network's step() instead")
+
+
 def numpy_greedy_scores(net: Net) -> Callable[[np.ndarray], np.ndarray] | None:
     """NumPy scores whose row-wise argmax equals a Q-network's (see `numpy_mlp_forward`).
 
-    A dueling head's Q and advantage share their argmax, so only the advantage stream is computed.
+    A dueling head's Q and advantage share their argmax, so only the advantage stream is computed. A network
+    with a recurrent core is refused (`ValueError`): its Q-values depend on the hidden state, which these
+    feed-forward scores would skip.
     """
+    refuse_recurrent(net, "numpy_greedy_scores")
     if not isinstance(net.head, QHead):
         return None
     return numpy_mlp_forward(net.backbone, net.head.advantage)
@@ -152,10 +166,23 @@ def numpy_greedy_scores(net: Net) -> Callable[[np.ndarray], np.ndarray] | None:
 
 def numpy_q_network(net: nn.Module) -> NumpyMLP | None:
     """`net` as a `NumpyMLP` when it is a plain Q-network DQN's NumPy learner can compute: an MLP backbone and
-    a single-stream Q head, float32 on a CPU; None otherwise."""
+    a single-stream Q head, float32 on a CPU; None otherwise. A network with a recurrent core is refused
+    (`ValueError`), as by `numpy_greedy_scores`."""
+    refuse_recurrent(net, "numpy_q_network")
     if not (isinstance(net, Net) and isinstance(net.head, QHead) and net.head.value is None):
         return None
     return NumpyMLP.of(net.backbone, net.head.advantage)
+
+
+_ONES: dict[tuple, list[torch.Tensor]] = {}
+
+
+def _ones(n: int, like: torch.Tensor) -> list[torch.Tensor]:
+    """`n` tensors holding 1, of `like`'s dtype and device (kept: never written to)."""
+    key = (n, like.dtype, like.device)
+    if key not in _ONES:
+        _ONES[key] = [torch.ones((), dtype=like.dtype, device=like.device) for _ in range(n)]
+    return _ONES[key]
 
 
 def adam_step(optimizer: torch.optim.Adam, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
@@ -175,7 +202,7 @@ def adam_step(optimizer: torch.optim.Adam, params: list[torch.Tensor], grads: li
             p.grad = None
         return
     steps = [s["step"] for s in states]
-    torch._foreach_add_(steps, 1)
+    torch._foreach_add_(steps, _ones(len(steps), steps[0]))  # a list of ones: ~5 µs; the scalar 1: ~30 µs
     beta1, beta2 = group["betas"]
     torch._fused_adam_(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
                        steps, amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0,
