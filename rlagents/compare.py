@@ -58,8 +58,9 @@ def build_parser() -> ArgumentParser:
                    help="import this module first, for the env ids it registers (repeatable)")
     p.add_argument("--env-kwargs", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument of the env's constructor, the value read as YAML (repeatable)")
-    p.add_argument("--seeds", default="5", help="seeds: N (0..N-1, default 5), A-B (a range, e.g. 100-104) or A,B,C "
-                   "(e.g. 3,7,11), so a comparison can run on seeds a config was not chosen on")
+    p.add_argument("--seeds", default="5",
+                   help="seeds: N (a count: 0..N-1, default 5; N >= 1), A-B (a range, e.g. 100-104; 0-0 is seed 0 "
+                   "alone) or A,B,C (e.g. 3,7,11), so a comparison can run on seeds a config was not chosen on")
     p.add_argument("--steps", type=int, help="env steps per run for every agent (default: each agent's config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="[AGENT.]KEY=VALUE",
                    help="override a config key of one agent (AGENT.KEY=VALUE) or of all (KEY=VALUE); repeatable")

@@ -274,6 +274,8 @@ class SyncVecEnv(gym.vector.VectorEnv):
                         infos["_final_obs"] = np.zeros(self.num_envs, dtype=bool)
                     infos["final_obs"][i] = obs
                     infos["_final_obs"][i] = True
+                    if info and "is_success" in info:  # goal envs' convention (Gymnasium-Robotics, SB3)
+                        _note_success(infos, i, self.num_envs, info["is_success"])
                     if self.masked:
                         self._note_final_mask(infos, i, self._mask_of(obs, info))
                     if record:
@@ -402,6 +404,17 @@ def _same_obs(a: Any, b: Any) -> bool:
     return np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def _note_success(infos: dict, i: int, n: int, value: Any) -> None:
+    """Record in a vector step's `infos` that env `i`'s episode ended with `info["is_success"] == value`:
+    `infos["is_success"]` (bool per env) and its mask `infos["_is_success"]`, set only for episodes that
+    ended with that key."""
+    if "is_success" not in infos:
+        infos["is_success"] = np.zeros(n, dtype=bool)
+        infos["_is_success"] = np.zeros(n, dtype=bool)
+    infos["is_success"][i] = bool(np.asarray(value).any())
+    infos["_is_success"][i] = True
+
+
 def final_observations(next_obs: Any, done: np.ndarray, infos: dict) -> Any:
     """The real next observations of a step: reset observations replaced by final ones where done."""
     out = batches.copy(next_obs)
@@ -411,14 +424,16 @@ def final_observations(next_obs: Any, done: np.ndarray, infos: dict) -> Any:
 
 
 def evaluate(policy: Callable[..., np.ndarray], envs: gym.vector.VectorEnv, n_episodes: int,
-             seed: int, counts: dict[str, int] | None = None,
+             seed: int, counts: dict[str, Any] | None = None,
              reset: Callable[[np.ndarray | None], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run `n_episodes` episodes of `policy` over `envs` in parallel; returns (returns, lengths).
 
     Each env slot runs a fixed share of the episodes (not "first n to finish", which would favour short
     episodes), and seeding the vector with `seed` makes the episode set the same for every agent. Envs that
     give action masks (`rlagents.masks`) call `policy(obs, masks)`, others `policy(obs)`; for them `counts`, if
-    given, receives the number of actions taken that the masks forbid (`illegal_actions`). `reset(starts)`, if
+    given, receives the number of actions taken that the masks forbid (`illegal_actions`). Envs whose episodes
+    end with `info["is_success"]` (the goal envs' convention) put the fraction of those episodes that
+    succeeded in `counts` as `success_rate`; other envs add nothing. `reset(starts)`, if
     given, is told which envs begin an episode (an agent's `reset_memory`: a recurrent policy's hidden state
     starts afresh with each episode).
     """
@@ -434,13 +449,17 @@ def evaluate(policy: Callable[..., np.ndarray], envs: gym.vector.VectorEnv, n_ep
         reset(None)
     masked = getattr(envs, "masked", False)
     illegal = 0
+    successes: list[bool] = []  # of the ended episodes that reported info["is_success"]
     while (done_count < quota).any():
         masks = envs.action_masks() if masked else None
         actions = policy(obs) if masks is None else policy(obs, masks)
         active = done_count < quota
         if masks is not None:
             illegal += illegal_count(masks[active], np.asarray(actions)[active], envs.single_action_space.start)
-        obs, rewards, terminated, truncated, _ = envs.step(actions)
+        obs, rewards, terminated, truncated, infos = envs.step(actions)
+        if "_is_success" in infos:
+            reported = infos["_is_success"] & active
+            successes.extend(bool(v) for v in infos["is_success"][reported])
         if reset is not None and (terminated | truncated).any():
             reset(terminated | truncated)
         ep_return += rewards * active
@@ -452,4 +471,6 @@ def evaluate(policy: Callable[..., np.ndarray], envs: gym.vector.VectorEnv, n_ep
             ep_return[i], ep_length[i] = 0.0, 0
     if counts is not None and masked:
         counts["illegal_actions"] = illegal
+    if counts is not None and successes:
+        counts["success_rate"] = float(np.mean(successes))
     return np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.int64)

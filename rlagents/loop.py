@@ -559,6 +559,8 @@ class Session:
                             "eval/length_mean": record["length_mean"]})
             if "illegal_actions" in record:
                 metrics["eval/illegal_actions"] = record["illegal_actions"]
+            if "success_rate" in record:  # the env reports info["is_success"] at episode ends
+                metrics["eval/success_rate"] = record["success_rate"]
         answers = [listener.on_event(state.step, metrics) for listener in self.listeners]
         return not any(answer is False for answer in answers)
 
@@ -624,7 +626,8 @@ class Session:
     # ------------------------------------------------------------------ the end
     def finish(self) -> dict[str, Any]:
         """After the driver: the final evaluation (unless one ran at this step) and checkpoint, and the summary;
-        or, when stopped early, a resumable checkpoint and a short summary."""
+        or, when stopped early, a resumable checkpoint and a short summary (written to summary.json when a
+        callback stopped the run — status "stopped", `stopped_by` "callback" — not when a signal did)."""
         state = self.state
         if self.status == RUNNING:
             try:
@@ -640,11 +643,15 @@ class Session:
             # else a second SIGINT stopped it mid-step: the newest checkpoint on disk stays the resume point
             kept = step_checkpoints(self.run.run_dir)
             self.ended(None)
-            stopped = {"status": self.status, "total_steps": state.step, "episodes": state.episodes,
-                       "run_dir": str(self.run.run_dir), "checkpoint": str(kept[-1]) if kept else None,
+            run = self.run
+            stopped = {"agent": run.agent_name, "env": run.env_id, "seed": run.seed, "status": self.status,
+                       "total_steps": state.step, "episodes": state.episodes, "run_dir": str(run.run_dir),
+                       "checkpoint": str(kept[-1]) if kept else None,
                        "evaluations": [{k: v for k, v in e.items() if k != "returns"} for e in state.evaluations]}
-            if self.status == STOPPED:
+            if self.status == STOPPED:  # a deliberate stop: say so on disk too (a resume overwrites it)
                 stopped["stopped_by"] = "callback"
+                with writing("summary.json", run.run_dir):
+                    atomic_write_json(run.run_dir / "summary.json", stopped)
             return stopped
         train_time = self.train_seconds()
         self.save(FINAL, "end of training", in_flight=False)
@@ -779,6 +786,8 @@ def _summary(run: Run, state: LoopState, train_time: float) -> dict[str, Any]:
         "final_eval_returns": final["returns"],
         "device": str(run.device), "versions": library_versions(), "sessions": state.sessions,
     }
+    if "success_rate" in final:  # goal envs (info["is_success"]): the final evaluation's fraction of successes
+        summary["eval_success_rate"] = final["success_rate"]
     costs = {key: value for key, value in run.agent.costs().items() if value is not None}
     if costs:  # comparable costs, which the compare report tabulates
         summary["costs"] = costs

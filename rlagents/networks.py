@@ -369,50 +369,6 @@ def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2)) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def numpy_mlp_forward(backbone: nn.Module, head: nn.Linear):
-    """A NumPy function computing `head(backbone(obs))` for an MLP backbone and a linear head on CPU.
-
-    Acting on one or a few observations is dominated by torch's per-call dispatch (~35 µs for a 128×128
-    MLP here, against ~11 µs in NumPy). The arrays are views of the parameters' own storage, so in-place
-    optimizer steps and `load_state_dict` are seen at once. Returns None where this does not apply.
-    """
-    if not isinstance(backbone, MLPBackbone) or not isinstance(head, nn.Linear):
-        return None
-    params = list(backbone.parameters()) + list(head.parameters())
-    if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
-        return None
-    layers = [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in backbone.linears]
-    layers.append((head.weight.detach().numpy(), head.bias.detach().numpy()))
-    one_hot = backbone.one_hot is not None
-
-    def forward(obs: np.ndarray) -> np.ndarray:
-        if one_hot:  # a one-hot input times Wᵀ is a row lookup of Wᵀ
-            w, b = layers[0]
-            x = w.T[np.asarray(obs, dtype=np.int64).reshape(-1)] + b
-            rest = layers[1:]
-        else:
-            x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1) @ layers[0][0].T
-            x += layers[0][1]
-            rest = layers[1:]
-        for w, b in rest:  # every layer but the head is followed by a ReLU
-            np.maximum(x, 0, out=x)
-            x = x @ w.T
-            x += b
-        return x
-
-    return forward
-
-
-def numpy_greedy_scores(net: Net):
-    """NumPy scores whose row-wise argmax equals a Q-network's (see `numpy_mlp_forward`).
-
-    A dueling head's Q and advantage share their argmax, so only the advantage stream is computed.
-    """
-    if not isinstance(net.head, QHead):
-        return None
-    return numpy_mlp_forward(net.backbone, net.head.advantage)
-
-
 def image_branch(backbone: nn.Module) -> "ConvBackbone":
     """The CNN of a backbone: itself, or the single CNN branch of a `DictBackbone`."""
     if isinstance(backbone, ConvBackbone):

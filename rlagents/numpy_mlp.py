@@ -140,11 +140,24 @@ def numpy_mlp_forward(backbone: nn.Module, head: nn.Module) -> Callable[[np.ndar
     return mlp.scores if mlp is not None else None
 
 
+def refuse_recurrent(net: nn.Module, what: str) -> None:
+    """Raise a one-line `ValueError` when `net` is a `Net` with a recurrent core, which `what` (a feed-forward
+    NumPy computation of backbone → head) would silently skip."""
+    core = getattr(net, "core", None) if isinstance(net, Net) else None
+    if core is not None:
+        raise ValueError(f"{what} computes feed-forward Q-networks only: this one has a recurrent core "
+                         f"({type(core).__name__}), whose hidden state decides its Q-values; act through the "
+                         f"network's step() instead")
+
+
 def numpy_greedy_scores(net: Net) -> Callable[[np.ndarray], np.ndarray] | None:
     """NumPy scores whose row-wise argmax equals a Q-network's (see `numpy_mlp_forward`).
 
-    A dueling head's Q and advantage share their argmax, so only the advantage stream is computed.
+    A dueling head's Q and advantage share their argmax, so only the advantage stream is computed. A network
+    with a recurrent core is refused (`ValueError`): its Q-values depend on the hidden state, which these
+    feed-forward scores would skip.
     """
+    refuse_recurrent(net, "numpy_greedy_scores")
     if not isinstance(net.head, QHead):
         return None
     return numpy_mlp_forward(net.backbone, net.head.advantage)
@@ -152,7 +165,9 @@ def numpy_greedy_scores(net: Net) -> Callable[[np.ndarray], np.ndarray] | None:
 
 def numpy_q_network(net: nn.Module) -> NumpyMLP | None:
     """`net` as a `NumpyMLP` when it is a plain Q-network DQN's NumPy learner can compute: an MLP backbone and
-    a single-stream Q head, float32 on a CPU; None otherwise."""
+    a single-stream Q head, float32 on a CPU; None otherwise. A network with a recurrent core is refused
+    (`ValueError`), as by `numpy_greedy_scores`."""
+    refuse_recurrent(net, "numpy_q_network")
     if not (isinstance(net, Net) and isinstance(net.head, QHead) and net.head.value is None):
         return None
     return NumpyMLP.of(net.backbone, net.head.advantage)

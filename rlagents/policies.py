@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rlagents import obs as batches
-from rlagents.agents.base import Agent
+from rlagents.agents.base import Agent, require_zero_start
 from rlagents.config import param
 from rlagents.errors import ExportError, UnsupportedSpaceError
 from rlagents.masks import mask_logits, masked_argmax
@@ -174,6 +174,7 @@ class PolicyGradientAgent(Agent):
         if not all(isinstance(p, (gym.spaces.Box, gym.spaces.Discrete)) for p in parts):
             raise UnsupportedSpaceError(f"{cls.name} needs a Box or Discrete observation space (or a Dict of "
                                         f"them), got {obs_space}")
+        require_zero_start(cls.name, obs_space, action_space)
 
     def _init_policy(self, backbone: nn.Module) -> Policy:
         """The policy network on `backbone` (and the recurrent core the config asks for): logits for `Discrete`

@@ -114,7 +114,7 @@ def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str,
                 if run_dir.exists():  # an interrupted earlier attempt: start it again
                     _clear(run_dir)
                 todo.append((side, Task(resolve_spec(settings.agent, settings.env, seed=seed, overrides=extra,
-                                                     run_dir=run_dir))))
+                                                     env_kwargs=settings.env_kwargs, run_dir=run_dir))))
             else:
                 results.setdefault(side, []).append(done)
     for side in sides:  # one side at a time: compare labels runs by agent, env and seed, which both sides share
@@ -252,7 +252,8 @@ def _markdown(study, settings: Settings, trial, entry_text: str | None, check: d
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     lost = sum("lost" in t.user_attrs for t in trials)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    lines = [f"# Tuning {settings.agent} on {settings.env}", "",
+    env_kwargs = ", ".join(f"{k}={v!r}" for k, v in settings.env_kwargs.items())
+    lines = [f"# Tuning {settings.agent} on {settings.env}" + (f" ({env_kwargs})" if env_kwargs else ""), "",
              f"Command: `{settings.command}`  ", f"Study: `{settings.study_name}` in `{settings.storage}`  ",
              f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; load average {load}; "
              f"{elapsed_s:.0f} s in this session.", "",

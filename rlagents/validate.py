@@ -83,8 +83,9 @@ def parse_seeds(text: str, what: str = "--seeds") -> list[int]:
             seeds = list(range(int(low), int(high) + 1)) if int(high) - int(low) < MAX_SEED_LIST else []
         else:
             count = int(raw)
-            if count < 1:
-                raise UserError(f"{what} must be at least 1, got {count}")
+            if count < 1:  # `--seeds 0` is no seeds, not seed 0: say how to write what was likely meant
+                raise UserError(f"{what} {count}: a count of seeds must be at least 1 ({what} 5 runs seeds 0-4); "
+                                f"for seed 0 alone write {what} 0-0, for a list {what} 3,7")
             seeds = list(range(count)) if count <= MAX_SEED_LIST else []
     except ValueError:
         raise UserError(valid) from None

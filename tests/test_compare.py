@@ -64,7 +64,13 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
                          (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "104-100"], "range is inverted"),
                          (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "3,7,3"], "lists a seed twice"),
                          (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "3;7"], "A,B,C (a list)"),
-                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "0"], "at least 1")):
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "0"], "at least 1"),
+                         # `--seeds 0` reads as "seed 0" to many: the error names the forms that mean what they meant
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "0"],
+                          "--seeds 0: a count of seeds must be at least 1 (--seeds 5 runs seeds 0-4); for seed 0 alone "
+                          "write --seeds 0-0, for a list --seeds 3,7"),
+                         (["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "-3"],
+                          "for seed 0 alone write --seeds 0-0")):
         with pytest.raises(SystemExit) as exc:
             compare.main(argv + ["--out", str(tmp_path / "out")])
         assert exc.value.code == 2

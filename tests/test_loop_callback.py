@@ -40,6 +40,9 @@ def test_a_callback_stops_a_run_that_resumes_to_the_uninterrupted_result(tmp_pat
     _, meta = read_checkpoint(newest, agent="dqn", env="CartPole-v1")
     assert meta["reason"] == "stopped by callback" and meta["step"] == 800
     assert not (stopped / "checkpoints" / "final.json").exists()
+    on_disk = json.loads((stopped / "summary.json").read_text())  # how it stopped, for whoever finds the run
+    assert on_disk == summary and on_disk["checkpoint"] == str(newest)
+    assert (on_disk["agent"], on_disk["env"], on_disk["seed"]) == ("dqn", "CartPole-v1", 4)
 
     time.sleep(1.1)  # TensorBoard orders event files by their creation second (see test_exact_resume)
     assert train_main(["--resume", str(stopped), "--no-progress"]) == 0

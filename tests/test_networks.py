@@ -119,3 +119,22 @@ def test_numpy_greedy_scores_do_not_apply_to_cnns():
 
     cnn = make_backbone(gym.spaces.Box(0, 255, (1, 8, 8), np.uint8), cnn_channels=(2, 2, 2), cnn_features=4)
     assert numpy_greedy_scores(Net(cnn, QHead(4, 2))) is None
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_numpy_q_functions_refuse_a_recurrent_q_network(kind):
+    """The core's width equals the backbone's, so skipping the core would fit and silently give wrong Q-values:
+    both functions must refuse rather than return a feed-forward computation."""
+    from rlagents.agents.dqn import DQNAgent, DQNConfig
+    from rlagents.numpy_mlp import numpy_greedy_scores, numpy_q_network
+
+    box, actions = gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Discrete(2)
+    config = DQNConfig(recurrent=kind, recurrent_hidden=16, hidden=(16,), batch_size=4, buffer_size=400)
+    agent = DQNAgent(config, box, actions, n_envs=1, total_steps=100, device=torch.device("cpu"), seed=0)
+    for function in (numpy_greedy_scores, numpy_q_network):
+        with pytest.raises(ValueError, match=f"{function.__name__} computes feed-forward Q-networks only: this one "
+                                             f"has a recurrent core"):
+            function(agent.q)
+    plain = DQNAgent(DQNConfig(hidden=(16,)), box, actions, n_envs=1, total_steps=100,
+                     device=torch.device("cpu"), seed=0)
+    assert numpy_greedy_scores(plain.q) is not None and numpy_q_network(plain.q) is not None

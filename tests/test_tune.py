@@ -89,6 +89,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, capsys)
         ("qlearning", "FrozenLake-v1", SPACE, ["--storage", "sqlite:////nonexistent-dir/sub/study.db"],
          "--storage sqlite:////nonexistent-dir/sub/study.db: cannot open it"),
         ("qlearning", "FrozenLake-v1", SPACE, ["--storage", "nosuchdb://host/db"], "cannot open it"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--env-kwargs", "is_slippery"], "--env-kwargs expects KEY=VALUE"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--env-kwargs", "width=3"],
+         "unexpected keyword argument 'width'"),
+        ("qlearning", "FrozenLake-v1", SPACE, ["--env-kwargs", "is_slippery=false", "--write-config"],
+         "--write-config with --env-kwargs"),
     ]
     for agent, env, text, extra, needle in cases:
         out = tmp_path / "study"
@@ -153,6 +158,26 @@ def test_small_study_writes_its_outputs_and_a_rerun_continues_it(tmp_path: Path,
     with pytest.raises(SystemExit) as exc:
         tune.main(argv + ["--trials", "3", "--objective", "auc"])
     assert exc.value.code == 2
+
+
+def _env_kwargs(run_dir: Path) -> dict:
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["default"]["env_kwargs"]
+
+
+def test_env_kwargs_reach_every_trial_and_held_out_run_and_belong_to_the_study(tmp_path: Path, space: Path, capsys):
+    out = tmp_path / "study"
+    argv = SMALL + ["--space", str(space), "--seeds", "1", "--steps", "1000", "--holdout-seeds", "1000-1000",
+                    "--out", str(out), "--trials", "2"]
+    assert tune.main(argv + ["--env-kwargs", "is_slippery=false", "--env-kwargs", "map_name=8x8"]) == 0
+    runs = sorted((out / "trials").iterdir()) + sorted((out / "holdout").iterdir())
+    assert len(runs) == 4  # 2 trials x 1 seed, best and default x 1 held-out seed
+    for run in runs:
+        assert _env_kwargs(run) == {"is_slippery": False, "map_name": "8x8"}, run
+    assert "(is_slippery=False, map_name='8x8')" in (out / "report.md").read_text().splitlines()[0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # the same study on the env without those kwargs: another study
+        tune.main(argv)
+    assert exc.value.code == 2 and "env_kwargs: {'is_slippery': False" in capsys.readouterr().err
 
 
 class NaNAfter(gym.Env):

@@ -16,12 +16,28 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlagents.errors import ExportError, TrainingFault
+from rlagents.errors import ExportError, TrainingFault, UnsupportedSpaceError
 
 
 #: `on_step(rewards, terminated, truncated, done)` after each vector step; `done` is the mask of envs whose
 #: episode ended, or None when none did (the common case, kept cheap). Returns False to stop.
 StepCallback = Callable[[np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None"], bool]
+
+
+def require_zero_start(agent: str, obs_space: gym.Space, action_space: gym.Space) -> None:
+    """Refuse (UnsupportedSpaceError, one line) `Discrete` action or observation spaces whose values do not start
+    at 0, for an agent whose networks index actions and one-hot states from 0 (acting on `Discrete(3,
+    start=-1)` with actions 0..2 would send the env actions outside its space)."""
+    parts = list(obs_space.spaces.items()) if isinstance(obs_space, gym.spaces.Dict) else [(None, obs_space)]
+    named = [("action space", action_space)] + [
+        ("observation space" if key is None else f"observation {key!r}", part) for key, part in parts]
+    for what, space in named:
+        start = int(getattr(space, "start", 0)) if isinstance(space, gym.spaces.Discrete) else 0
+        if start:
+            raise UnsupportedSpaceError(
+                f"{agent} needs Discrete spaces that start at 0; the {what} is {space} (values {start}.."
+                f"{start + int(space.n) - 1}): qlearning and planner take any start, or wrap the env so they "
+                f"start at 0")
 
 
 class Agent(ABC):
