@@ -5,8 +5,8 @@ Trains exactly as `python -m rlagents.train --agent dqn --env CartPole-v1 --seed
 agent and use their own env) and prints:
 - every 5,000 env steps, 10 greedy episodes (reset seeds 77,000-77,009): their returns, what ended each one
   (`cart`: |x| > 2.4, the cart left the track; `pole`: the pole passed 12 degrees; `trunc`: 500 steps), the
-  mean cart position and the final network's max_a Q(s, a) of the state before the failure (the true value of
-  a state one step from the end is about 1; no return exceeds 100);
+  mean cart position and the network's max_a Q(s, a) of the state before the failure, at that step (the true
+  value of a state one step from the end is about 1; no return exceeds 100);
 - at the end, replay's terminal transitions by cause and by the step they were stored at (the buffer never wraps
   in these runs, so slot = storage order), and the final network's mean max_a Q of the states before each kind.
 Writes OUT_DIR.failures.json. docs/agents/dqn.md "Stability" reads these.
