@@ -139,11 +139,13 @@ def resume_spec(spec: RunSpec, *, progress: bool = False, callback: Callback | N
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Returns and lengths of greedy evaluation episodes."""
+    """Returns and lengths of greedy evaluation episodes; `success_rate` (the fraction of episodes whose last
+    step reported `info["is_success"]` true) for goal envs, None for envs that do not report it."""
 
     returns: np.ndarray
     lengths: np.ndarray
     seed: int
+    success_rate: float | None = None
 
     @property
     def mean(self) -> float:
@@ -189,8 +191,9 @@ class Policy:
         evaluation seed), which reproduces its summary; the numbers `python -m rlagents.evaluate` prints."""
         from rlagents.evaluate import evaluate_run
 
-        returns, lengths, seed = evaluate_run(self._loaded, episodes, seed)
-        return EvalResult(returns, lengths, seed)
+        counts: dict[str, Any] = {}
+        returns, lengths, seed = evaluate_run(self._loaded, episodes, seed, counts=counts)
+        return EvalResult(returns, lengths, seed, counts.get("success_rate"))
 
     def __repr__(self) -> str:
         return f"Policy({self.spec.agent} on {self.spec.env.id}, {self.checkpoint})"

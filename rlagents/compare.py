@@ -25,6 +25,7 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,6 +105,12 @@ class Task:
     def label(self) -> str:
         return f"{self.agent} {self.env} s{self.seed}"
 
+    @property
+    def key(self) -> str:
+        """What tells this run from every other: its run directory (tasks built outside `plan_specs`, like
+        tune's held-out runs, may share agent, env and seed)."""
+        return str(self.run_dir)
+
 
 def plan(args) -> tuple[list[Task], Path]:
     """Validate every option and resolve each run's spec before anything runs; returns the runs."""
@@ -144,11 +151,15 @@ def plan_specs(agents: list[str], envs: list[str], *, seeds: int | list[int], st
         agent_class(base_agent)  # unknown agent: one-line error with the valid ones
     if len(set(agents)) != len(agents):
         raise UserError(f"--agents lists an agent twice: {','.join(agents)}")
+    if len(set(envs)) != len(envs):
+        raise UserError(f"--env lists an env twice: {','.join(envs)}")
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = parse_seeds(str(seeds))
     if not isinstance(seeds, list) or not seeds:
         raise UserError(f"--seeds must be a count or a list of seeds, got {shown(seeds)}")
     seeds = [check_seed(s, "--seeds") for s in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds lists a seed twice: {','.join(map(str, seeds))}")
     if len(agents) * len(envs) * len(seeds) > MAX_RUNS:
         raise UserError(f"{len(agents)} agents × {len(envs)} envs × {len(seeds)} seeds is "
                         f"{len(agents) * len(envs) * len(seeds):,} runs; one comparison runs at most {MAX_RUNS:,}")
@@ -197,7 +208,7 @@ def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
 
     set_cpu_threads(1)
     sink_queue = progress_queue if progress_queue is not None else _progress_queue
-    label = task.label
+    key = task.key
 
     def send(message: tuple) -> None:
         if sink_queue is not None:
@@ -206,11 +217,11 @@ def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
             except Exception:  # noqa: BLE001, S110 (a full or closed queue must never stop training)
                 pass
 
-    send(("start", label, task.spec.config.train.steps))
+    send(("start", key, task.spec.config.train.steps))
     record: dict[str, Any] = {"agent": task.agent, "env": task.env, "seed": task.seed, "run_dir": str(task.run_dir)}
     try:
         result = train_spec(task.spec, progress=False, progress_sink=lambda step, speed, ret, ev: send(
-            ("progress", label, step, speed, ret, ev)))
+            ("progress", key, step, speed, ret, ev)))
         record.update(result.summary)
         record["agent"] = task.agent  # a variant keeps its own name in the report
     except (Exception, SystemExit) as exc:  # noqa: BLE001 (any failure is this run's alone)
@@ -221,7 +232,7 @@ def run_task(task: Task, progress_queue: Any = None) -> dict[str, Any]:
             (task.run_dir / "error.txt").write_text(traceback.format_exc())
         except OSError:
             pass
-    send(("done", label, record.get("status"), record.get("eval_return_mean"), record.get("error")))
+    send(("done", key, record.get("status"), record.get("eval_return_mean"), record.get("error")))
     return record
 
 
@@ -242,8 +253,9 @@ class Display:
                                  TextColumn("ret {task.fields[ret]:>7} eval {task.fields[eval]:>7}"),
                                  TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
                                  console=self.console, refresh_per_second=4, disable=not enabled)
-        self.ids = {t.label: self.progress.add_task(t.label, total=None, start=False, speed="-", ret="-",
-                                                    eval="-", state="waiting") for t in tasks}
+        self.ids = {t.key: self.progress.add_task(t.label, total=None, start=False, speed="-", ret="-",
+                                                  eval="-", state="waiting") for t in tasks}
+        self.labels = {t.key: t.label for t in tasks}
 
     def __enter__(self):
         self.progress.start()
@@ -253,10 +265,12 @@ class Display:
         self.progress.stop()
 
     def handle(self, message: tuple) -> None:
-        kind, label = message[0], message[1]
-        task = self.ids.get(label)
+        """A worker's ("start" | "progress" | "done", task key, ...) message."""
+        kind, key = message[0], message[1]
+        task = self.ids.get(key)
         if task is None:
             return
+        label = self.labels[key]
         if kind == "start":
             self.progress.start_task(task)  # the elapsed-time column counts from here
             self.progress.update(task, total=message[2] or None, state="running")
@@ -301,20 +315,20 @@ def run_local(tasks: list[Task], workers: int, display: Display) -> list[dict[st
             for future in done:
                 task = futures[future]
                 try:
-                    results[task.label] = future.result()
+                    results[task.key] = future.result()
                 except BrokenProcessPool:
                     broken = True
         pool.shutdown(wait=True, cancel_futures=True)
         _drain(messages, display, started)
-        todo = [t for t in todo if t.label not in results]
+        todo = [t for t in todo if t.key not in results]
         if broken:  # the runs that were running when a worker died fail; the others run in a fresh pool
-            for task in [t for t in todo if t.label in started]:
-                results[task.label] = {"agent": task.agent, "env": task.env, "seed": task.seed,
+            for task in [t for t in todo if t.key in started]:
+                results[task.key] = {"agent": task.agent, "env": task.env, "seed": task.seed,
                                        "run_dir": str(task.run_dir), "status": "failed",
                                        "error": "worker process died (killed, out of memory or crashed)"}
-                display.handle(("done", task.label, "failed", None, results[task.label]["error"]))
-            todo = [t for t in todo if t.label not in results]
-    return [results[t.label] for t in tasks]
+                display.handle(("done", task.key, "failed", None, results[task.key]["error"]))
+            todo = [t for t in todo if t.key not in results]
+    return [results[t.key] for t in tasks]
 
 
 def _drain(messages: Any, display: Display, started: set[str]) -> None:
@@ -365,15 +379,15 @@ def run_ray(tasks: list[Task], address: str | None, workers: int, display: Displ
             for ref in done:
                 task = refs[ref]
                 try:
-                    results[task.label] = ray.get(ref)
+                    results[task.key] = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 (the task's worker died: fail this run only)
-                    results[task.label] = {"agent": task.agent, "env": task.env, "seed": task.seed,
+                    results[task.key] = {"agent": task.agent, "env": task.env, "seed": task.seed,
                                            "run_dir": str(task.run_dir), "status": "failed",
                                            "error": f"Ray task failed: {' '.join(str(exc).split())[:300]}"}
-                    display.handle(("done", task.label, "failed", None, results[task.label]["error"]))
+                    display.handle(("done", task.key, "failed", None, results[task.key]["error"]))
         for item in messages.get_nowait_batch(messages.qsize()) if messages.qsize() else []:
             display.handle(item)
-        return [results[t.label] for t in tasks]
+        return [results[t.key] for t in tasks]
     finally:
         if started_here:
             ray.shutdown()
@@ -427,6 +441,9 @@ def run_all(tasks: list[Task], out: Path, *, workers: int | None = None, backend
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     workers = workers or max(1, os.cpu_count() or 1)
+    shared = [key for key, n in Counter(t.key for t in tasks).items() if n > 1]
+    if shared:
+        raise UserError(f"two runs of the comparison would write to one run directory: {shared[0]}")
     out.mkdir(parents=True, exist_ok=True)
     with Display(tasks, enabled=progress) as display:
         if backend == "ray":

@@ -123,6 +123,15 @@ def _importable(factory: Callable[..., Any]) -> str | None:
     return f"{module}:{name}" if found is factory else None
 
 
+def check_env_modules(names: Iterable[Any]) -> tuple[str, ...]:
+    """`names` in order, once each; a name that is not a dotted module name is a one-line UserError."""
+    modules = tuple(dict.fromkeys(names))
+    for name in modules:
+        if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+            raise UserError(f"--env-module {shown(name)} is not a module name (like mypackage.envs)")
+    return modules
+
+
 def import_env_module(name: str, context: str) -> Any:
     """Import `name` (from the current directory or the environment); a failure is a one-line EnvError
     starting with `context` (`env 'mygrid:Line-v0'`, `--env-module`)."""

@@ -54,11 +54,13 @@ def spaces_of(env: str | EnvSpec) -> tuple[gym.Space, gym.Space]:
 
 
 def evaluate_run(run: LoadedRun, episodes: int | None = None, seed: int | None = None,
-                 policy: Callable[..., Any] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                 policy: Callable[..., Any] | None = None,
+                 counts: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Greedy episodes of `run`'s agent (or of `policy`) on its env: by default its own final evaluation
     (`eval_episodes` episodes from its evaluation seed), which reproduces the summary. Returns (returns,
     lengths, seed). `episodes` and `seed` are checked here too, for the Python API (`Policy.evaluate`). Envs
-    with action masks call `policy(obs, masks)`."""
+    with action masks call `policy(obs, masks)`. `counts`, if given, receives what `environments.evaluate` counts
+    (`success_rate` for envs that report `info["is_success"]`)."""
     episodes = run.config.train.eval_episodes if episodes is None else check_count(episodes, "episodes",
                                                                                    high=MAX_EPISODES)
     seed = run.seed + EVAL_SEED_OFFSET if seed is None else check_seed(seed, "seed")
@@ -67,7 +69,7 @@ def evaluate_run(run: LoadedRun, episodes: int | None = None, seed: int | None =
         policy, reset = run.agent.greedy, run.agent.reset_memory  # (obs, masks) for envs with action masks
     envs = make_vec_env(run.env, min(run.config.train.eval_envs, episodes), step_cap=EVAL_STEP_CAP)
     try:
-        returns, lengths = evaluate(policy, envs, episodes, seed, reset=reset)
+        returns, lengths = evaluate(policy, envs, episodes, seed, counts=counts, reset=reset)
     finally:
         envs.close()
     return returns, lengths, seed
@@ -88,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         policy = None
         source = f"{run.checkpoint.name}, step {run.meta.get('step')}"
-    returns, lengths, seed = evaluate_run(run, args.episodes, args.seed, policy)
+    counts: dict[str, Any] = {}
+    returns, lengths, seed = evaluate_run(run, args.episodes, args.seed, policy, counts)
+    success = f", success rate {counts['success_rate']:.3f}" if "success_rate" in counts else ""  # goal envs
     print(f"{run.agent_name} on {run.env_id} ({source}): "
           f"return {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes "
-          f"(mean length {lengths.mean():.1f})")
+          f"(mean length {lengths.mean():.1f}){success}")
     env = make_env(run.env)
     try:
         for line in run.agent.inspect(env, run.run_dir):

@@ -19,7 +19,7 @@ import gymnasium as gym
 from rlagents.agents import agent_class, available_agents
 from rlagents.cli import default_config_path
 from rlagents.config import DEVICES, ResolvedConfig, dump_resolved, read_config_file, resolve
-from rlagents.envspec import EnvSpec, check_env_kwargs, from_callable
+from rlagents.envspec import EnvSpec, check_env_kwargs, check_env_modules, from_callable
 from rlagents.errors import ConfigError, UserError, choices
 from rlagents.paths import check_output_dir
 from rlagents.runlock import is_empty_run_dir
@@ -96,10 +96,7 @@ def resolve_spec(agent: str | None = None, env: EnvLike | None = None, *, seed: 
 
 def _env_spec(env: EnvLike, meta: Mapping[str, Any], modules: Iterable[str]) -> EnvSpec:
     recorded = tuple(meta.get("env_modules") or ()) if env == meta.get("env") else ()
-    extra = tuple(dict.fromkeys((*recorded, *modules)))  # in order, once each
-    for name in extra:
-        if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
-            raise UserError(f"--env-module {shown(name)} is not a module name (like mypackage.envs)")
+    extra = check_env_modules((*recorded, *modules))
     if isinstance(env, EnvSpec):
         return dataclasses.replace(env, modules=tuple(dict.fromkeys((*env.modules, *extra))))
     if callable(env):

@@ -36,7 +36,7 @@ from rlagents import tune_report
 from rlagents.agents import agent_class, available_agents
 from rlagents.cli import ArgumentParser, default_config_path
 from rlagents.config import parse_overrides, read_config_file, resolve
-from rlagents.envspec import parse_env_kwargs
+from rlagents.envspec import EnvSpec, check_env_modules, parse_env_kwargs
 from rlagents.errors import ConfigError, UserError, choices, cli_entry, one_line
 from rlagents.paths import check_output_dir
 from rlagents.tune_space import (
@@ -55,13 +55,16 @@ UNCLAIMED_S = 60.0  # a running trial whose process never recorded itself (pid) 
 HEARTBEAT_S = 30  # trials of a process that stopped beating for GRACE_S are failed by the next process
 GRACE_S = 120
 SQLITE_TIMEOUT_S = 60  # how long a process waits for another's write lock on a shared SQLite study
-STUDY_KEYS = ("agent", "env", "objective", "aggregate", "seeds", "fixed", "threshold", "env_kwargs")
+STUDY_KEYS = ("agent", "env", "objective", "aggregate", "seeds", "fixed", "threshold", "env_kwargs", "env_modules")
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m rlagents.tune", description=__doc__.split("\n\n")[0])
     p.add_argument("--agent", help=f"agent to tune ({', '.join(available_agents())})")
-    p.add_argument("--env", help="Gymnasium env id")
+    p.add_argument("--env", help="Gymnasium env id, or package.module:EnvId-v0")
+    p.add_argument("--env-module", action="append", default=[], metavar="NAME",
+                   help="import this module first, for the env ids it registers (repeatable); every trial and "
+                        "held-out run imports it")
     p.add_argument("--env-kwargs", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument of the env's constructor, the value read as YAML (repeatable); every "
                         "trial and held-out run gets it")
@@ -122,17 +125,22 @@ class Settings:
     holdout_seeds: list[int] = field(default_factory=list)
     command: str = ""
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # constructor kwargs of the env (--env-kwargs)
+    env_modules: list[str] = field(default_factory=list)  # modules imported for the env's id (--env-module)
 
     @property
     def directions(self) -> list[str]:
         return [OBJECTIVES[o] for o in self.objectives]
 
     def identity(self) -> dict[str, Any]:
-        """What a study is about; a rerun that differs in any of it is refused. `env_kwargs` only when given, so
-        studies started before it existed keep their identity."""
+        """What a study is about; a rerun that differs in any of it is refused. `env_kwargs` and `env_modules`
+        only when given, so studies started before they existed keep their identity."""
         identity = {"agent": self.agent, "env": self.env, "objective": ",".join(self.objectives),
                     "aggregate": self.aggregate, "seeds": self.seeds, "fixed": self.fixed, "threshold": self.threshold}
-        return {**identity, "env_kwargs": self.env_kwargs} if self.env_kwargs else identity
+        if self.env_kwargs:
+            identity["env_kwargs"] = self.env_kwargs
+        if self.env_modules:
+            identity["env_modules"] = self.env_modules
+        return identity
 
 
 # ---------------------------------------------------------------- checking the command
@@ -164,6 +172,7 @@ def plan(args, argv: list[str]) -> Settings:
     if args.write_config and not holdout:
         raise UserError("--write-config needs the held-out check (drop --holdout-seeds none)")
     env_kwargs = parse_env_kwargs(args.env_kwargs)
+    env_modules = list(check_env_modules(args.env_module))
     if args.write_config and env_kwargs:
         raise UserError(f"--write-config with --env-kwargs: the {args.env} entry of configs/{args.agent}.yaml would "
                         f"apply to the env without {', '.join(env_kwargs)}; drop --write-config (the report gives "
@@ -171,7 +180,8 @@ def plan(args, argv: list[str]) -> Settings:
 
     from rlagents.environments import make_env
 
-    probe = make_env(args.env, **env_kwargs)  # unknown env: one-line error with close matches; bad kwargs too
+    # unknown env: one-line error with close matches; bad kwargs and modules that fail to import too
+    probe = make_env(EnvSpec(args.env, {}, tuple(env_modules)), **env_kwargs)
     spaces = probe.observation_space, probe.action_space
     threshold = args.threshold if args.threshold is not None else (
         probe.spec.reward_threshold if probe.spec is not None else None)
@@ -200,7 +210,8 @@ def plan(args, argv: list[str]) -> Settings:
                     study_name=args.study_name or f"{args.env}__{args.agent}", sampler=args.sampler,
                     sampler_seed=args.sampler_seed, pruner="none" if len(objectives) > 1 else args.pruner,
                     trials=args.trials, timeout=args.timeout, workers=args.workers, holdout_seeds=holdout,
-                    command="python -m rlagents.tune " + " ".join(shlex.quote(a) for a in argv), env_kwargs=env_kwargs)
+                    command="python -m rlagents.tune " + " ".join(shlex.quote(a) for a in argv), env_kwargs=env_kwargs,
+                    env_modules=env_modules)
 
 
 def _space_corners(params: list[Param], fixed: dict[str, str]) -> list[dict[str, Any]]:
@@ -388,13 +399,14 @@ def format_value(value: Any) -> str:
 
 def run_trial(agent: str, env: str, seed: int, overrides: dict[str, Any], run_dir: Path,
               callback: Callable[[int, dict[str, Any]], bool | None] | None = None,
-              env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+              env_kwargs: dict[str, Any] | None = None, env_modules: list[str] | tuple[str, ...] = ()
+              ) -> dict[str, Any]:
     """Train one run through the Python API (an ordinary run directory) and return its summary; its status is
     `stopped` when `callback` (called at every log and evaluation event) returned False."""
     from rlagents.api import train
 
     return train(agent, env, seed=seed, config=overrides, env_kwargs=env_kwargs, run_dir=run_dir,
-                 callback=callback).summary
+                 callback=callback, env_modules=env_modules).summary
 
 
 def seed_value(summary: dict[str, Any], objective: str, threshold: float | None) -> float:
@@ -436,7 +448,8 @@ def objective_function(settings: Settings) -> Callable[[Any], Any]:
                 run_dirs.append(str(run_dir))
                 trial.set_user_attr("run_dirs", run_dirs)
                 summary = run_trial(settings.agent, settings.env, seed, overrides, run_dir,
-                                    _pruning_callback(trial, settings, index), settings.env_kwargs)
+                                    _pruning_callback(trial, settings, index), settings.env_kwargs,
+                                    settings.env_modules)
                 if summary["status"] == "stopped":  # by the pruner
                     trial.set_user_attr("pruned_in_seed", seed)
                     raise optuna.TrialPruned()

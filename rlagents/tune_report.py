@@ -114,14 +114,15 @@ def holdout_check(settings: Settings, trial, entry: dict[str, Any]) -> dict[str,
                 if run_dir.exists():  # an interrupted earlier attempt: start it again
                     _clear(run_dir)
                 todo.append((side, Task(resolve_spec(settings.agent, settings.env, seed=seed, overrides=extra,
-                                                     env_kwargs=settings.env_kwargs, run_dir=run_dir))))
+                                                     env_kwargs=settings.env_kwargs, env_modules=settings.env_modules,
+                                                     run_dir=run_dir))))
             else:
                 results.setdefault(side, []).append(done)
-    for side in sides:  # one side at a time: compare labels runs by agent, env and seed, which both sides share
-        tasks = [t for s, t in todo if s == side]
-        if tasks:
-            with Display(tasks, enabled=False) as display:
-                results.setdefault(side, []).extend(run_local(tasks, settings.workers, display))
+    if todo:  # both sides in one pool: results are kept per run directory, which no two runs share
+        tasks = [t for _, t in todo]
+        with Display(tasks, enabled=False) as display:
+            for (side, _), result in zip(todo, run_local(tasks, settings.workers, display)):
+                results.setdefault(side, []).append(result)
     for side in results:  # in seed order, whether a run was reused or trained now
         results[side].sort(key=lambda r: int(r.get("seed", 0)))
     finals = {side: np.array([r["eval_return_mean"] for r in results.get(side, []) if r.get("status") == "completed"])

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import rlagents
 from rlagents import compare
+from rlagents.errors import UserError
 
 
 def _summary(agent: str, seed: int, finals: list[float], solved: int | None) -> dict:
@@ -99,6 +101,33 @@ def test_failing_run_does_not_sink_the_comparison(tmp_path):
     assert results[0]["status"] == "failed" and "already exists" in results[0]["error"]
     assert (bad.run_dir / "error.txt").is_file()
     assert results[1]["status"] == "completed" and results[1]["total_steps"] == 200
+
+
+def test_runs_sharing_agent_env_and_seed_each_keep_their_result(tmp_path):
+    """Results are kept per run directory: two runs of one agent, env and seed with other configs (as tune's
+    held-out check builds: the best entry and the default) each get their own record, not one twice."""
+    def one_task(steps: int, out: str) -> compare.Task:
+        args = compare.build_parser().parse_args(["--agents", "dqn", "--env", "CartPole-v1", "--seeds", "1",
+                                                  "--steps", str(steps), "--set", "eval_episodes=2", "--out", out])
+        return compare.plan(args)[0][0]
+
+    task, longer = one_task(200, str(tmp_path / "cmp")), one_task(300, str(tmp_path / "other"))
+    out = tmp_path / "cmp"
+    assert task.label == longer.label and task.run_dir != longer.run_dir
+    runs = compare.run_all([task, longer], out, workers=2, progress=False)
+    assert [(r["run_dir"], r["total_steps"]) for r in runs] == [(str(task.run_dir), 200), (str(longer.run_dir), 300)]
+    with pytest.raises(UserError, match="two runs of the comparison would write to one run directory"):
+        compare.run_all([task, task], tmp_path / "again", workers=1, progress=False)
+
+
+def test_an_env_or_seed_listed_twice_is_refused(tmp_path, capsys):
+    """Twice the same env (or seed, through the Python API) would be two runs in one run directory."""
+    assert "--env lists an env twice: CartPole-v1,CartPole-v1" in _one_line(
+        ["--agents", "dqn", "--env", "CartPole-v1,CartPole-v1", "--steps", "100", "--seeds", "1",
+         "--out", str(tmp_path / "out")], capsys)
+    with pytest.raises(UserError, match="--seeds lists a seed twice: 3,3"):
+        rlagents.compare(["dqn"], "CartPole-v1", seeds=[3, 3], steps=100, out=tmp_path / "api")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "api").exists()
 
 
 def test_small_local_compare(tmp_path):

@@ -1,5 +1,5 @@
 """`Discrete` spaces whose values do not start at 0 (`Discrete(3, start=-1)`): the agents whose networks index
-actions and one-hot states from 0 (dqn, reinforce, ppo) refuse them in one line before training; the tabular
+actions and one-hot states from 0 (dqn, reinforce, ppo, and SB3's, which ignore `start`) refuse them in one line before training; the tabular
 ones (qlearning) map them and send the env only actions of its space."""
 
 from __future__ import annotations
@@ -55,6 +55,18 @@ def test_agents_that_index_from_zero_refuse_a_shifted_action_space(agent, tmp_pa
     err = run_bad(["--agent", agent, "--env", SHIFTED, *QUICK, "--run-dir", str(tmp_path / "run")], capsys)
     assert (f"{agent} needs Discrete spaces that start at 0; the action space is Discrete(3, start=-1) (values "
             f"-1..1)") in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("agent", ["sb3-dqn", "sb3-ppo", "sb3-a2c", "sb3-recurrent-ppo"])
+def test_sb3_agents_refuse_shifted_spaces(agent, tmp_path: Path, capsys):
+    """SB3 ignores `start`: sb3-ppo acted 0..2 into the env (2 is outside -1..1, -1 never taken) and trained on;
+    sb3-dqn's update crashed on the -1 its random exploration drew; a shifted observation crashed one-hot."""
+    err = run_bad(["--agent", agent, "--env", SHIFTED, *QUICK, "--run-dir", str(tmp_path / "run")], capsys)
+    assert f"{agent} needs Discrete spaces that start at 0; the action space is Discrete(3, start=-1)" in err
+    err = run_bad(["--agent", agent, "--env", "tests.test_discrete_start:make_shifted_obs_only", *QUICK,
+                   "--run-dir", str(tmp_path / "run")], capsys)
+    assert "the observation space is Discrete(5, start=-2) (values -2..2)" in err
     assert not (tmp_path / "run").exists()
 
 

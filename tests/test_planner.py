@@ -282,6 +282,31 @@ def test_explore_decay_scales_the_bonus_down_linearly_over_its_fraction_of_train
         torch.testing.assert_close(decaying.impl.score(obs, seqs, explore=True), base)
 
 
+def test_greedy_value_targets_value_the_best_action_not_the_datas_policy():
+    # one state feature, two actions: action 0 ends the episode with reward 0, action 1 stays (reward -1). The
+    # data took action 1 nine times in ten, so V of the data's policy is about -0.9 / (1 - 0.9 γ) = -8.3 (-5 to
+    # -8 after 2,000 TD steps), while the greedy policy ends at once (V = 0). Most rows' data targets are action
+    # 1's; the greedy targets fill in action 0 through the model.
+    obs_space, action_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32), gym.spaces.Discrete(2)
+    rng = np.random.default_rng(0)
+    values = {}
+    for target in ("data", "greedy"):
+        agent = make_agent(obs_space, action_space, learning_starts=0, train_every=1000, train_steps=300,
+                           value_steps=2000, value_target=target)
+        for _ in range(1000):
+            obs = rng.random((1, 1)).astype(np.float32)
+            action = np.asarray([0 if rng.random() < 0.1 else 1])
+            agent.observe(obs, action, np.asarray([0.0 if action[0] == 0 else -1.0]), obs, action == 0,
+                          np.asarray([False]))
+        assert agent.impl.trained_rounds == 1
+        states = torch.linspace(0.05, 0.95, 10)[:, None]
+        norm = agent.impl.model.in_norm
+        with torch.no_grad():
+            values[target] = agent.impl.value((states - norm.mean[:1]) / norm.std[:1])
+    assert (values["data"] < -4.0).all() and (values["data"] > -11.0).all(), values["data"]
+    assert (values["greedy"] > -1.0).all(), values["greedy"]
+
+
 # ---------------------------------------------------------------- learning, through the CLI
 
 

@@ -278,6 +278,7 @@ def test_discrete_observations(tmp_path: Path):
 @pytest.mark.parametrize("space, extra", [
     (gym.spaces.Discrete(3), {"entropy_coef": 0.05, "clip_range_vf": 0.1}),
     (gym.spaces.Discrete(3), {"activation": "tanh", "hidden": (8, 8)}),
+    (gym.spaces.Discrete(3), {"activation": "tanh", "vf_coef": 1.0, "normalize_advantages": False}),
     (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"entropy_coef": 0.01, "activation": "tanh"}),
     (gym.spaces.Box(-2.0, 2.0, (2,), np.float32), {"squash": "clip", "clip_range_vf": 0.05}),
 ])

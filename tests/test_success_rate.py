@@ -10,7 +10,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+import rlagents
 from rlagents.api import train_spec
+from rlagents.evaluate import main as evaluate_main
 from rlagents.train import build_parser, spec_from_args
 from tests.test_determinism import scalars
 
@@ -66,3 +68,21 @@ def test_no_success_rate_for_an_env_that_does_not_report_it(tmp_path: Path):
     assert "eval_success_rate" not in summary and not any("success_rate" in e for e in summary["evaluations"])
     assert evaluations and not any("eval/success_rate" in m for m in evaluations)
     assert "eval/success_rate" not in scalars(tmp_path / "cartpole")
+
+
+def test_evaluate_prints_the_success_rate_of_a_goal_env_and_none_for_others(tmp_path: Path, capsys):
+    """`python -m rlagents.evaluate RUN_DIR` (and `rlagents.evaluate`) reproduce the final evaluation, success rate
+    included, for an env that reports it; a CartPole run prints no success rate."""
+    summary, _ = train(tmp_path / "goal", GOAL_ENV)
+    capsys.readouterr()
+    assert evaluate_main([str(tmp_path / "goal")]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.endswith(f"over 40 episodes (mean length 1.0), success rate {summary['eval_success_rate']:.3f}"), line
+    assert rlagents.evaluate(tmp_path / "goal").success_rate == summary["eval_success_rate"]
+    assert rlagents.evaluate(tmp_path / "goal", episodes=10, seed=5).success_rate is not None
+
+    train(tmp_path / "cartpole", "CartPole-v1")
+    capsys.readouterr()
+    assert evaluate_main([str(tmp_path / "cartpole")]) == 0
+    assert "success rate" not in capsys.readouterr().out
+    assert rlagents.evaluate(tmp_path / "cartpole").success_rate is None

@@ -132,3 +132,71 @@ def test_trackers_are_imported_only_when_tracking():
             "print(any(m in sys.modules for m in ('wandb', 'mlflow')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def _stopped_at_1000(run_dir: Path, tracker: object) -> None:
+    """The first session of a run, tracked, stopped by its callback at step 1000 (resumable)."""
+    from rlagents.api import train_spec
+    from rlagents.train import build_parser, spec_from_args
+
+    spec = spec_from_args(build_parser().parse_args([*RUN_ARGS, "--run-dir", str(run_dir)]))
+    result = train_spec(spec, callback=lambda step, metrics: step < 1000, listeners=[tracker])
+    assert result.status == "stopped" and result.summary["total_steps"] == 1000
+
+
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path: Path, monkeypatch):
+    """`--resume RUN_DIR --track mlflow` logs to the run the first session started (its id kept in the run
+    directory's trackers.json), not to a second run: one run, FINISHED, with both sessions' evaluations."""
+    from mlflow.tracking import MlflowClient
+
+    from rlagents.trackers import TrackerLog
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    _stopped_at_1000(run_dir, TrackerLog(["mlflow"], uri=uri, project="resume-test"))
+    assert train_main(["--resume", str(run_dir), "--no-progress", "--track", "mlflow", "--track-uri", uri,
+                       "--track-project", "resume-test"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("resume-test").experiment_id])
+    assert json.loads((run_dir / "trackers.json").read_text()) == {"mlflow": {"id": run.info.run_id}}
+    assert run.info.run_name == "run" and run.info.status == "FINISHED"
+    evals = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "eval/return_mean")}
+    assert evals == {1000: summary["evaluations"][0]["return_mean"], 2000: summary["eval_return_mean"]}
+    assert run.data.params["train.steps"] == "2000"
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path: Path, monkeypatch):
+    """W&B offline: the resumed session's run file carries the first session's run id (`resume="allow"`), so
+    `wandb sync` of both folders fills one W&B run."""
+    from rlagents.trackers import TrackerLog
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "run"
+    _stopped_at_1000(run_dir, TrackerLog(["wandb"]))
+    first_id = json.loads((run_dir / "trackers.json").read_text())["wandb"]["id"]
+    assert train_main(["--resume", str(run_dir), "--no-progress", "--track", "wandb"]) == 0
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and all(path.name == f"run-{first_id}.wandb" for path in files)
+    ids = {record.run.run_id for path in files for record in wandb_records(path)
+           if record.WhichOneof("record_type") == "run"}
+    assert ids == {first_id}
+    assert json.loads((run_dir / "trackers.json").read_text()) == {"wandb": {"id": first_id}}
+
+
+def test_a_malformed_trackers_json_is_one_line_on_resume(tmp_path: Path, monkeypatch, capsys):
+    from rlagents.trackers import TrackerLog
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    _stopped_at_1000(run_dir, TrackerLog(["mlflow"], uri=uri))
+    (run_dir / "trackers.json").write_text("[1, 2]")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        train_main(["--resume", str(run_dir), "--no-progress", "--track", "mlflow", "--track-uri", uri])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"tracker ids {run_dir / 'trackers.json'}: expected a mapping" in err

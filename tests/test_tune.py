@@ -180,6 +180,47 @@ def test_env_kwargs_reach_every_trial_and_held_out_run_and_belong_to_the_study(t
     assert exc.value.code == 2 and "env_kwargs: {'is_slippery': False" in capsys.readouterr().err
 
 
+USER_ENV_MODULE = """
+import gymnasium as gym
+gym.register("TunedLake-v0", entry_point="gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv",
+             kwargs={"is_slippery": False}, max_episode_steps=100, reward_threshold=0.7)
+"""
+
+
+def test_env_module_reaches_every_trial_and_held_out_run_and_belongs_to_the_study(
+        tmp_path: Path, space: Path, capsys, monkeypatch):
+    """`--env-module NAME` imports a user's module that registers the env id, as train and compare do: bad names
+    are one line before anything is written, every run records the module, and a rerun without it is refused."""
+    (tmp_path / "userlakes.py").write_text(USER_ENV_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "study"
+    argv = [*SMALL, "--env", "TunedLake-v0", "--space", str(space), "--seeds", "1", "--steps", "1000",
+            "--holdout-seeds", "1000-1000", "--out", str(out), "--trials", "2"]
+    for extra, needle in ([], "TunedLake-v0"), (["--env-module", "no such"], "--env-module 'no such' is not a "
+                                                 "module name"), (["--env-module", "no_such_lakes"],
+                                                                  "import no_such_lakes failed"):
+        with pytest.raises(SystemExit) as exc:
+            tune.main(argv + extra)
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+    try:
+        assert tune.main(argv + ["--env-module", "userlakes"]) == 0
+        runs = sorted((out / "trials").iterdir()) + sorted((out / "holdout").iterdir())
+        assert len(runs) == 4  # 2 trials x 1 seed, best and default x 1 held-out seed
+        for run in runs:
+            recorded = yaml.safe_load((run / "config.yaml").read_text())["run"]
+            assert recorded["env"] == "TunedLake-v0" and recorded["env_modules"] == ["userlakes"], run
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:  # the id is registered in this process now: the identity refuses
+            tune.main(argv)
+        assert exc.value.code == 2 and "env_modules: ['userlakes']" in capsys.readouterr().err
+    finally:
+        sys.modules.pop("userlakes", None)
+        gym.registry.pop("TunedLake-v0", None)
+
+
 class NaNAfter(gym.Env):
     """A 1-D random walk whose rewards turn NaN after 300 steps (a broken reward function)."""
 

@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlagents.agents.base import Agent, StepCallback
+from rlagents.agents.base import Agent, StepCallback, require_zero_start
 from rlagents.config import param
 from rlagents.errors import UnsupportedSpaceError
 from rlagents.networks import MAX_WIDTH
@@ -138,6 +138,7 @@ class SB3Agent(Agent):
         if not (flat_box or isinstance(obs_space, gym.spaces.Discrete)):
             raise UnsupportedSpaceError(f"{cls.name} uses SB3's MlpPolicy: it needs flat Box or Discrete "
                                         f"observations, got {obs_space}")
+        require_zero_start(cls.name, obs_space, action_space)  # SB3 ignores a Discrete space's start
 
     @abstractmethod
     def algorithm_kwargs(self) -> dict[str, Any]:

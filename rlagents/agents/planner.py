@@ -74,6 +74,10 @@ class PlannerConfig:
     value_hidden: tuple[int, ...] = param((64, 64), "hidden widths of the value net", low=1, high=MAX_WIDTH)
     value_lr: float = param(1.0e-3, "Adam learning rate of the value net", low=0.0, low_open=True)
     value_target_every: int = param(50, "TD steps between copies of the value net's target", low=1)
+    value_target: Literal["data", "greedy"] = param(
+        "data", "value net's TD targets: the data's (V of the policies that collected it), or the best of that "
+        "and the learned model's one-step backups of the other actions, each its members' lowest (V of the "
+        "greedy policy)")
     risk: float = param(1.0, "plans score mean − risk · std of the members' returns (pessimism off the data; "
                         "not in training plans with an explore_bonus)", low=0.0)
     explore_bonus: float = param(0.0, "while training, each planned step earns this times the members' "

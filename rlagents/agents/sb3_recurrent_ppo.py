@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlagents.agents.base import require_zero_start
 from rlagents.agents.sb3_ppo import SB3PPOAgent, SB3PPOConfig
 from rlagents.config import param
 from rlagents.errors import ExportError, UnsupportedSpaceError
@@ -67,6 +68,7 @@ class SB3RecurrentPPOAgent(SB3PPOAgent):
             if side is None and not flat:
                 raise UnsupportedSpaceError(f"{cls.name} needs flat Box, Discrete, uint8 image or Dict of those "
                                             f"observations, got {part}")
+        require_zero_start(cls.name, obs_space, action_space)  # SB3 ignores a Discrete space's start
 
     def algorithm(self):
         from sb3_contrib import RecurrentPPO

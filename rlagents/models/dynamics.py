@@ -9,6 +9,7 @@ the regression targets are normalised with statistics of the training data (re-e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -188,6 +189,29 @@ class RolloutNet:
         out = torch.matmul(features.reshape(1, h * r, a), self.w_action) + self.b_first
         return out.reshape(self.members, h, r, -1).transpose(0, 1).contiguous()
 
+    def step(self, state: torch.Tensor, action_part: torch.Tensor) -> torch.Tensor:
+        """One model step of every member: normalised states (E, R, d) and the action part (E, R, h) of one
+        step → (E, R, d + 2): the normalised state change, the reward and the logit of not terminating."""
+        silu = torch.nn.functional.silu
+        x = silu(torch.baddbmm(action_part, state, self.w_state))
+        for w, b in self.hidden:
+            x = silu(torch.baddbmm(b, x, w))
+        return torch.baddbmm(self.b_last, x, self.w_last)
+
+    def one_step_backups(self, states: torch.Tensor, features: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every member's one-step prediction for K alternative actions of each state: normalised states
+        (R, d) and action features (K, R, A) → rewards (K, E, R), P(not terminated) (K, E, R) and normalised
+        next states (K, E, R, d)."""
+        k, r, _ = features.shape
+        e, d = self.members, self.obs_dim
+        part = self.action_part(features).transpose(0, 1).reshape(e, k * r, -1)  # (E, K·R, h)
+        state = states.repeat(k, 1).expand(e, k * r, d)
+        out = self.step(state, part)
+        nxt = (state + out[..., :d]).reshape(e, k, r, d).transpose(0, 1)
+        return (out[..., d].reshape(e, k, r).transpose(0, 1), torch.sigmoid(out[..., d + 1]).reshape(e, k, r)
+                .transpose(0, 1), nxt)
+
     def returns(self, obs: torch.Tensor, action_part: torch.Tensor, discounts: torch.Tensor,
                 value: "ValueNet | None" = None, final_discount: float = 0.0, novelty: float = 0.0) -> torch.Tensor:
         """Discounted predicted returns (E, R) from states (R, d), each member following its own trajectory;
@@ -201,12 +225,8 @@ class RolloutNet:
         total = torch.zeros(e, r)
         alive = torch.ones(e, r)
         d = self.obs_dim
-        silu = torch.nn.functional.silu
         for t in range(horizon):
-            x = silu(torch.baddbmm(action_part[t], state, self.w_state))
-            for w, b in self.hidden:
-                x = silu(torch.baddbmm(b, x, w))
-            out = torch.baddbmm(self.b_last, x, self.w_last)
+            out = self.step(state, action_part[t])
             state = state + out[..., :d]
             reward = out[..., d]
             if novelty and e > 1:
@@ -216,6 +236,9 @@ class RolloutNet:
         if value is not None:
             total.addcmul_(alive, value(state), value=final_discount)
         return total
+
+
+Backups = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class ValueNet(nn.Module):
@@ -243,9 +266,16 @@ class ValueNet(nn.Module):
 
     def fit(self, states: torch.Tensor, rewards: torch.Tensor, next_states: torch.Tensor, terminated: torch.Tensor,
             gamma: float, reward_mean: float, reward_std: float, steps: int, batch_size: int,
-            target_every: int) -> float:
+            target_every: int, backups: Backups | None = None) -> float:
         """`steps` TD(0) regression steps on normalised transitions; the target net is copied every
-        `target_every` steps. Returns the mean TD loss (in scaled units)."""
+        `target_every` steps. Returns the mean TD loss (in scaled units).
+
+        Without `backups` the targets are the data's own (r + γ V(s')): V of the policies that collected
+        it. With `backups(rows)` → (rewards (K, E, B), P(not terminated) (K, E, B), next states (K, E, B, d),
+        valid (K, B)), the learned model's predictions for K other actions of those rows, each target is the
+        best of the data's target and the members' most pessimistic backup of every valid alternative: V of
+        the greedy policy one step ahead (fitted value iteration, the model filling in the actions not
+        taken)."""
         horizon = 1.0 / (1.0 - gamma) if gamma < 1.0 else 1e3
         self.scale = (abs(reward_mean) + reward_std) * horizon
         # any discounted return lies between min(0, r_min) and max(0, r_max) times 1 / (1 − γ)
@@ -258,7 +288,11 @@ class ValueNet(nn.Module):
             rows = index[i]
             with torch.no_grad():
                 nxt = self.target(next_states[rows][None])[0, :, 0]
+                if backups is not None:  # clamped like `forward`, or the maximum feeds on values out of range
+                    nxt = nxt.clamp(self.low, self.high)
                 target = rewards[rows] / self.scale + gamma * (1.0 - terminated[rows]) * nxt
+                if backups is not None:
+                    target = torch.maximum(target, self._best_backup(backups(rows), gamma))
             pred = self.net(states[rows][None])[0, :, 0]
             loss = nn.functional.mse_loss(pred, target)
             self.optimizer.zero_grad(set_to_none=True)
@@ -269,6 +303,18 @@ class ValueNet(nn.Module):
                 self.target.load_state_dict(self.net.state_dict())
         self.target.load_state_dict(self.net.state_dict())
         return float(total) / max(steps, 1)
+
+    def _best_backup(self, backup: tuple[torch.Tensor, ...], gamma: float) -> torch.Tensor:
+        """The best valid alternative's backup (B,) in scaled units, −inf where none is valid. Each alternative
+        is worth its lowest backup over the members, so that the maximum over actions does not turn the model's
+        errors into optimism (with the members' mean, seed 0 of Acrobot-v1 valued its start states at about
+        −40 where its greedy policy needed ~100 steps). The target net's values of predicted states are clamped
+        like `forward`'s."""
+        rewards, alive, nxt, valid = backup
+        k, e, b, d = nxt.shape
+        v = self.target(nxt.reshape(1, -1, d)).reshape(k, e, b).clamp(self.low, self.high)
+        q = (rewards / self.scale + gamma * alive * v).min(dim=1).values  # (K, B): the most pessimistic member
+        return q.masked_fill(~valid, -torch.inf).max(dim=0).values
 
     def state_dict_all(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "target": self.target.state_dict(),

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from rlagents.models.cem import cem_categorical, cem_gaussian
-from rlagents.models.dynamics import DynamicsEnsemble, ValueNet
+from rlagents.models.dynamics import Backups, DynamicsEnsemble, ValueNet
 from rlagents.schedules import LinearSchedule
 from rlagents.validate import require_memory
 
 
 PLAN_CHECK_EVERY = 10  # training steps between planned-vs-realised return checks
+GREEDY_SAMPLES = 8  # continuous actions: random alternatives per state in `value_target: greedy` backups
 
 
 class TransitionBuffer:
@@ -285,9 +286,10 @@ class MPCPlanner:
             norm = self.model.in_norm
             d = self.obs_dim
             scaled = [(x - norm.mean[:d]) / norm.std[:d] for x in (obs, next_obs)]
+            backups = self._model_backups(scaled[0], feats) if c.value_target == "greedy" else None
             td = self.value.fit(scaled[0], rewards, scaled[1], terminated, c.gamma,
                                 float(self.model.reward_norm.mean[0]), float(self.model.reward_norm.std[0]),
-                                c.value_steps, c.model_batch, c.value_target_every)
+                                c.value_steps, c.model_batch, c.value_target_every, backups)
             self._add_metric("losses/value_td_loss", td)
         for head, value in losses.items():
             self._add_metric(f"model/train_loss_{head}", value)
@@ -301,6 +303,26 @@ class MPCPlanner:
             for head, value in heads.items():
                 self._add_metric(f"model/heldout_loss_{head}", float(value))
             self._add_metric("model/ensemble_disagreement", float(spread))
+
+    def _model_backups(self, states: torch.Tensor, features: torch.Tensor) -> Backups:
+        """The value net's `backups` for `value_target: greedy`: for rows of (normalised) `states`, the freshly
+        trained model's one-step predictions of the other actions — every other discrete action, or
+        `GREEDY_SAMPLES` uniform continuous ones."""
+        net = self._rollout()
+        if self.discrete:
+            alternatives = torch.eye(self.n_actions)[:, None, :]  # (K, 1, A)
+
+        def backups(rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with torch.no_grad():
+                if self.discrete:
+                    feats = alternatives.expand(self.n_actions, len(rows), self.n_actions)
+                    valid = (feats != features[rows][None]).any(dim=-1)  # the taken action has its real target
+                else:
+                    feats = torch.rand(GREEDY_SAMPLES, len(rows), self.action_dim, generator=self.generator) * 2 - 1
+                    valid = torch.ones(GREEDY_SAMPLES, len(rows), dtype=torch.bool)
+                return (*net.one_step_backups(states[rows], feats), valid)
+
+        return backups
 
     # ------------------------------------------------------------ logging
 
