@@ -70,6 +70,8 @@ class ReplayBuffer:
         self.next_masks = np.ones((self.capacity, mask_actions), dtype=bool) if mask_actions else None
         self.pos = 0
         self.size = 0
+        self._terminal_slots = np.zeros(0, np.int64)  # `terminal_slots`' cache, valid for the first
+        self._terminal_scanned = 0                     # `_terminal_scanned` slots of a buffer that has not wrapped
 
     def __len__(self) -> int:
         return self.size
@@ -116,6 +118,36 @@ class ReplayBuffer:
         """Sample uniformly with replacement."""
         return self._gather(rng.integers(0, self.size, size=batch_size), None)
 
+    def terminal_slots(self) -> np.ndarray:
+        """Slots holding terminal transitions. Until the ring wraps, only the slots added since the last call are
+        scanned; after, every call scans the whole buffer."""
+        if self.size < self.capacity and self._terminal_scanned <= self.size:
+            new = np.flatnonzero(self.terminated[self._terminal_scanned:self.size])
+            if len(new):
+                self._terminal_slots = np.concatenate([self._terminal_slots, new + self._terminal_scanned])
+        else:
+            self._terminal_slots = np.flatnonzero(self.terminated[:self.size])
+        self._terminal_scanned = self.size
+        return self._terminal_slots
+
+    def sample_with_terminals(self, batch_size: int, n_batches: int, share: float,
+                              rng: np.random.Generator) -> Batch:
+        """`n_batches` batches of `batch_size` rows, one after the other, in which terminal transitions make up
+        at least `share` on average. While replay holds at least that share of them (or none), this is
+        `sample(batch_size * n_batches)`, draw for draw; below it, each batch's first k rows are drawn uniformly
+        from the terminal transitions and the other rows uniformly from all of replay, with
+        k = round(batch_size · (share − p) / (1 − p)) for p the terminal share of replay (so that
+        k + (batch_size − k) · p = share · batch_size)."""
+        idx = rng.integers(0, self.size, size=batch_size * n_batches)
+        terminals = self.terminal_slots()
+        p = len(terminals) / self.size
+        rows = round(batch_size * (share - p) / (1.0 - p)) if len(terminals) and p < share else 0
+        if rows:
+            idx = idx.reshape(n_batches, batch_size)
+            idx[:, :rows] = terminals[rng.integers(0, len(terminals), size=(n_batches, rows))]
+            idx = idx.reshape(-1)
+        return self._gather(idx, None)
+
     def state_dict(self) -> dict:
         """Arrays and counters, for checkpoints that keep the buffer."""
         n = self.size
@@ -134,6 +166,7 @@ class ReplayBuffer:
         if self.next_masks is not None and "next_masks" in state:
             self.next_masks[:n] = np.asarray(state["next_masks"], dtype=bool)
         self.pos, self.size = int(state["pos"]), n
+        self._terminal_slots, self._terminal_scanned = np.zeros(0, np.int64), 0
 
 
 class SumTree:

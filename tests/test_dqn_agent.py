@@ -13,6 +13,7 @@ import torch
 from rlagents.agents.dqn import DQNAgent, DQNConfig
 from rlagents.environments import SyncVecEnv, final_observations
 from rlagents.networks import ConvBackbone
+from rlagents.replay import ReplayBuffer
 from rlagents.train import main as train_main
 
 
@@ -167,3 +168,67 @@ def test_value_bounds_follow_the_finite_rewards_seen_and_survive_a_checkpoint():
     observe_rewards(undiscounted, [[1.0, 1.0]])
     assert undiscounted.value_bounds() == (0.0, np.inf)
     assert "reward_range" not in tiny_agent().state_dict()  # off: checkpoints as before
+
+
+def filled_buffer(capacity: int, n: int, terminal_every: int) -> ReplayBuffer:
+    """A replay buffer of `n` 1-d transitions added in order (obs = the add's index), every `terminal_every`-th
+    one terminal."""
+    buffer = ReplayBuffer(capacity, (1,), np.float32)
+    for i in range(n):
+        buffer.add(np.array([i], np.float32), 0, 0.0, np.array([i], np.float32), (i + 1) % terminal_every == 0, 0.9)
+    return buffer
+
+
+def test_terminal_slots_follow_adds_wraps_and_loads():
+    buffer = ReplayBuffer(10, (1,), np.float32)
+    for i in range(25):  # the ring wraps twice: evicted terminal transitions must leave the slots
+        buffer.add(np.array([i], np.float32), 0, 0.0, np.array([i], np.float32), i % 4 == 3, 0.9)
+        assert buffer.terminal_slots().tolist() == np.flatnonzero(buffer.terminated[:buffer.size]).tolist()
+    assert sorted(buffer.obs[buffer.terminal_slots(), 0].tolist()) == [15.0, 19.0, 23.0]
+    young = filled_buffer(100, 20, 5)
+    assert young.terminal_slots().tolist() == [4, 9, 14, 19]
+    young.load_state_dict(filled_buffer(100, 12, 3).state_dict())
+    assert young.terminal_slots().tolist() == [2, 5, 8, 11]
+
+
+def test_sample_with_terminals_tops_each_batch_up_to_the_share():
+    buffer = filled_buffer(1000, 1000, 10)  # 10% of replay is terminal, at slots 9, 19, ..., 999
+    # share 0.5 of batches of 9: k = round(9 · (0.5 − 0.1) / (1 − 0.1)) = 4 rows from terminal transitions
+    batch = buffer.sample_with_terminals(9, 50, 0.5, np.random.default_rng(0))
+    terminal, slots = batch.terminated.reshape(50, 9), batch.indices.reshape(50, 9)
+    assert len(batch.indices) == 450 and (terminal[:, :4] == 1).all()
+    assert set(slots[:, :4].ravel().tolist()) <= set(range(9, 1000, 10))
+    assert 0.05 < terminal[:, 4:].mean() < 0.15  # the other rows are uniform: about 10% terminal
+    assert len(set(slots[:, 4:].ravel().tolist())) > 200  # 250 draws from 1,000 slots: ~221 distinct
+    assert 0.45 < batch.terminated.mean() < 0.55
+    # replay holds the share already (10% ≥ 5%), or no terminal transition: exactly `sample`, draw for draw
+    for full, share in ((buffer, 0.05), (filled_buffer(1000, 50, 100), 0.5)):
+        topped = full.sample_with_terminals(8, 10, share, np.random.default_rng(3))
+        assert topped.indices.tolist() == full.sample(80, np.random.default_rng(3)).indices.tolist()
+
+
+def test_terminal_fraction_feeds_the_learner_that_share_of_terminal_rows():
+    agent = tiny_agent(terminal_fraction=0.5, gradient_steps=3)  # batch_size 8
+    seen = []
+    agent.learner.update_round = lambda batch, n: seen.append((batch, n))
+    obs, no = np.zeros((2, 2), np.float32), np.array([False, False])
+    for step in range(40):  # 4 of 80 transitions terminal: k = round(8 · (0.5 − 0.05) / 0.95) = 4
+        terminated = np.array([step % 10 == 9, False])
+        agent.observe(obs, agent.act(obs, explore=True), np.ones(2), obs, terminated, no)
+    agent._train(3)
+    (batch, n), = seen
+    assert n == 3 and batch.terminated.reshape(3, 8)[:, :4].all()
+
+
+def test_terminal_fraction_leaves_prioritized_replay_as_it_is():
+    """Prioritized replay samples by priority: terminal_fraction does not change what it trains on."""
+    weights = []
+    for share in (0.0, 0.5):
+        torch.manual_seed(0)
+        agent = tiny_agent(terminal_fraction=share, prioritized=True, gradient_steps=3)
+        obs, no = np.zeros((2, 2), np.float32), np.array([False, False])
+        for step in range(40):
+            agent.observe(obs, agent.act(obs, explore=True), np.ones(2), obs, np.array([step % 10 == 9, False]), no)
+        agent._train(3)
+        weights.append([p.detach().clone() for p in agent.q.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))

@@ -130,8 +130,10 @@ def test_adam_step_equals_optimizer_step():
 @pytest.mark.parametrize("settings", [{}, {"double": False, "gradient_steps": 4, "loss": "mse", "batch_size": 100},
                                       {"max_grad_norm": None, "n_step": 3}, {"clipped_double": True},
                                       {"clip_values": True, "gamma": 0.5, "lr": 1.0e-2},
-                                      {"clip_values": True, "gamma": 0.5, "lr": 1.0e-2, "double": False}],
-                         ids=["double", "burst-mse", "noclip", "clipped-double", "clip-values", "clip-values-max"])
+                                      {"clip_values": True, "gamma": 0.5, "lr": 1.0e-2, "double": False},
+                                      {"terminal_fraction": 0.25, "gradient_steps": 2, "n_step": 3}],
+                         ids=["double", "burst-mse", "noclip", "clipped-double", "clip-values", "clip-values-max",
+                              "terminal-fraction"])
 def test_dqn_manual_updates_equal_autograd_updates(settings):
     """The same agent trained through the manual path and through autograd ends with the same weights, up to
     float32 rounding (the two sum matrix products in different orders)."""

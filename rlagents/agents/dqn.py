@@ -80,6 +80,10 @@ class DQNConfig(NetworkConfig):
                               "so far allow: [min(0, r_min), max(0, r_max)] / (1 - gamma)")
     n_step: int = param(1, "n-step returns", low=1, high=100)
     prioritized: bool = param(False, "proportional prioritized replay")
+    terminal_fraction: float = param(0.0, "least share of terminal transitions in each batch of uniform replay: "
+                                     "while a smaller share of replay is terminal, batches top it up with terminal "
+                                     "transitions (0: off; prioritized, frame and sequence replay ignore it)",
+                                     low=0.0, high=1.0)
     per_alpha: float = param(0.6, "prioritization exponent", low=0.0, high=1.0)
     per_beta: float = param(0.4, "initial importance-sampling exponent (annealed to 1)", low=0.0, high=1.0)
     per_eps: float = param(1.0e-6, "added to |TD error| so no priority is zero", low=0.0, low_open=True)
@@ -515,6 +519,10 @@ class DQNAgent(SequenceActing, Agent):
         if isinstance(self.buffer, PrioritizedReplayBuffer):  # priorities change between steps
             for _ in range(n_updates):
                 self.learner.update_round(self.buffer.sample(c.batch_size, self.rng, beta=self.beta(self.steps)), 1)
+            return
+        if c.terminal_fraction and type(self.buffer) is ReplayBuffer:  # uniform transition replay only
+            self.learner.update_round(self.buffer.sample_with_terminals(c.batch_size, n_updates,
+                                                                        c.terminal_fraction, self.rng), n_updates)
             return
         self.learner.update_round(self.buffer.sample(c.batch_size * n_updates, self.rng), n_updates)
 
