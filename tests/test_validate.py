@@ -160,7 +160,7 @@ def test_evaluate_bounds_episodes(short_dqn_run: Path, capsys, value, message):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--seeds", "0"], "--seeds must be at least 1, got 0"),
+    (["--seeds", "0"], "--seeds 0: a count of seeds must be at least 1 (--seeds 5 runs seeds 0-4)"),
     (["--seeds", str(10**12)], "--seeds must name 1 to 10,000 seeds, got '1000000000000'"),  # hung before
     (["--workers", "0"], "--workers must be an integer from 1 to 1,024, got 0"),
     (["--workers", "100000"], "--workers must be an integer from 1 to 1,024, got 100000"),
